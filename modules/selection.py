@@ -1,0 +1,105 @@
+"""``selection.json``: group -> epoch, or group -> {"average": [first, last]}."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Union
+
+from pydantic import BaseModel, ConfigDict, RootModel, ValidationError, model_validator
+
+from modules.atomic import write_json_atomic
+from modules.errors import SweetspotError
+
+
+class SelectionError(SweetspotError, ValueError):
+    """A selection names an unknown group, an unrecorded epoch or an empty window."""
+
+
+class AverageWindow(BaseModel):
+    """Average a group's weights over the recorded epochs in ``[first, last]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    average: tuple[int, int]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AverageWindow:
+        first, last = self.average
+        if first > last:
+            raise ValueError(f"average window [{first}, {last}] must have first <= last")
+        return self
+
+
+GroupChoice = Union[int, AverageWindow]  # noqa: UP007 - pydantic reads this at runtime
+
+
+class Selection(RootModel[dict[str, GroupChoice]]):
+    """The chosen epoch (or averaging window) of each group."""
+
+    def choices(self) -> dict[str, GroupChoice]:
+        return dict(self.root)
+
+    def epochs_for(self, group: str, recorded: list[int]) -> list[int]:
+        """Recorded epochs that make up ``group``'s choice; raises when none or not recorded."""
+        choice = self.root[group]
+        if isinstance(choice, int):
+            if choice not in recorded:
+                raise SelectionError(
+                    f"group {group!r}: epoch {choice} was not recorded; recorded epochs: {recorded}"
+                )
+            return [choice]
+        first, last = choice.average
+        inside = [e for e in recorded if first <= e <= last]
+        if not inside:
+            raise SelectionError(
+                f"group {group!r}: average window [{first}, {last}] holds no recorded epoch;"
+                f" recorded epochs: {recorded}"
+            )
+        return inside
+
+    def check(self, groups: list[str], recorded: list[int]) -> None:
+        """Every group named is known and every choice resolves to recorded epochs."""
+        problems = []
+        for group in self.root:
+            if group not in groups:
+                problems.append(f"unknown group {group!r}; the run's groups are {groups}")
+                continue
+            try:
+                self.epochs_for(group, recorded)
+            except SelectionError as error:
+                problems.append(str(error))
+        if problems:
+            raise SelectionError("; ".join(problems))
+
+    def to_json(self) -> dict[str, object]:
+        return {g: (c if isinstance(c, int) else {"average": list(c.average)}) for g, c in self.root.items()}
+
+
+def parse_selection(data: object, source: str = "<selection>") -> Selection:
+    """Validate a selection mapping; errors name ``source``."""
+    try:
+        return Selection.model_validate(data)
+    except ValidationError as error:
+        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
+        raise SelectionError(
+            f"{source} is not a valid selection (group -> epoch, or group -> {{\"average\": [first, last]}}):\n"
+            + "\n".join(lines)
+        ) from None
+
+
+def load_selection(path: str | os.PathLike[str]) -> Selection:
+    """Read and validate ``selection.json``."""
+    path = Path(path)
+    if not path.is_file():
+        raise SelectionError(f"selection file {path} does not exist; run `sweetspot analyze` or pass --group")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise SelectionError(f"{path} is not valid JSON: {error}") from None
+    return parse_selection(data, str(path))
+
+
+def save_selection(selection: Selection, path: str | os.PathLike[str]) -> None:
+    """Write ``selection.json`` atomically."""
+    write_json_atomic(path, selection.to_json())

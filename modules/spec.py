@@ -1,0 +1,242 @@
+"""The module-group spec (``sweetspot.yaml``): typed, validated once at the edge."""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from modules.errors import SpecError
+
+_CALLABLE_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_GROUP_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_GLOB_CHARS = set("*?[")
+#: Metrics about the whole model are stored under this group name in metrics.parquet.
+MODEL_GROUP = "model"
+
+
+class Objective(BaseModel):
+    """The metric a combination is judged by, and whether lower or higher is better."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    metric: str = "loss"
+    mode: Literal["min", "max"] = "min"
+
+
+class JudgingMetric(BaseModel):
+    """A recorded metric that judges a group, with its good direction."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    metric: str
+    mode: Literal["min", "max"]
+
+
+class Coupling(BaseModel):
+    """Groups that a search must move together (``max_epoch_gap`` 0) or within a gap."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str | None = None
+    groups: list[str] = Field(min_length=1)
+    max_epoch_gap: int = Field(default=0, ge=0)
+
+
+class Spec(BaseModel):
+    """A validated ``sweetspot.yaml``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    model: str
+    data: str
+    evaluate: str
+    model_args: dict[str, Any] = Field(default_factory=dict)
+    data_args: dict[str, Any] = Field(default_factory=dict)
+    objective: Objective = Field(default_factory=Objective)
+    groups: dict[str, list[str]]
+    couplings: list[Coupling] = Field(default_factory=list)
+    group_metrics: dict[str, list[JudgingMetric]] = Field(default_factory=dict)
+
+    @field_validator("model", "data", "evaluate")
+    @classmethod
+    def _callable_path(cls, value: str) -> str:
+        if not _CALLABLE_RE.match(value):
+            raise ValueError(
+                f"{value!r} is not a callable path; write it as 'package.module:function'"
+            )
+        return value
+
+    @field_validator("groups")
+    @classmethod
+    def _groups_valid(cls, groups: dict[str, list[str]]) -> dict[str, list[str]]:
+        if not groups:
+            raise ValueError("at least one group is needed")
+        for group, patterns in groups.items():
+            if group == MODEL_GROUP or not _GROUP_NAME_RE.match(group):
+                raise ValueError(
+                    f"group name {group!r} is not allowed; use letters, digits, '_', '.', '-'"
+                    f" and not the reserved name {MODEL_GROUP!r}"
+                )
+            if not patterns:
+                raise ValueError(f"group {group!r} has no parameter patterns")
+        return groups
+
+    @model_validator(mode="after")
+    def _references_known_groups(self) -> Spec:
+        known = set(self.groups)
+        seen: dict[str, int] = {}
+        for index, coupling in enumerate(self.couplings):
+            for group in coupling.groups:
+                if group not in known:
+                    raise ValueError(
+                        f"couplings[{index}] names unknown group {group!r}; known groups: {sorted(known)}"
+                    )
+                if group in seen:
+                    raise ValueError(
+                        f"group {group!r} is in couplings[{seen[group]}] and couplings[{index}];"
+                        " a group may be in at most one coupling"
+                    )
+                seen[group] = index
+        for group in self.group_metrics:
+            if group not in known:
+                raise ValueError(
+                    f"group_metrics names unknown group {group!r}; known groups: {sorted(known)}"
+                )
+        return self
+
+    # -- behaviour -------------------------------------------------------------------------
+
+    def group_of(self, key: str) -> str:
+        """Return the one group whose patterns match ``key``; raise SpecError otherwise."""
+        matches = [g for g, patterns in self.groups.items() if _matches_any(key, patterns)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise SpecError(
+                f"parameter {key!r} matches no group in spec {self.name!r}; add a pattern for it"
+                f" to one group (patterns: {self.groups})"
+            )
+        detail = {g: [p for p in self.groups[g] if _matches(key, p)] for g in matches}
+        raise SpecError(
+            f"parameter {key!r} matches more than one group in spec {self.name!r}: {detail};"
+            " make the patterns disjoint so each key is in exactly one group"
+        )
+
+    def assign_groups(self, keys: Iterable[str]) -> dict[str, list[str]]:
+        """Map every group to its keys (in the given order); all problems raised in one error."""
+        assigned: dict[str, list[str]] = {g: [] for g in self.groups}
+        problems: list[str] = []
+        for key in keys:
+            try:
+                assigned[self.group_of(key)].append(key)
+            except SpecError as error:
+                problems.append(str(error))
+        if problems:
+            shown = problems[:20]
+            more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
+            raise SpecError("\n".join(shown) + more)
+        return assigned
+
+    def judging_metrics(self, group: str) -> list[JudgingMetric]:
+        """Metrics that judge ``group``; empty when the spec names none."""
+        return list(self.group_metrics.get(group, []))
+
+    def coupling_of(self, group: str) -> Coupling | None:
+        """The coupling ``group`` belongs to, if any."""
+        for coupling in self.couplings:
+            if group in coupling.groups:
+                return coupling
+        return None
+
+    def build_model(self) -> Any:
+        """Instantiate the spec's model (``model(**model_args)``)."""
+        return resolve_callable(self.model, "model")(**self.model_args)
+
+    def load_data(self) -> dict[str, Any]:
+        """Call the data callable; it must return named splits including train, val and test."""
+        splits = resolve_callable(self.data, "data")(**self.data_args)
+        if not isinstance(splits, dict):
+            raise SpecError(f"data callable {self.data!r} returned {type(splits).__name__}, not a dict of splits")
+        missing = [s for s in ("train", "val", "test") if s not in splits]
+        if missing:
+            raise SpecError(
+                f"data callable {self.data!r} returned splits {sorted(splits)}; it must also return {missing}"
+            )
+        return splits
+
+    def evaluator(self) -> Callable[..., dict[str, Any]]:
+        """The evaluate callable: ``evaluate(model, split) -> dict of metrics``."""
+        return resolve_callable(self.evaluate, "evaluate")
+
+
+def _matches(key: str, pattern: str) -> bool:
+    if _GLOB_CHARS & set(pattern):
+        return fnmatch.fnmatchcase(key, pattern)
+    if pattern.endswith("."):
+        return key.startswith(pattern)
+    return key == pattern or key.startswith(pattern + ".")
+
+
+def _matches_any(key: str, patterns: list[str]) -> bool:
+    return any(_matches(key, p) for p in patterns)
+
+
+def resolve_callable(path: str, role: str = "callable") -> Callable[..., Any]:
+    """Import ``package.module:attr`` and return the attribute; errors say what to fix."""
+    module_name, _, attr_path = path.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as error:
+        raise SpecError(
+            f"{role} {path!r}: cannot import module {module_name!r} ({error}); check the name and"
+            " that its package is installed or on PYTHONPATH"
+        ) from error
+    for part in attr_path.split("."):
+        if not hasattr(target, part):
+            raise SpecError(f"{role} {path!r}: module {module_name!r} has no attribute {attr_path!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise SpecError(f"{role} {path!r} is not callable")
+    return target
+
+
+def parse_spec(data: Any, source: str = "<spec>") -> Spec:
+    """Validate a spec from a mapping; errors list every problem with its location in ``source``."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: the spec must be a YAML mapping, got {type(data).__name__}")
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as error:
+        lines = []
+        for item in error.errors():
+            where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+            lines.append(f"  {where}: {item['msg']}")
+        raise SpecError(f"{source} is not a valid sweetspot spec:\n" + "\n".join(lines)) from None
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate ``sweetspot.yaml``."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file {path} does not exist; pass the path of your sweetspot.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path} is not valid YAML: {error}") from None
+    return parse_spec(data, str(path))
+
+
+def dump_spec(spec: Spec) -> str:
+    """The spec as YAML text that ``load_spec`` reads back to an equal spec."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,40 @@
+"""The ``sweetspot`` command: one subcommand per pipeline step, each a module in ``rayjobs``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from rayjobs._entry import call_reporting_errors
+
+#: subcommand -> module in ``rayjobs`` defining ``DESCRIPTION``, ``add_arguments`` and ``run``.
+SUBCOMMANDS = {
+    "train-demo": "rayjobs.train_demo",
+    "import": "rayjobs.import_run",
+    "analyze": "rayjobs.analyze_sweetspots",
+    "combine": "rayjobs.combine_modules",
+    "evaluate": "rayjobs.evaluate_combined",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sweetspot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name in SUBCOMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            continue  # a step not built yet
+        command = sub.add_parser(name, help=module.DESCRIPTION, description=module.DESCRIPTION)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    args = parser.parse_args(argv)
+    return call_reporting_errors(args._run, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
