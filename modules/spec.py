@@ -61,6 +61,7 @@ class Spec(BaseModel):
     model: str
     data: str
     evaluate: str
+    batches: str | None = None
     model_args: dict[str, Any] = Field(default_factory=dict)
     data_args: dict[str, Any] = Field(default_factory=dict)
     objective: Objective = Field(default_factory=Objective)
@@ -68,10 +69,10 @@ class Spec(BaseModel):
     couplings: list[Coupling] = Field(default_factory=list)
     group_metrics: dict[str, list[JudgingMetric]] = Field(default_factory=dict)
 
-    @field_validator("model", "data", "evaluate")
+    @field_validator("model", "data", "evaluate", "batches")
     @classmethod
-    def _callable_path(cls, value: str) -> str:
-        if not _CALLABLE_RE.match(value):
+    def _callable_path(cls, value: str | None) -> str | None:
+        if value is not None and not _CALLABLE_RE.match(value):
             raise ValueError(
                 f"{value!r} is not a callable path; write it as 'package.module:function'"
             )
@@ -174,6 +175,15 @@ class Spec(BaseModel):
                 f"data callable {self.data!r} returned splits {sorted(splits)}; it must also return {missing}"
             )
         return splits
+
+    def batch_iterator(self) -> Callable[..., Any]:
+        """The batches callable: ``batches(split)`` yields model inputs (tensor, tuple or dict)."""
+        if self.batches is None:
+            raise SpecError(
+                f"spec {self.name!r} has no 'batches' callable, which recomputing BatchNorm statistics"
+                " needs; add `batches: package.module:function` yielding model inputs for a split"
+            )
+        return resolve_callable(self.batches, "batches")
 
     def evaluator(self) -> Callable[..., dict[str, Any]]:
         """The evaluate callable: ``evaluate(model, split) -> dict of metrics``."""
