@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -34,21 +35,37 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return unwrap_state_dict(obj, path)
 
 
+#: Messages of torch's weights-only unpickler that mean malformed bytes, not a refused object.
+_CORRUPT_PICKLE_SIGNS = ("Unsupported operand", "String is too long", "persistent id")
+
+
 def _torch_load_weights_only(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
     except pickle.UnpicklingError as error:
+        if any(sign in str(error) for sign in _CORRUPT_PICKLE_SIGNS):
+            raise CheckpointImportError(
+                f"{path} is truncated or corrupt and cannot be read (its pickle is malformed);"
+                " restore it from a backup, or pass --skip-bad to import without it"
+            ) from None
         raise UnsafeCheckpointError(
             f"{path} needs arbitrary unpickling to load (it stores objects other than tensors and plain"
             " containers), which could run code; it was refused and nothing in it was executed. Re-save"
             " it as a plain state dict (torch.save(model.state_dict(), ...)) or as safetensors."
-            f" Detail: {str(error).splitlines()[0]}"
+            f" Detail: {_refused_what(str(error))}"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, zipfile.BadZipFile) as error:
+        detail = (str(error).splitlines() or [type(error).__name__])[0]
         raise CheckpointImportError(
-            f"{path} is truncated or corrupt and cannot be read ({str(error).splitlines()[0]});"
+            f"{path} is truncated or corrupt and cannot be read ({detail});"
             " restore it from a backup, or pass --skip-bad to import without it"
         ) from None
+
+
+def _refused_what(message: str) -> str:
+    """The global the unpickler refused (e.g. ``GLOBAL builtins.open``), else the first line."""
+    found = re.search(r"GLOBAL \S+", message)
+    return found.group(0) if found else (message.splitlines() or [""])[0]
 
 
 def _is_zip(path: Path) -> bool:

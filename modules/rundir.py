@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import warnings
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ import pandas as pd
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
-from safetensors.torch import save as safetensors_save
+from safetensors.torch import save_file as safetensors_save_file
 
 from modules.atomic import write_bytes_atomic, write_json_atomic
 from modules.errors import RunDirError
@@ -289,6 +291,19 @@ def _unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _write_group_file(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> tuple[str, int]:
+    """Write one group's safetensors file durably; return its sha256 and size."""
+    safetensors_save_file(_unshared(tensors), path, metadata=metadata)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+        size = os.fstat(handle.fileno()).st_size
+        if size:
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                digest.update(view)
+    return digest.hexdigest(), size
+
+
 class RunWriter:
     """Write access to a run directory: whole epochs atomically, metrics atomically."""
 
@@ -363,19 +378,19 @@ class RunWriter:
             shutil.rmtree(partial)
         partial.mkdir(parents=True)
         files = {}
-        for group, tensors in states.items():
-            payload = safetensors_save(_unshared(tensors), metadata={"group": group, "epoch": str(epoch)})
-            name = f"{group}.safetensors"
-            with open(partial / name, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            files[group] = {
-                "path": f"{EPOCHS_DIR}/{epoch}/{name}",
-                "sha256": hashlib.sha256(payload).hexdigest(),
-                "bytes": len(payload),
+        # Groups are written in parallel: safetensors writes straight from the tensors' memory and
+        # sha256/fsync release the GIL, so one group's hashing overlaps another's writing.
+        workers = max(1, min(len(states), os.cpu_count() or 1, 4))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {
+                group: pool.submit(
+                    _write_group_file, partial / f"{group}.safetensors", tensors, {"group": group, "epoch": str(epoch)}
+                )
+                for group, tensors in states.items()
             }
-            del payload
+            for group, future in futures.items():
+                digest, nbytes = future.result()
+                files[group] = {"path": f"{EPOCHS_DIR}/{epoch}/{group}.safetensors", "sha256": digest, "bytes": nbytes}
         os.replace(partial, epochs_dir / str(epoch))
         for group, tensors in states.items():
             if self._infos[group] is None:

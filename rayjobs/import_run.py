@@ -1,0 +1,43 @@
+"""``sweetspot import``: turn a folder of ``checkpoint_epoch_<N>.pt`` files into a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from modules.importer import import_checkpoints
+from modules.spec import load_spec
+from rayjobs._entry import run_entry
+
+DESCRIPTION = (
+    "Import a run saved as checkpoint_epoch_<N>.pt (or .safetensors) files plus an optional"
+    " metrics.csv / metrics.jsonl into a sweetspot run directory, without unpickling code."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``sweetspot import``."""
+    parser.add_argument("--from", dest="source", required=True, help="folder with checkpoint_epoch_<N>.pt files")
+    parser.add_argument("--spec", required=True, help="sweetspot.yaml naming the module groups")
+    parser.add_argument("--out", required=True, help="new run directory to create (must not exist or be empty)")
+    parser.add_argument(
+        "--skip-bad", action="store_true", help="skip truncated or corrupt checkpoints and list them instead of failing"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Import and print a short summary; errors are raised as SweetspotError."""
+    spec = load_spec(args.spec)
+    report = import_checkpoints(args.source, spec, args.out, skip_bad=args.skip_bad, progress=not args.quiet)
+    print(report.summary())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_entry("sweetspot import", DESCRIPTION, add_arguments, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

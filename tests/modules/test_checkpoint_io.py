@@ -1,0 +1,143 @@
+"""Safe checkpoint reading: plain, wrapped, legacy and safetensors files; unsafe and corrupt ones refused."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from modules.checkpoint_io import WRAPPER_KEYS, load_state_dict
+from modules.errors import CheckpointImportError, UnsafeCheckpointError
+
+
+def _state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(1)
+    return {
+        "layer.weight": torch.randn(4, 3),
+        "layer.bias": torch.randn(4).to(torch.bfloat16),
+        "bn.num_batches_tracked": torch.tensor(17, dtype=torch.int64),
+        "mask": torch.tensor([True, False, True]),
+    }
+
+
+def _assert_same(loaded: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    assert list(loaded) == list(expected)
+    for key, tensor in expected.items():
+        assert loaded[key].dtype == tensor.dtype and torch.equal(loaded[key], tensor), key
+
+
+def test_plain_state_dict(tmp_path: Path) -> None:
+    torch.save(_state(), tmp_path / "a.pt")
+    _assert_same(load_state_dict(tmp_path / "a.pt"), _state())
+
+
+@pytest.mark.parametrize("wrapper", WRAPPER_KEYS)
+def test_wrapped_state_dict_ignores_other_entries(tmp_path: Path, wrapper: str) -> None:
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    torch.save({wrapper: _state(), "optimizer_state_dict": optimizer.state_dict(), "epoch": 3}, tmp_path / "a.pt")
+    _assert_same(load_state_dict(tmp_path / "a.pt"), _state())
+
+
+def test_legacy_non_zip_format(tmp_path: Path) -> None:
+    torch.save(_state(), tmp_path / "a.pt", _use_new_zipfile_serialization=False)
+    assert (tmp_path / "a.pt").read_bytes()[:4] != b"PK\x03\x04"
+    _assert_same(load_state_dict(tmp_path / "a.pt"), _state())
+
+
+def test_safetensors_file(tmp_path: Path) -> None:
+    save_file(_state(), tmp_path / "a.safetensors")
+    loaded = load_state_dict(tmp_path / "a.safetensors")
+    assert sorted(loaded) == sorted(_state())
+    for key, tensor in _state().items():
+        assert loaded[key].dtype == tensor.dtype and torch.equal(loaded[key], tensor)
+
+
+def test_reading_never_modifies_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "a.pt"
+    torch.save({"model": _state(), "epoch": 1}, path)
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    state = load_state_dict(path)
+    state["layer.weight"].add_(1.0)  # copy-on-write mapping: the file must stay as it was
+    del state
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_code_running_pickle_is_refused_and_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": _state(), "hook": Payload()}, path)
+    with pytest.raises(UnsafeCheckpointError, match="evil.pt needs arbitrary unpickling") as caught:
+        load_state_dict(path)
+    assert "GLOBAL io.open" in str(caught.value)
+    assert not marker.exists()
+    torch.load(path, weights_only=False)  # proves the payload is live when unpickled unsafely
+    assert marker.exists()
+
+
+def test_legacy_code_running_pickle_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil_legacy.pt"
+    torch.save({"w": torch.ones(1), "x": Payload()}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(UnsafeCheckpointError, match="evil_legacy.pt"):
+        load_state_dict(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[: len(data) // 2],
+        lambda data: data[:100],
+        lambda data: b"",
+        lambda data: b"\x00not a checkpoint at all" * 50,
+    ],
+    ids=["half", "header-only", "empty", "garbage"],
+)
+def test_truncated_or_corrupt_file_names_it_and_the_fix(tmp_path: Path, damage) -> None:
+    good = tmp_path / "good.pt"
+    torch.save(_state(), good)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(damage(good.read_bytes()))
+    with pytest.raises(CheckpointImportError, match="bad.pt is truncated or corrupt.*--skip-bad") as caught:
+        load_state_dict(bad)
+    assert not isinstance(caught.value, UnsafeCheckpointError)
+
+
+def test_corrupt_safetensors_file(tmp_path: Path) -> None:
+    save_file(_state(), tmp_path / "a.safetensors")
+    data = (tmp_path / "a.safetensors").read_bytes()
+    (tmp_path / "a.safetensors").write_bytes(data[: len(data) - 5])
+    with pytest.raises(CheckpointImportError, match="a.safetensors is not a readable safetensors file"):
+        load_state_dict(tmp_path / "a.safetensors")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"optimizer": {"lr": 0.1}}, [torch.ones(1)], {}],
+    ids=["no-tensors", "list", "empty-dict"],
+)
+def test_file_without_a_state_dict(tmp_path: Path, payload: object) -> None:
+    torch.save(payload, tmp_path / "a.pt")
+    with pytest.raises(CheckpointImportError, match="a.pt holds no model state dict"):
+        load_state_dict(tmp_path / "a.pt")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointImportError, match="nope.pt does not exist"):
+        load_state_dict(tmp_path / "nope.pt")
