@@ -21,3 +21,11 @@ class CheckpointImportError(SweetspotError):
 
 class UnsafeCheckpointError(CheckpointImportError):
     """A checkpoint would need arbitrary unpickling (code execution) to load; it is refused."""
+
+
+class CombineError(SweetspotError, ValueError):
+    """A combine or evaluate request cannot be carried out (bad sources, keys, output path)."""
+
+
+class EvaluationError(SweetspotError, ValueError):
+    """An evaluation cannot be carried out as asked (inconsistent losses, missing baselines input)."""

@@ -1,0 +1,1 @@
+"""Evaluate a combined model against baselines on validation and held-out test splits (phase 4.1)."""

@@ -1,0 +1,130 @@
+"""The candidates a combination is compared against, as epoch sets over a run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modules.errors import EvaluationError
+from modules.rundir import RunDir
+from modules.selection import Selection, parse_selection
+from modules.soups import EpochSet, lawa, plateau_average, same_epochs, uniform_soup
+
+#: Single epochs compared by default, as in the seed's phase 4.1.
+DEFAULT_SINGLE_EPOCHS = (30, 40, 50)
+LAWA_LAST = 5
+
+
+@dataclass
+class Candidate:
+    """A model to evaluate: an epoch set over the run, or a file; ``recompute_bn`` for averages."""
+
+    name: str
+    kind: str
+    epochs: EpochSet | None = None
+    model_path: Path | None = None
+    recompute_bn: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "epochs": self.epochs,
+            "model_path": str(self.model_path) if self.model_path else None,
+            "recompute_bn": self.recompute_bn,
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class AnalysisInfo:
+    """What combine and evaluate need from an analysis: each group's pick and plateau window."""
+
+    picks: Selection
+    plateau_windows: dict[str, tuple[int, int] | None]
+    source: str
+
+
+def nearest_recorded(recorded: list[int], wanted: int) -> int:
+    """The recorded epoch closest to ``wanted`` (the earlier one on a tie)."""
+    return min(recorded, key=lambda e: (abs(e - wanted), e))
+
+
+def is_average(epochs: EpochSet) -> bool:
+    return any(len(v) > 1 for v in epochs.values())
+
+
+def single_epoch_candidates(run: RunDir, wanted: list[int]) -> list[Candidate]:
+    """One candidate per wanted epoch, moved to the nearest recorded one (noted when moved)."""
+    out, seen = [], set()
+    for epoch in wanted:
+        got = nearest_recorded(run.epochs, epoch)
+        if got in seen:
+            continue
+        seen.add(got)
+        notes = [] if got == epoch else [f"epoch {epoch} not recorded; nearest recorded is {got}"]
+        out.append(Candidate(f"epoch {got}", "single", same_epochs(run, [got]), notes=notes))
+    return out
+
+
+def averaged_candidates(run: RunDir, analysis: AnalysisInfo | None, has_bn: bool) -> tuple[list[Candidate], list[str]]:
+    """Last epoch, plateau average (when an analysis is at hand), uniform soup and LAWA."""
+    notes = []
+    last = run.epochs[-1]
+    out = [Candidate(f"last epoch ({last})", "last", same_epochs(run, [last]))]
+    if analysis is None:
+        notes.append("plateau average skipped: no analysis given (--analysis DIR) and none could be computed")
+    else:
+        fallback = {g: analysis.picks.epochs_for(g, run.epochs) for g in run.groups if g in analysis.picks.root}
+        epochs, fell_back = plateau_average(run, analysis.plateau_windows, fallback)
+        out.append(Candidate("plateau average", "plateau", epochs, recompute_bn=has_bn and is_average(epochs), notes=fell_back))
+    out.append(Candidate(f"uniform soup ({len(run.epochs)})", "uniform", uniform_soup(run), recompute_bn=has_bn))
+    out.append(Candidate(f"LAWA (last {min(LAWA_LAST, len(run.epochs))})", "lawa", lawa(run, LAWA_LAST), recompute_bn=has_bn))
+    return out, notes
+
+
+def read_analysis_dir(folder: str | os.PathLike[str]) -> AnalysisInfo:
+    """Read ``module_metrics.json`` (picks and plateau windows) or, failing that, ``selection.json``."""
+    folder = Path(folder)
+    metrics_path = folder / "module_metrics.json"
+    selection_path = folder / "selection.json"
+    if metrics_path.is_file():
+        try:
+            data = json.loads(metrics_path.read_text(encoding="utf-8"))
+            groups = data["groups"]
+            picks = parse_selection({g: v["pick"] for g, v in groups.items()}, f"{metrics_path} groups.*.pick")
+            windows = {g: (tuple(v["plateau_window"]) if v.get("plateau_window") else None) for g, v in groups.items()}
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+            raise EvaluationError(
+                f"{metrics_path} lacks groups.<group>.pick / plateau_window ({error!r}); re-run `sweetspot analyze`"
+            ) from None
+        return AnalysisInfo(picks, windows, str(metrics_path))  # type: ignore[arg-type]
+    if selection_path.is_file():
+        from modules.selection import load_selection
+
+        return AnalysisInfo(load_selection(selection_path), {}, str(selection_path))
+    raise EvaluationError(
+        f"--analysis {folder} holds neither module_metrics.json nor selection.json; pass the folder"
+        " `sweetspot analyze` wrote"
+    )
+
+
+def analysis_for(run: RunDir, folder: str | os.PathLike[str] | None, spec: Any = None) -> tuple[AnalysisInfo | None, str]:
+    """The analysis from ``folder`` when given, else computed with ``analysis.pipeline``; with a note."""
+    if folder is not None:
+        info = read_analysis_dir(folder)
+        return info, f"analysis read from {info.source}"
+    try:
+        from analysis.pipeline import analyze_run
+    except ImportError as error:
+        return None, f"analysis not available ({error})"
+    try:
+        result = analyze_run(run, spec)
+    except Exception as error:  # noqa: BLE001 - any analysis failure only skips one baseline
+        return None, f"analysis of {run.path} failed ({error}); plateau average skipped"
+    windows = {g: a.plateau_window for g, a in result.groups.items()}
+    return AnalysisInfo(result.selection, windows, f"analyze_run({run.path})"), "analysis computed from the run"

@@ -1,0 +1,226 @@
+"""Evaluate candidates on train/val/test with the spec's evaluate callable; compare with bootstrap."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from analysis.evaluation.baselines import (
+    AnalysisInfo,
+    Candidate,
+    averaged_candidates,
+    single_epoch_candidates,
+)
+from analysis.evaluation.bootstrap import PairedInterval, paired_bootstrap
+from modules.batchnorm import has_batchnorm, update_bn
+from modules.combine import iter_plan, load_file_into_model, load_into_model, plan_from_run
+from modules.errors import EvaluationError
+from modules.rundir import RunDir
+from modules.soups import EpochSet, GreedySoup, greedy_soup, same_epochs
+
+SPLITS = ("train", "val", "test")
+LOSSES_KEY = "per_example_losses"
+
+
+@dataclass
+class Evaluated:
+    """A candidate's scalar metrics per split and its per-example test losses."""
+
+    candidate: Candidate
+    metrics: dict[str, dict[str, float]]
+    test_losses: np.ndarray
+
+    def objective(self, split: str, metric: str) -> float:
+        return self.metrics[split][metric]
+
+
+@dataclass
+class Comparison:
+    """Combination minus one baseline: percent differences and the test bootstrap interval."""
+
+    baseline: str
+    percent: dict[str, dict[str, float]]
+    test_interval: PairedInterval
+    verdict: str
+
+
+@dataclass
+class EvaluationResult:
+    """Everything the report shows."""
+
+    objective_metric: str
+    objective_mode: str
+    evaluated: list[Evaluated]
+    comparisons: list[Comparison]
+    greedy: GreedySoup | None
+    notes: list[str] = field(default_factory=list)
+
+
+def _scalar(value: Any) -> float | None:
+    """A float for numbers and one-element tensors/arrays; None for anything else."""
+    if isinstance(value, (bool, int, float, np.integer, np.floating)):
+        return float(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value.item())
+    if isinstance(value, np.ndarray) and value.size == 1:
+        return float(value.item())
+    return None
+
+
+class CandidateEvaluator:
+    """Holds one model instance and the data; loads each candidate into it and evaluates it."""
+
+    def __init__(self, spec: Any, run: RunDir, splits: dict[str, Any] | None = None) -> None:
+        self.spec, self.run = spec, run
+        self.splits = splits if splits is not None else spec.load_data()
+        self.evaluate_fn = spec.evaluator()
+        self.model = spec.build_model()
+        self.metric = spec.objective.metric
+        self.mode = spec.objective.mode
+        self.notes: list[str] = []
+        self.has_bn = has_batchnorm(self.model)
+        self.batches = None
+        if self.has_bn:
+            if spec.batches is None:
+                self.notes.append("the model has BatchNorm but the spec has no batches callable: averages are scored without the BatchNorm recompute")
+            else:
+                self.batches = spec.batch_iterator()
+        self._cache: dict[str, Evaluated] = {}
+        self._val_cache: dict[str, float] = {}
+
+    def load(self, candidate: Candidate) -> None:
+        """Put the candidate's weights (and recomputed BatchNorm statistics) into the model."""
+        if candidate.model_path is not None:
+            load_file_into_model(candidate.model_path, self.model)
+        else:
+            assert candidate.epochs is not None
+            plan = plan_from_run(self.run, candidate.epochs)
+            load_into_model(self.model, iter_plan(plan), candidate.name)
+        if candidate.recompute_bn and self.batches is not None:
+            update_bn(self.model, self.batches(self.splits["train"]), "the train split")
+
+    def score(self, split: str) -> tuple[dict[str, float], np.ndarray | None]:
+        """Scalar metrics of the loaded model on ``split``, and its per-example losses."""
+        raw = self.evaluate_fn(self.model, self.splits[split])
+        if not isinstance(raw, dict) or self.metric not in raw:
+            found = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
+            raise EvaluationError(
+                f"evaluate callable {self.spec.evaluate!r} returned {found} without the objective"
+                f" {self.metric!r}; return it or fix objective.metric in the spec"
+            )
+        metrics = {k: s for k, v in raw.items() if k != LOSSES_KEY and (s := _scalar(v)) is not None}
+        losses = raw.get(LOSSES_KEY)
+        losses = None if losses is None else np.asarray(torch.as_tensor(losses).detach().cpu().double()).reshape(-1)
+        return metrics, losses
+
+    def _key(self, candidate: Candidate) -> str:
+        return json.dumps([candidate.epochs, str(candidate.model_path), candidate.recompute_bn], sort_keys=True)
+
+    def evaluate(self, candidate: Candidate) -> Evaluated:
+        """Metrics on train, val and test (cached by weights, so duplicates cost nothing)."""
+        key = self._key(candidate)
+        if key not in self._cache:
+            self.load(candidate)
+            metrics, test_losses = {}, None
+            for split in SPLITS:
+                metrics[split], losses = self.score(split)
+                if split == "test":
+                    test_losses = losses
+            if test_losses is None:
+                raise EvaluationError(
+                    f"evaluate callable {self.spec.evaluate!r} returned no {LOSSES_KEY!r}; the paired"
+                    " bootstrap needs one objective loss per test example"
+                )
+            self._cache[key] = Evaluated(candidate, metrics, test_losses)
+        cached = self._cache[key]
+        return Evaluated(candidate, cached.metrics, cached.test_losses)
+
+    def val_objective(self, epochs: EpochSet, recompute_bn: bool) -> float:
+        """Validation objective of an epoch set (cached)."""
+        candidate = Candidate("probe", "probe", epochs, recompute_bn=recompute_bn and self.has_bn)
+        key = self._key(candidate)
+        if key not in self._val_cache:
+            self.load(candidate)
+            self._val_cache[key] = self.score("val")[0][self.metric]
+        return self._val_cache[key]
+
+    def better(self, a: float, b: float) -> bool:
+        return a < b if self.mode == "min" else a > b
+
+
+def verdict(interval: PairedInterval) -> str:
+    """What the test interval supports (per-example losses: below zero means the combination is better)."""
+    if interval.contains_zero:
+        return "no significant difference"
+    return "combination better" if interval.high < 0 else "baseline better"
+
+
+def percent_difference(value: float, baseline: float) -> float:
+    """``100 * (value - baseline) / |baseline|`` (nan when the baseline is 0)."""
+    return 100.0 * (value - baseline) / abs(baseline) if baseline != 0 else math.nan
+
+
+def compare(combination: Evaluated, baseline: Evaluated, resamples: int, seed: int) -> Comparison:
+    """Percent differences of every metric on val and test, and the paired test interval."""
+    percent = {
+        split: {
+            m: percent_difference(v, baseline.metrics[split][m])
+            for m, v in combination.metrics[split].items()
+            if m in baseline.metrics[split]
+        }
+        for split in ("val", "test")
+    }
+    interval = paired_bootstrap(combination.test_losses, baseline.test_losses, resamples, 0.95, seed)
+    return Comparison(baseline.candidate.name, percent, interval, verdict(interval))
+
+
+def run_evaluation(
+    evaluator: CandidateEvaluator,
+    combination: Candidate,
+    single_epochs: list[int],
+    analysis: AnalysisInfo | None,
+    resamples: int = 2000,
+    seed: int = 0,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Evaluate the combination and every baseline; compare the combination with each."""
+    run = evaluator.run
+    notes = list(evaluator.notes)
+    singles_val = {}
+    for epoch in tqdm(run.epochs, desc="validation of each checkpoint", disable=not progress):
+        singles_val[epoch] = evaluator.val_objective(same_epochs(run, [epoch]), False)
+    sign = 1.0 if evaluator.mode == "min" else -1.0
+    best = min(singles_val, key=lambda e: (sign * singles_val[e], e))
+    candidates = [combination, *single_epoch_candidates(run, single_epochs)]
+    for candidate in candidates[1:]:
+        notes.extend(candidate.notes)
+    candidates.append(Candidate(f"best single on val ({best})", "best_single", same_epochs(run, [best])))
+    averaged, averaged_notes = averaged_candidates(run, analysis, evaluator.has_bn)
+    candidates.extend(averaged)
+    notes.extend(averaged_notes)
+    for candidate in averaged:
+        notes.extend(f"{candidate.name}: {n}" for n in candidate.notes)
+    with tqdm(total=len(run.epochs) - 1, desc="greedy soup", disable=not progress) as bar:
+
+        def soup_objective(epochs: list[int]) -> float:
+            bar.update(1)
+            return evaluator.val_objective(same_epochs(run, epochs), True)
+
+        soup = greedy_soup(singles_val, soup_objective, evaluator.mode)
+    candidates.append(
+        Candidate(
+            f"greedy soup ({len(soup.epochs)})",
+            "greedy",
+            same_epochs(run, soup.epochs),
+            recompute_bn=evaluator.has_bn and len(soup.epochs) > 1,
+        )
+    )
+    evaluated = [evaluator.evaluate(c) for c in tqdm(candidates, desc="evaluating candidates", disable=not progress)]
+    comparisons = [compare(evaluated[0], other, resamples, seed) for other in evaluated[1:]]
+    return EvaluationResult(evaluator.metric, evaluator.mode, evaluated, comparisons, soup, notes)

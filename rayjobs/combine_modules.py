@@ -1,0 +1,178 @@
+"""``sweetspot combine``: build one model from a chosen epoch (or epoch average) per module group.
+
+Two forms:
+
+    sweetspot combine --checkpoint-dir RUN (--selection selection.json | --group backbone=44
+        --group heads=40 --group analyzers=40-48) --output combined.safetensors [--update-bn]
+    python -m rayjobs.combine_modules --spec sweetspot.yaml --backbone checkpoint_epoch_44.pt
+        --heads checkpoint_epoch_40.pt [--default checkpoint_epoch_60.pt] --output combined_model.pt
+
+Groups not named take the analysis's pick (``--analysis DIR``); without one, the error lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from modules.batchnorm import update_bn
+from modules.combine import combine, plan_from_files, plan_from_run, selection_epochs
+from modules.errors import CombineError, SpecError
+from modules.rundir import RunDir
+from modules.selection import AverageWindow, Selection, load_selection, parse_selection
+from modules.spec import Spec, load_spec
+from rayjobs._entry import run_entry
+
+DESCRIPTION = "Combine module groups from different epochs (or epoch averages) into one model"
+GROUP_FILE_PREFIX = "group_file__"
+_EPOCH_RE = re.compile(r"^\d+$")
+_WINDOW_RE = re.compile(r"^(\d+)-(\d+)$")
+
+
+def parse_group_option(text: str) -> tuple[str, int | AverageWindow | Path]:
+    """``G=44`` (an epoch), ``G=40-48`` (an average window) or ``G=FILE`` (a checkpoint file)."""
+    group, sep, value = text.partition("=")
+    if not sep or not group or not value:
+        raise CombineError(f"--group {text!r} must look like GROUP=EPOCH, GROUP=FIRST-LAST or GROUP=FILE")
+    if _EPOCH_RE.match(value):
+        return group, int(value)
+    if match := _WINDOW_RE.match(value):
+        first, last = int(match.group(1)), int(match.group(2))
+        if first > last:
+            raise CombineError(f"--group {text!r}: window {first}-{last} must have first <= last")
+        return group, AverageWindow(average=(first, last))
+    return group, Path(value)
+
+
+def _spec_in_argv(argv: Sequence[str]) -> Spec | None:
+    for index, item in enumerate(argv):
+        path = item.partition("=")[2] if item.startswith("--spec=") else None
+        if item == "--spec" and index + 1 < len(argv):
+            path = argv[index + 1]
+        if path:
+            try:
+                return load_spec(path)
+            except SpecError:
+                return None  # reported properly when run() loads it
+    return None
+
+
+def add_group_file_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """``--<group> FILE`` for each group of the spec named by ``--spec`` in ``argv``."""
+    spec = _spec_in_argv(argv)
+    if spec is None:
+        return
+    taken = {option for action in parser._actions for option in action.option_strings}
+    for group in spec.groups:
+        if f"--{group}" not in taken:
+            parser.add_argument(
+                f"--{group}", dest=GROUP_FILE_PREFIX + group, metavar="FILE", help=f"checkpoint for group {group!r}"
+            )
+
+
+def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> None:
+    parser.add_argument("--checkpoint-dir", type=Path, help="run directory to read group checkpoints from")
+    parser.add_argument("--selection", type=Path, help="selection.json: group -> epoch or {\"average\": [first, last]}")
+    parser.add_argument(
+        "--group", action="append", default=[], metavar="G=E",
+        help="GROUP=EPOCH, GROUP=FIRST-LAST (average) or GROUP=FILE (seed checkpoint); repeatable",
+    )
+    parser.add_argument("--output", type=Path, required=True, help="combined model file (.safetensors or .pt)")
+    parser.add_argument("--format", choices=["safetensors", "pt"], help="output format (default: from the suffix)")
+    parser.add_argument("--update-bn", action="store_true", help="recompute BatchNorm statistics on the train split")
+    parser.add_argument("--spec", type=Path, help="sweetspot.yaml (default: the one stored in the run)")
+    parser.add_argument("--analysis", type=Path, help="analysis folder: its picks fill groups not named")
+    parser.add_argument("--default", type=Path, help="seed form: checkpoint for every group not named")
+    add_group_file_options(parser, sys.argv[1:] if argv is None else argv)
+
+
+def analysis_picks(folder: Path | None) -> Selection | None:
+    """The analysis's per-group picks from ``folder`` (module_metrics.json or selection.json)."""
+    if folder is None:
+        return None
+    from analysis.evaluation.baselines import read_analysis_dir
+
+    return read_analysis_dir(folder).picks
+
+
+def resolve_selection(
+    run: RunDir, selection_file: Path | None, groups: dict[str, Any], analysis: Path | None
+) -> Selection:
+    """The selection file, overridden by ``--group`` choices, with unnamed groups from the analysis."""
+    choices: dict[str, Any] = {}
+    if selection_file is not None:
+        choices.update(load_selection(selection_file).choices())
+    choices.update(groups)
+    picks = analysis_picks(analysis)
+    if picks is not None:
+        for group in run.groups:
+            if group not in choices and group in picks.root:
+                choices[group] = picks.root[group]
+    selection = parse_selection({g: (c.model_dump() if isinstance(c, AverageWindow) else c) for g, c in choices.items()})
+    return selection
+
+
+def load_run_spec(spec_path: Path | None, run: RunDir | None) -> Spec:
+    """``--spec``, else the spec stored in the run directory."""
+    if spec_path is not None:
+        return load_spec(spec_path)
+    stored = run.spec_path() if run is not None else None
+    if stored is None:
+        raise SpecError("no spec: pass --spec sweetspot.yaml (the run directory stores none)")
+    return load_spec(stored)
+
+
+def run(args: argparse.Namespace) -> int:
+    parsed = [parse_group_option(text) for text in args.group]
+    files = {g: v for g, v in parsed if isinstance(v, Path)}
+    files.update({k[len(GROUP_FILE_PREFIX):]: Path(v) for k, v in vars(args).items() if k.startswith(GROUP_FILE_PREFIX) and v})
+    epochs = {g: v for g, v in parsed if not isinstance(v, Path)}
+    seed_form = bool(files) or args.default is not None
+    if seed_form and (epochs or args.selection or args.checkpoint_dir):
+        raise CombineError(
+            "use either checkpoint files per group (--<group> FILE / --default FILE) or a run directory"
+            " with epochs (--checkpoint-dir with --selection / --group G=EPOCH), not both"
+        )
+    run_dir = None
+    if seed_form:
+        if args.spec is None:
+            raise CombineError("the checkpoint-file form needs --spec sweetspot.yaml to know the groups")
+        spec = load_spec(args.spec)
+        plan = plan_from_files(spec, files, args.default)
+    else:
+        if args.checkpoint_dir is None:
+            raise CombineError("pass --checkpoint-dir RUN with --selection/--group, or --spec with --<group> FILE options")
+        run_dir = RunDir(args.checkpoint_dir)
+        selection = resolve_selection(run_dir, args.selection, epochs, args.analysis)
+        plan = plan_from_run(run_dir, selection_epochs(selection, run_dir), selection.to_json())
+        spec = None
+    recompute = factory = None
+    if args.update_bn:
+        spec = spec or load_run_spec(args.spec, run_dir)
+        train = spec.load_data()["train"]
+        batches = spec.batch_iterator()
+        factory = spec.build_model
+
+        def recompute(model: Any) -> None:
+            update_bn(model, batches(train), f"spec {spec.name!r} train split")
+
+    provenance = combine(plan, args.output, args.format, recompute, factory)
+    print(f"wrote {args.output} ({plan.nbytes / 1e6:.1f} MB, {provenance['format']})")
+    for group, choice in plan.choices.items():
+        print(f"  {group}: {choice}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run_entry(
+        "python -m rayjobs.combine_modules", DESCRIPTION, lambda p: add_arguments(p, argv), run, argv
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""``sweetspot evaluate``: the combination against single epochs, averages and soups, on val and test.
+
+    sweetspot evaluate --checkpoint-dir RUN (--model combined.safetensors | --selection selection.json)
+        [--spec sweetspot.yaml] [--baselines 30,40,50] [--analysis DIR] --output eval/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from analysis.evaluation.baselines import (
+    DEFAULT_SINGLE_EPOCHS,
+    Candidate,
+    analysis_for,
+    is_average,
+)
+from analysis.evaluation.evaluate import CandidateEvaluator, run_evaluation
+from analysis.evaluation.report import headline, write_report
+from modules.combine import read_provenance, selection_epochs
+from modules.errors import CombineError, EvaluationError
+from modules.rundir import RunDir
+from rayjobs._entry import run_entry
+from rayjobs.combine_modules import load_run_spec, parse_group_option, resolve_selection
+
+DESCRIPTION = "Evaluate a combined model against single-epoch, averaged and soup baselines"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint-dir", type=Path, help="run directory the baselines are built from")
+    parser.add_argument("--model", type=Path, help="combined model file (.safetensors or .pt)")
+    parser.add_argument("--selection", type=Path, help="selection.json to build the combination from")
+    parser.add_argument("--group", action="append", default=[], metavar="G=E", help="GROUP=EPOCH or GROUP=FIRST-LAST")
+    parser.add_argument("--spec", type=Path, help="sweetspot.yaml (default: the one stored in the run)")
+    parser.add_argument("--baselines", default=",".join(map(str, DEFAULT_SINGLE_EPOCHS)), help="single epochs to compare (nearest recorded)")
+    parser.add_argument("--analysis", type=Path, help="analysis folder (module_metrics.json) for plateau windows and picks")
+    parser.add_argument("--update-bn", action="store_true", help="recompute BatchNorm statistics for a crossover too")
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--output", type=Path, required=True, help="folder for evaluation.json, the report and the PNG")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def parse_epochs(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise EvaluationError(f"--baselines {text!r} must be comma-separated epochs, e.g. 30,40,50") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.checkpoint_dir is None:
+        raise EvaluationError(
+            "pass --checkpoint-dir RUN: the baselines are built from the run's checkpoints (import seed"
+            " checkpoints first with `sweetspot import`)"
+        )
+    run_dir = RunDir(args.checkpoint_dir)
+    output = args.output.resolve()
+    if output == run_dir.path.resolve() or run_dir.path.resolve() in output.parents:
+        raise CombineError(f"--output {args.output} is inside the run directory {run_dir.path}; write elsewhere")
+    if (args.model is None) == (args.selection is None and not args.group):
+        raise EvaluationError("pass exactly one of --model FILE or --selection FILE (or --group G=E options)")
+    spec = load_run_spec(args.spec, run_dir)
+    single_epochs = parse_epochs(args.baselines)
+    evaluator = CandidateEvaluator(spec, run_dir)
+    analysis, analysis_note = analysis_for(run_dir, args.analysis, spec)
+    extra: dict[str, object] = {"run_dir": str(run_dir.path), "spec": spec.name, "analysis": analysis_note}
+    if args.model is not None:
+        combination = Candidate("combination", "combination", model_path=args.model, recompute_bn=args.update_bn and evaluator.has_bn)
+        extra["combination_provenance"] = read_provenance(args.model)
+    else:
+        groups = dict(parse_group_option(text) for text in args.group)
+        if any(isinstance(v, Path) for v in groups.values()):
+            raise EvaluationError("evaluate takes --group GROUP=EPOCH or GROUP=FIRST-LAST; combine files first")
+        selection = resolve_selection(run_dir, args.selection, groups, args.analysis)
+        epochs = selection_epochs(selection, run_dir)
+        recompute = evaluator.has_bn and (args.update_bn or is_average(epochs))
+        combination = Candidate("combination", "combination", epochs, recompute_bn=recompute)
+        extra["combination_selection"] = selection.to_json()
+    result = run_evaluation(
+        evaluator, combination, single_epochs, analysis, args.resamples, args.seed, progress=not args.no_progress
+    )
+    if analysis is None:
+        result.notes.append(analysis_note)
+    paths = write_report(result, args.output, extra)
+    print(headline(result))
+    for path in paths.values():
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_entry("python -m rayjobs.evaluate_combined", DESCRIPTION, add_arguments, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Evaluate a real tiny run against every baseline; report wording follows the interval."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis.evaluation.baselines import AnalysisInfo, Candidate, nearest_recorded
+from analysis.evaluation.evaluate import (
+    CandidateEvaluator,
+    Evaluated,
+    EvaluationResult,
+    compare,
+    run_evaluation,
+)
+from analysis.evaluation.report import headline, report_markdown, write_report
+from modules.rundir import RunDir
+from modules.selection import parse_selection
+from tests.modules import _tiny
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[EvaluationResult, dict[str, Path]]:
+    run = RunDir(_tiny.record_run(tmp_path_factory.mktemp("ev") / "run", epochs=6))
+    evaluator = CandidateEvaluator(_tiny.spec(), run)
+    analysis = AnalysisInfo(parse_selection({"encoder": 5, "middle": 4, "head": 6}), {"encoder": (3, 5), "middle": None, "head": (5, 6)}, "by hand")
+    combination = Candidate("combination", "combination", {"encoder": [3, 4, 5], "middle": [4], "head": [6]}, recompute_bn=True)
+    result = run_evaluation(evaluator, combination, [2, 4, 40], analysis, resamples=300, seed=0, progress=False)
+    paths = write_report(result, tmp_path_factory.mktemp("out") / "eval", {"run_dir": str(run.path)})
+    return result, paths
+
+
+def test_every_baseline_is_evaluated(evaluated) -> None:
+    result, paths = evaluated
+    data = json.loads(paths["json"].read_text())
+    kinds = [c["kind"] for c in data["candidates"]]
+    assert kinds == ["combination", "single", "single", "single", "best_single", "last", "plateau", "uniform", "lawa", "greedy"]
+    names = [c["name"] for c in data["candidates"]]
+    assert names[1:4] == ["epoch 2", "epoch 4", "epoch 6"]  # 40 -> nearest recorded 6
+    plateau = data["candidates"][6]
+    assert plateau["epochs"] == {"encoder": [3, 4, 5], "middle": [4], "head": [5, 6]} and plateau["recompute_bn"]
+    assert data["candidates"][8]["epochs"]["head"] == [2, 3, 4, 5, 6]
+    for cand in data["candidates"]:
+        m = cand["metrics"]
+        assert set(m) == {"train", "val", "test"} and {"loss", "mae"} <= set(m["test"])
+        assert cand["overfitting_gap"] == pytest.approx(m["val"]["loss"] - m["train"]["loss"])
+    # best single is the lowest validation loss among single epochs, by hand from a fresh evaluation
+    run = RunDir(Path(data["run_dir"]))
+    model, splits = _tiny.build_model(), _tiny.load_data()
+    val = {}
+    for epoch in run.epochs:
+        model.load_state_dict(run.state_dict(epoch))
+        val[epoch] = _tiny.evaluate(model, splits["val"])["loss"]
+    best = min(val, key=val.get)
+    assert names[4] == f"best single on val ({best})"
+    assert data["candidates"][4]["metrics"]["val"]["loss"] == pytest.approx(val[best])
+    comb = data["candidates"][0]["metrics"]["test"]["loss"]
+    for comp, cand in zip(data["comparisons"], data["candidates"][1:]):
+        base = cand["metrics"]["test"]["loss"]
+        assert comp["percent_difference"]["test"]["loss"] == pytest.approx(100 * (comb - base) / base)
+        # the mean per-example difference equals the difference of the mean losses
+        assert comp["test_loss_difference"]["mean_difference"] == pytest.approx(comb - base, abs=1e-6)
+        lo, hi = comp["test_loss_difference"]["low"], comp["test_loss_difference"]["high"]
+        assert comp["verdict"] == ("no significant difference" if lo <= 0 <= hi else ("combination better" if hi < 0 else "baseline better"))
+    steps = data["greedy_soup"]["steps"]
+    assert len(steps) == 6 and steps[0]["kept"]
+    assert data["greedy_soup"]["epochs"] == sorted(s["epoch"] for s in steps if s["kept"])
+
+
+def test_report_table_and_png(evaluated) -> None:
+    result, paths = evaluated
+    text = paths["report"].read_text()
+    assert "| candidate | test loss | val loss | gap (val − train) |" in text
+    for item in result.evaluated:
+        assert item.candidate.name in text
+    png = paths["plot"].read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def synthetic(comb_losses: np.ndarray, base_losses: np.ndarray) -> EvaluationResult:
+    def item(name: str, losses: np.ndarray) -> Evaluated:
+        metrics = {s: {"loss": float(losses.mean())} for s in ("train", "val", "test")}
+        return Evaluated(Candidate(name, name), metrics, losses)
+
+    comb, base = item("combination", comb_losses), item("epoch 40", base_losses)
+    return EvaluationResult("loss", "min", [comb, base], [compare(comb, base, 500, 0)], None)
+
+
+def test_report_says_no_significant_difference_when_interval_contains_zero() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.exponential(1.0, 300)
+    comb = base + rng.normal(0, 0.2, 300)
+    comb = comb - (comb - base).mean() - 0.001  # combination lower by 0.001: not a supported gain
+    result = synthetic(comb, base)
+    assert result.comparisons[0].verdict == "no significant difference"
+    line = headline(result)
+    assert "**no significant difference**" in line and "better" not in line
+    assert "| epoch 40 |" in report_markdown(result) and "no significant difference |" in report_markdown(result)
+
+
+def test_report_claims_gain_only_when_interval_excludes_zero() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.exponential(1.0, 300)
+    result = synthetic(base * 0.5, base)
+    assert result.comparisons[0].verdict == "combination better"
+    assert "**the combination is better** by -50.00% loss" in headline(result)
+
+
+def test_nearest_recorded_prefers_earlier_on_tie() -> None:
+    assert nearest_recorded([2, 4, 6], 3) == 2
+    assert nearest_recorded([2, 4, 6], 50) == 6

@@ -1,0 +1,175 @@
+"""Combine: bit-exact picks, hand-checked averages, provenance, strict load, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from modules.combine import (
+    combine,
+    load_file_into_model,
+    plan_from_files,
+    plan_from_run,
+    read_provenance,
+    selection_epochs,
+    sidecar_path,
+)
+from modules.errors import CombineError, UnsafeCheckpointError
+from modules.rundir import RunDir
+from modules.selection import SelectionError, parse_selection
+from tests.modules import _tiny
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tiny.record_run(tmp_path_factory.mktemp("tiny") / "run", epochs=6)
+
+
+def stored(run: Path, epoch: int, group: str) -> dict[str, torch.Tensor]:
+    """A group's tensors read straight from the run's file, independent of the code under test."""
+    return load_file(run / "epochs" / str(epoch) / f"{group}.safetensors")
+
+
+def plan_for(run_path: Path, choice: dict):
+    run = RunDir(run_path)
+    selection = parse_selection(choice)
+    return plan_from_run(run, selection_epochs(selection, run), selection.to_json())
+
+
+def test_picks_are_bit_exact_per_group(tiny_run: Path, tmp_path: Path) -> None:
+    choice = {"encoder": 2, "middle": 5, "head": 6}
+    out = tmp_path / "combined.safetensors"
+    combine(plan_for(tiny_run, choice), out)
+    combined = load_file(out)
+    expected_keys = set()
+    for group, epoch in choice.items():
+        for key, tensor in stored(tiny_run, epoch, group).items():
+            expected_keys.add(key)
+            assert torch.equal(combined[key], tensor), key
+            assert combined[key].dtype == tensor.dtype
+    assert set(combined) == expected_keys
+    # epochs really differ, so the test would catch a wrong pick
+    assert not torch.equal(stored(tiny_run, 2, "encoder")["encoder.0.weight"], stored(tiny_run, 5, "encoder")["encoder.0.weight"])
+
+
+def test_average_equals_hand_mean_and_integer_buffers_from_last_epoch(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "avg.safetensors"
+    combine(plan_for(tiny_run, {"encoder": {"average": [2, 4]}, "middle": {"average": [1, 6]}, "head": 3}), out)
+    combined = load_file(out)
+    a, b, c = (stored(tiny_run, e, "encoder") for e in (2, 3, 4))
+    for key in a:
+        if a[key].is_floating_point():
+            hand = (a[key].double() + b[key].double() + c[key].double()) / 3
+            torch.testing.assert_close(combined[key].double(), hand, rtol=0, atol=1e-6)
+        else:
+            assert torch.equal(combined[key], c[key]), key
+    # num_batches_tracked: 8 optimizer steps per epoch, so epoch 4's value is 32, not the mean 24
+    assert int(combined["encoder.1.num_batches_tracked"]) == 4 * 8
+    middle = [stored(tiny_run, e, "middle")["middle.0.bias"].double() for e in range(1, 7)]
+    torch.testing.assert_close(combined["middle.0.bias"].double(), sum(middle) / 6, rtol=0, atol=1e-6)
+    assert torch.equal(combined["head.weight"], stored(tiny_run, 3, "head")["head.weight"])
+
+
+def test_provenance_round_trip_and_strict_load(tiny_run: Path, tmp_path: Path) -> None:
+    choice = {"encoder": {"average": [3, 5]}, "middle": 4, "head": 6}
+    out = tmp_path / "c.safetensors"
+    combine(plan_for(tiny_run, choice), out)
+    prov = read_provenance(out)
+    assert prov["selection"] == choice
+    assert prov["sweetspot_version"] == "0.1.0"
+    assert [s["epoch"] for s in prov["sources"]["encoder"]] == [3, 4, 5]
+    for group, sources in prov["sources"].items():
+        for source in sources:
+            path = tiny_run / "epochs" / str(source["epoch"]) / f"{group}.safetensors"
+            assert source["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    model = _tiny.build_model(seed=123)
+    model.load_state_dict(load_file(out), strict=True)
+    load_file_into_model(out, _tiny.build_model(seed=7))
+
+
+def test_pt_output_with_sidecar(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "combined_model.pt"
+    combine(plan_for(tiny_run, {"encoder": 1, "middle": 2, "head": 3}), out)
+    state = torch.load(out, weights_only=True)
+    assert torch.equal(state["middle.0.weight"], stored(tiny_run, 2, "middle")["middle.0.weight"])
+    prov = json.loads(sidecar_path(out).read_text())
+    assert prov["selection"] == {"encoder": 1, "middle": 2, "head": 3}
+    assert prov["format"] == "pt"
+    _tiny.build_model().load_state_dict(state, strict=True)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def save_seed_checkpoints(run_path: Path, folder: Path) -> dict[int, Path]:
+    """Seed-style full-model checkpoints, wrapped as the seed's training script saves them."""
+    run = RunDir(run_path)
+    paths = {}
+    for epoch in run.epochs:
+        paths[epoch] = folder / f"checkpoint_epoch_{epoch}.pt"
+        torch.save({"epoch": epoch, "model_state_dict": run.state_dict(epoch)}, paths[epoch])
+    return paths
+
+
+def test_seed_form_over_raw_checkpoints(tiny_run: Path, tmp_path: Path) -> None:
+    paths = save_seed_checkpoints(tiny_run, tmp_path)
+    plan = plan_from_files(_tiny.spec(), {"encoder": paths[4], "head": paths[2]}, default=paths[6])
+    out = tmp_path / "out" / "combined_model.pt"
+    combine(plan, out)
+    state = torch.load(out, weights_only=True)
+    for group, epoch in {"encoder": 4, "middle": 6, "head": 2}.items():
+        for key, tensor in stored(tiny_run, epoch, group).items():
+            assert torch.equal(state[key], tensor), key
+    sources = json.loads(sidecar_path(out).read_text())["sources"]
+    assert sources["encoder"][0]["sha256"] == hashlib.sha256(paths[4].read_bytes()).hexdigest()
+    with pytest.raises(CombineError, match=r"\['middle'\]"):
+        plan_from_files(_tiny.spec(), {"encoder": paths[4], "head": paths[2]})
+
+
+class NotATensor:
+    """An arbitrary object: unpickling it would need code, so the loader must refuse it."""
+
+
+def test_code_pickle_source_is_refused(tiny_run: Path, tmp_path: Path) -> None:
+    evil = tmp_path / "checkpoint_epoch_9.pt"
+    torch.save({"model_state_dict": RunDir(tiny_run).state_dict(6), "extra": NotATensor()}, evil, pickle_module=pickle)
+    with pytest.raises(UnsafeCheckpointError, match="checkpoint_epoch_9.pt"):
+        plan_from_files(_tiny.spec(), {}, default=evil)
+
+
+@pytest.mark.parametrize(
+    ("choice", "message"),
+    [
+        ({"encoder": 2, "middle": 2, "head": 2, "decoder": 3}, r"unknown group 'decoder'"),
+        ({"encoder": 7, "middle": 2, "head": 2}, r"epoch 7 was not recorded; recorded epochs: \[1, 2, 3, 4, 5, 6\]"),
+        ({"encoder": {"average": [7, 9]}, "middle": 2, "head": 2}, r"\[7, 9\] holds no recorded epoch"),
+        ({"encoder": 2, "middle": 2}, r"no epoch for groups \['head'\]"),
+    ],
+)
+def test_bad_selection(tiny_run: Path, choice: dict, message: str) -> None:
+    with pytest.raises(SelectionError, match=message):
+        plan_for(tiny_run, choice)
+
+
+def test_output_inside_run_dir_is_refused(tiny_run: Path) -> None:
+    target = tiny_run / "combined.safetensors"
+    with pytest.raises(CombineError, match="inside the run directory"):
+        combine(plan_for(tiny_run, {"encoder": 1, "middle": 1, "head": 1}), target)
+    assert not target.exists()
+
+
+def test_combined_file_not_matching_model_names_keys(tiny_run: Path, tmp_path: Path) -> None:
+    state = RunDir(tiny_run).state_dict(3)
+    del state["head.bias"]
+    state["middle.0.weight"] = torch.zeros(3, 3)
+    state["extra.weight"] = torch.zeros(2)
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    with pytest.raises(CombineError) as info:
+        load_file_into_model(bad, _tiny.build_model())
+    text = str(info.value)
+    assert "head.bias" in text and "middle.0.weight [3, 3]" in text and "extra.weight" in text and "bad.pt" in text
