@@ -1,0 +1,23 @@
+"""Shared fixtures: the demo spec and one real demo run (seed 0, 60 epochs, every 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modules.demo.spec import demo_spec as build_demo_spec
+from modules.demo.train import train_demo
+from modules.spec import Spec
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo trained once per test session with the defaults; the run directory's path."""
+    return train_demo(tmp_path_factory.mktemp("demo") / "run", progress=False)
+
+
+@pytest.fixture
+def demo_spec() -> Spec:
+    """The demo's spec (width 64, seed 0), as written into ``demo_run``."""
+    return build_demo_spec()
