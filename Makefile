@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SWEETSPOT := $(VENV)/bin/sweetspot
 
 .PHONY: setup demo test lint bench clean
 
@@ -16,8 +17,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Each step's output feeds the next; a finished demo run is reused (delete runs/ to start over).
 demo: $(STAMP)
-	$(VENV)/bin/sweetspot train-demo --out runs/demo
+	@if [ -f runs/demo/manifest.json ]; then echo "runs/demo already trained; reusing it (rm -r runs to retrain)"; \
+	else $(SWEETSPOT) train-demo --out runs/demo; fi
+	$(SWEETSPOT) analyze --checkpoint-dir runs/demo --output runs/demo-analysis
+	$(SWEETSPOT) combine --checkpoint-dir runs/demo --selection runs/demo-analysis/selection.json \
+		--output runs/demo-combined.safetensors --update-bn
+	$(SWEETSPOT) evaluate --spec runs/demo/sweetspot.yaml --checkpoint-dir runs/demo \
+		--model runs/demo-combined.safetensors --analysis runs/demo-analysis --output runs/demo-eval
+	@echo "demo done: see runs/demo-analysis/analysis_report.md and runs/demo-eval/evaluation_report.md"
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

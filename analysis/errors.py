@@ -1,0 +1,13 @@
+"""Errors and warnings of the sweet-spot analysis."""
+
+from __future__ import annotations
+
+from modules.errors import SweetspotError
+
+
+class AnalysisError(SweetspotError, ValueError):
+    """A run, its metrics or the thresholds cannot be analysed as given."""
+
+
+class AnalysisWarning(UserWarning):
+    """Something in the run was skipped or approximated; the analysis went on."""

@@ -1,0 +1,151 @@
+"""Run every technique on every group of a run: ``analyze_run`` (a run directory) and
+``analyze_metrics`` (a long-form metrics frame, the pure path the benchmark times)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.errors import AnalysisError
+from analysis.series import (
+    GRADIENT_METRICS,
+    MIN_CHECKPOINTS,
+    GroupSeries,
+    build_run_series,
+    check_epochs,
+)
+from analysis.techniques import TECHNIQUES, GroupContext, Recommendation
+from analysis.thresholds import Thresholds
+from analysis.weight_health import weight_health
+from modules.errors import RunDirError
+from modules.rundir import RunDir
+from modules.selection import AverageWindow, Selection
+from modules.spec import Spec, load_spec
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class GroupAnalysis:
+    """One group's series, every technique's recommendation, the ensemble pick and the plateau."""
+
+    series: GroupSeries
+    recommendations: dict[str, Recommendation]
+    pick: int | tuple[int, int]
+    plateau_window: tuple[int, int] | None
+
+    @property
+    def final(self) -> Recommendation:
+        """The ensemble's recommendation (the pick, its confidence and reasons)."""
+        return self.recommendations["ensemble"]
+
+    def pick_json(self) -> int | dict[str, list[int]]:
+        return self.pick if isinstance(self.pick, int) else {"average": list(self.pick)}
+
+
+@dataclass
+class RunAnalysis:
+    """The analysis of one run: per-group results, the thresholds used and notes."""
+
+    source: str
+    spec_name: str
+    epochs: list[int]
+    thresholds: Thresholds
+    groups: dict[str, GroupAnalysis]
+    model_metrics: dict[str, np.ndarray]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def selection(self) -> Selection:
+        """group -> ensemble epoch, or group -> average window."""
+        return Selection(
+            {
+                g: (a.pick if isinstance(a.pick, int) else AverageWindow(average=a.pick))
+                for g, a in self.groups.items()
+            }
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The content of ``module_metrics.json`` (see analysis.report for the format)."""
+        from analysis.report import module_metrics_json
+
+        return module_metrics_json(self)
+
+
+def analyze_group(series: GroupSeries, thresholds: Thresholds) -> GroupAnalysis:
+    """Run the voting techniques, then the non-voting ones (the ensemble), on one group."""
+    context = GroupContext(series, thresholds)
+    ordered = [t for t in TECHNIQUES.values() if t.votes] + [t for t in TECHNIQUES.values() if not t.votes]
+    for technique in ordered:
+        context.recommendations[technique.name] = technique.recommend(context)
+    plateau = context.recommendations.get("plateau")
+    window = plateau.details.get("plateau_window") if plateau else None
+    final = context.recommendations["ensemble"]
+    pick: int | tuple[int, int] = final.average if final.average is not None else int(final.epoch)
+    return GroupAnalysis(
+        series, dict(context.recommendations), pick, (int(window[0]), int(window[1])) if window else None
+    )
+
+
+def analyze_metrics(
+    metrics: pd.DataFrame,
+    epochs: list[int] | np.ndarray,
+    groups: list[str],
+    spec: Spec,
+    thresholds: Thresholds | None = None,
+    weight_health_by_group: dict[str, dict[str, np.ndarray]] | None = None,
+    source: str = "run",
+) -> RunAnalysis:
+    """Analyse a long-form metrics frame (``epoch, group, metric, value``) at checkpoint ``epochs``."""
+    thresholds = thresholds or Thresholds()
+    thresholds.check_run(len(epochs), f"thresholds for {source}")
+    run_series = build_run_series(metrics, epochs, groups, spec, weight_health_by_group, source)
+    results = {group: analyze_group(series, thresholds) for group, series in run_series.groups.items()}
+    notes = list(run_series.notes)
+    for result in results.values():
+        notes += result.series.notes
+    return RunAnalysis(
+        source, spec.name, run_series.epochs.tolist(), thresholds, results, run_series.model_metrics, notes
+    )
+
+
+def groups_without_gradients(metrics: pd.DataFrame, groups: list[str]) -> list[str]:
+    """Groups with no finite recorded gradient metric (imported runs)."""
+    recorded = metrics[metrics["metric"].isin(GRADIENT_METRICS) & np.isfinite(metrics["value"])]
+    have = set(recorded["group"].astype(str))
+    return [g for g in groups if g not in have]
+
+
+def analyze_run(run: RunDir, spec: Spec | None = None, thresholds: Thresholds | None = None) -> RunAnalysis:
+    """Analyse a run directory; ``spec`` defaults to its stored sweetspot.yaml, thresholds to defaults."""
+    if spec is None:
+        stored = run.spec_path()
+        if stored is None:
+            raise AnalysisError(f"{run.path} stores no sweetspot.yaml; pass the spec (--spec sweetspot.yaml)")
+        spec = load_spec(stored)
+    missing = [g for g in spec.groups if g not in run.groups]
+    if missing:
+        raise AnalysisError(
+            f"spec {spec.name!r} names groups {missing} that run {run.path} does not have (its groups:"
+            f" {run.groups}); pass the spec the run was recorded with"
+        )
+    epochs = run.epochs
+    if len(epochs) < MIN_CHECKPOINTS:
+        check_epochs(epochs, str(run.path))  # raises, before any weights are read
+    (thresholds or Thresholds()).check_run(len(epochs), f"thresholds for {run.path}")
+    metrics = run.metrics()
+    if metrics.empty:
+        raise AnalysisError(
+            f"{run.path} has no recorded metrics ({Path(run.path) / 'metrics.parquet'} is missing or empty);"
+            " record the run with the Recorder or import a metrics file with the checkpoints"
+        )
+    no_grads = groups_without_gradients(metrics, run.groups)
+    try:
+        proxies = weight_health(run, no_grads, list(epochs)) if no_grads else None
+    except RunDirError as error:
+        raise AnalysisError(f"cannot compute weight-based health for {no_grads}: {error}") from None
+    return analyze_metrics(metrics, epochs, run.groups, spec, thresholds, proxies, str(run.path))

@@ -1,0 +1,222 @@
+"""Long-form metrics -> per-group series over the recorded checkpoint epochs.
+
+Each group is judged by its spec metrics (``spec.group_metrics``), read from the whole-model
+rows (group ``model``); a group without any falls back to ``val_<objective.metric>``. Epochs
+where a judging metric is missing or NaN are skipped for that group, with a warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis.errors import AnalysisError, AnalysisWarning
+from analysis.stats import normalise
+from modules.spec import MODEL_GROUP, JudgingMetric, Spec
+
+#: The statistics (a Mann-Kendall window of 5, CUSUM segments of 2) need this many checkpoints.
+MIN_CHECKPOINTS = 5
+#: Per-group gradient-health metrics written by the Recorder.
+HEALTH_METRICS = ("grad_norm", "grad_norm_ratio", "update_ratio", "dead_fraction")
+GRADIENT_METRICS = ("grad_norm", "grad_norm_ratio")
+
+
+@dataclass
+class GroupSeries:
+    """One group's curves over the epochs it is analysed at (``epochs``)."""
+
+    group: str
+    epochs: np.ndarray
+    judging: list[JudgingMetric]
+    judged_by_fallback: bool
+    values: dict[str, np.ndarray]
+    goodness: dict[str, np.ndarray]
+    composite: np.ndarray
+    loss_goodness: np.ndarray
+    loss_metric: str
+    health: dict[str, np.ndarray]
+    health_source: str
+    recorded: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunSeries:
+    """Every group's series plus the whole-model metrics, over the run's checkpoint epochs."""
+
+    epochs: np.ndarray
+    groups: dict[str, GroupSeries]
+    model_metrics: dict[str, np.ndarray]
+    notes: list[str]
+    even_spacing: bool
+
+
+def _note(notes: list[str], message: str, warn: bool = True) -> None:
+    notes.append(message)
+    if warn:
+        warnings.warn(message, AnalysisWarning, stacklevel=3)
+
+
+def wide_metrics(metrics: pd.DataFrame, epochs: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """group -> metric -> values aligned with ``epochs`` (NaN where not recorded)."""
+    frame = metrics[metrics["epoch"].isin(epochs)].drop_duplicates(["epoch", "group", "metric"], keep="last")
+    if frame.empty:
+        return {}
+    table = frame.pivot(index=["group", "metric"], columns="epoch", values="value").reindex(columns=epochs)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for (group, metric), row in zip(table.index, table.to_numpy(dtype=float)):
+        out.setdefault(str(group), {})[str(metric)] = row
+    return out
+
+
+def check_epochs(epochs: list[int] | np.ndarray, source: str) -> tuple[np.ndarray, list[str]]:
+    """Sorted checkpoint epochs; raises below MIN_CHECKPOINTS; notes uneven spacing."""
+    epochs = np.asarray(sorted(int(e) for e in epochs), dtype=np.int64)
+    if len(epochs) < MIN_CHECKPOINTS:
+        raise AnalysisError(
+            f"{source} has {len(epochs)} checkpoint(s) (epochs {epochs.tolist()}); the statistics need at"
+            f" least {MIN_CHECKPOINTS}: record checkpoints more often or analyse a longer run"
+        )
+    notes: list[str] = []
+    gaps = np.diff(epochs)
+    if len(set(gaps.tolist())) > 1:
+        counts = pd.Series(gaps).value_counts().sort_index()
+        detail = ", ".join(f"{int(g)} epochs x{int(c)}" for g, c in counts.items())
+        _note(
+            notes,
+            f"{source}: checkpoint epochs are not evenly spaced (gaps: {detail}); windows count"
+            " checkpoints and slopes are per epoch, so uneven gaps are handled",
+        )
+    return epochs, notes
+
+
+def build_run_series(
+    metrics: pd.DataFrame,
+    epochs: list[int] | np.ndarray,
+    groups: list[str],
+    spec: Spec,
+    weight_health: dict[str, dict[str, np.ndarray]] | None = None,
+    source: str = "run",
+) -> RunSeries:
+    """Per-group series of a run; ``weight_health`` supplies health for groups without gradients."""
+    epochs, notes = check_epochs(epochs, source)
+    wide = wide_metrics(metrics, epochs)
+    model = wide.get(MODEL_GROUP, {})
+    if not model:
+        raise AnalysisError(
+            f"{source} has no whole-model metrics (group {MODEL_GROUP!r}) at its checkpoint epochs"
+            f" {epochs.tolist()}; record validation metrics with the Recorder or import a metrics file"
+        )
+    loss_metric = f"val_{spec.objective.metric}"
+    series = {}
+    for group in groups:
+        series[group] = _group_series(
+            group, epochs, model, wide.get(group, {}), spec, loss_metric, (weight_health or {}).get(group), source
+        )
+    return RunSeries(epochs, series, model, notes, len(set(np.diff(epochs).tolist())) <= 1)
+
+
+def _group_series(
+    group: str,
+    epochs: np.ndarray,
+    model: dict[str, np.ndarray],
+    own: dict[str, np.ndarray],
+    spec: Spec,
+    loss_metric: str,
+    weight_health: dict[str, np.ndarray] | None,
+    source: str,
+) -> GroupSeries:
+    notes: list[str] = []
+    judging = [m for m in spec.judging_metrics(group) if _known(m.metric, model, group, notes)]
+    fallback = not judging
+    if fallback:
+        if loss_metric not in model:
+            raise AnalysisError(
+                f"{source}: group {group!r} has no recorded judging metric and the fallback"
+                f" {loss_metric!r} (val_ + objective.metric) is not recorded either; recorded model"
+                f" metrics are {sorted(model)}. Add group_metrics for {group!r} to the spec"
+            )
+        judging = [JudgingMetric(metric=loss_metric, mode=spec.objective.mode)]
+        _note(notes, f"group {group!r} has no judging metric in the spec; judged by validation loss {loss_metric!r}", warn=False)
+    keep = np.ones(len(epochs), dtype=bool)
+    for metric in judging:
+        missing = ~np.isfinite(model[metric.metric])
+        if missing.any():
+            _note(
+                notes,
+                f"group {group!r}: metric {metric.metric!r} is missing or NaN at epochs"
+                f" {epochs[missing].tolist()}; those epochs are skipped for this group",
+            )
+            keep &= ~missing
+    if keep.sum() < MIN_CHECKPOINTS:
+        raise AnalysisError(
+            f"{source}: group {group!r} has only {int(keep.sum())} epochs with every judging metric"
+            f" ({[m.metric for m in judging]}) recorded; the statistics need at least {MIN_CHECKPOINTS}."
+            " Record the metrics at more checkpoints or judge the group by other metrics in the spec"
+        )
+    kept = epochs[keep]
+    values = {m.metric: model[m.metric][keep] for m in judging}
+    goodness = {m.metric: normalise(values[m.metric], m.mode) for m in judging}
+    composite = np.mean(np.vstack(list(goodness.values())), axis=0)
+    if loss_metric in model:
+        loss_goodness = normalise(model[loss_metric][keep], spec.objective.mode)
+    else:
+        loss_goodness = composite.copy()
+        _note(notes, f"group {group!r}: {loss_metric!r} is not recorded; the MCDA loss criterion uses the judging metrics")
+    health, health_source = _health(group, own, weight_health, keep, epochs, notes)
+    return GroupSeries(
+        group, kept, judging, fallback, values, goodness, composite, loss_goodness, loss_metric,
+        health, health_source, dict(own), notes,
+    )
+
+
+def _known(metric: str, model: dict[str, np.ndarray], group: str, notes: list[str]) -> bool:
+    if metric in model and np.isfinite(model[metric]).any():
+        return True
+    _note(notes, f"group {group!r}: judging metric {metric!r} is not recorded in this run; it is skipped")
+    return False
+
+
+def _health(
+    group: str,
+    own: dict[str, np.ndarray],
+    weight_health: dict[str, np.ndarray] | None,
+    keep: np.ndarray,
+    epochs: np.ndarray,
+    notes: list[str],
+) -> tuple[dict[str, np.ndarray], str]:
+    recorded = any(np.isfinite(own.get(m, np.array([np.nan]))).any() for m in GRADIENT_METRICS)
+    if recorded:
+        chosen, source = {m: own[m] for m in HEALTH_METRICS if m in own}, "recorded"
+    elif weight_health:
+        chosen, source = dict(weight_health), "weights"
+        _note(
+            notes,
+            f"group {group!r}: no recorded gradients; update/parameter ratio and dead units are"
+            " computed from the weights of consecutive checkpoints",
+            warn=False,
+        )
+    else:
+        _note(notes, f"group {group!r}: no gradient-health data; the gradient criterion is neutral", warn=False)
+        return {}, "none"
+    health = {}
+    for metric, values in chosen.items():
+        finite = np.isfinite(values)
+        if not finite.any():
+            continue
+        # The first update ratio has no previous checkpoint to compare with: expected, not reported.
+        expected = np.zeros_like(finite)
+        if metric == "update_ratio":
+            expected[0] = True
+        odd = ~finite & ~expected
+        if odd.any():
+            _note(
+                notes,
+                f"group {group!r}: health metric {metric!r} is missing or NaN at epochs"
+                f" {epochs[odd].tolist()}; those epochs count as healthy for it",
+            )
+        health[metric] = values[keep]
+    return health, source

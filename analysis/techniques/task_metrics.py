@@ -1,0 +1,51 @@
+"""Task-specific metrics: the epoch that best balances the group's judging metrics.
+
+Each judging metric is normalised by its direction (1 = best over the run), smoothed by a
+centred moving average over ``stability_window`` checkpoints, and the mean of the smoothed
+metrics is maximised.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analysis.stats import centred_mean, middle_of_best
+from analysis.techniques.base import GroupContext, Recommendation, Technique, register
+
+
+class TaskMetricsTechnique(Technique):
+    """Recommends the epoch with the best smoothed balance of the group's task metrics."""
+
+    name = "task_metrics"
+
+    def recommend(self, context: GroupContext) -> Recommendation:
+        series, window = context.series, context.window
+        epochs = series.epochs
+        smoothed = {metric: centred_mean(good, window) for metric, good in series.goodness.items()}
+        balance = np.mean(np.vstack(list(smoothed.values())), axis=0)
+        index = middle_of_best(balance)
+        peaks = {metric: middle_of_best(curve) for metric, curve in smoothed.items()}
+        agreeing = [m for m, peak in peaks.items() if abs(peak - index) <= window // 2]
+        agreement = len(agreeing) / len(peaks)
+        reasons = []
+        if series.judged_by_fallback:
+            reasons.append(f"no task metric for this group; judged by {series.loss_metric}")
+        for judging in series.judging:
+            raw = series.values[judging.metric]
+            best = int(np.nanargmin(raw) if judging.mode == "min" else np.nanargmax(raw))
+            word = "low" if judging.mode == "min" else "peak"
+            reasons.append(f"task {judging.metric} {word} {raw[best]:.3f} at epoch {int(epochs[best])}")
+        reasons.append(
+            f"balanced score {balance[index]:.3f} at epoch {int(epochs[index])} (smoothed over {window} checkpoints,"
+            f" {len(agreeing)}/{len(peaks)} metrics peak within {window // 2} checkpoints)"
+        )
+        details = {
+            "balanced_score": float(balance[index]),
+            "metric_peaks": {m: int(epochs[i]) for m, i in peaks.items()},
+            "values_at_pick": {m: float(series.values[m][index]) for m in series.values},
+            "agreement": agreement,
+        }
+        return Recommendation(int(epochs[index]), float(balance[index]) * (0.5 + 0.5 * agreement), reasons, details)
+
+
+register(TaskMetricsTechnique())

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+
+from analysis.pipeline import analyze_metrics
+from analysis.report import group_block, module_title, report_markdown, write_outputs
+from modules.selection import load_selection
+from tests.analysis._synthetic import EPOCHS, frame, make_spec
+
+E = np.array(EPOCHS, dtype=float)
+
+
+def small_analysis():
+    spec = make_spec({"backbone": [("val_loss", "min")], "emotion_head": [("val_f1", "max")]})
+    loss = (E - 30) ** 2 / 900
+    f1 = np.where(E <= 30, 0.3, 0.9)
+    health = {g: {"grad_norm_ratio": np.full(len(E), 0.5), "update_ratio": np.full(len(E), 1e-3)} for g in spec.groups}
+    return analyze_metrics(frame(EPOCHS, {"val_loss": loss, "val_f1": f1}, health), EPOCHS, list(spec.groups), spec)
+
+
+BLOCK = re.compile(
+    r"^\[Module: (?P<title>[^\]]+)\]\n"
+    r"- (Recommended epoch: (?P<epoch>\d+)|Recommended: average of epochs \d+-\d+)\n"
+    r"- Reasons:\n"
+    r"(?P<reasons>(  \d+\. .+\n)+)"
+    r"- Confidence: (?P<confidence>\d+)%$"
+)
+
+
+def test_block_has_the_seed_form() -> None:
+    analysis = small_analysis()
+    block = group_block("backbone", analysis.groups["backbone"])
+    match = BLOCK.match(block)
+    assert match, block
+    assert match["title"] == "Backbone" and match["epoch"] == "30"
+    reasons = match["reasons"].splitlines()
+    assert [r.split(".")[0].strip() for r in reasons] == [str(i) for i in range(1, len(reasons) + 1)]
+    assert any("plateau 24-36, centre 30" in r for r in reasons)
+    assert int(match["confidence"]) == round(analysis.groups["backbone"].final.confidence * 100)
+    assert module_title("wrapper_emotion") == "Wrapper Emotion"
+
+
+def test_report_lists_blocks_and_a_table() -> None:
+    text = report_markdown(small_analysis())
+    assert text.count("[Module: ") == 2
+    assert "| group | plateau | task_metrics | mcda | gradient_health | ensemble | pick | plateau |" in text
+    assert re.search(r"^\| backbone \| 30 \(\d+%\) \|", text, re.M)
+    assert re.search(r"^\| emotion_head \| 46 \(\d+%\) .* \| 32-60 \|$", text, re.M)
+
+
+def test_outputs_written(tmp_path) -> None:
+    analysis = small_analysis()
+    written = write_outputs(analysis, tmp_path / "out", plots=False)
+    data = json.loads(written["metrics"].read_text())
+    assert data["format_version"] == 1
+    assert data["thresholds"]["mcda_weights"] == {"loss": 0.3, "task": 0.4, "stability": 0.15, "gradient": 0.15}
+    assert data["epochs"] == EPOCHS
+    backbone = data["groups"]["backbone"]
+    assert backbone["pick"] == 30 and backbone["plateau_window"] == [24, 36]
+    assert backbone["metrics"]["grad_norm_ratio"] == [0.5] * 30
+    assert data["model_metrics"]["val_loss"][EPOCHS.index(30)] == 0.0
+    assert backbone["techniques"]["plateau"]["reasons"][0] == "plateau 24-36, centre 30"
+    assert data["groups"]["emotion_head"]["plateau_window"] == [32, 60]
+    assert load_selection(written["selection"]).to_json() == {"backbone": 30, "emotion_head": 46}
+    assert written["report"].read_text().startswith("# Sweet-spot analysis")
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import numpy as np
+import pymannkendall
+import pytest
+
+from analysis.stats import (
+    centred_mean,
+    cusum_change_points,
+    sliding_mann_kendall,
+    sliding_sen_slope,
+)
+
+
+def test_sliding_mann_kendall_matches_pymannkendall_on_every_window() -> None:
+    values = np.round(np.random.default_rng(3).normal(size=25), 1)  # rounding makes ties
+    s, var_s, p = sliding_mann_kendall(values, 6)
+    for start in range(len(values) - 5):
+        reference = pymannkendall.original_test(values[start : start + 6])
+        assert s[start] == reference.s
+        assert var_s[start] == pytest.approx(reference.var_s)
+        assert p[start] == pytest.approx(reference.p)
+
+
+def test_mann_kendall_perfect_trend_of_five_by_hand() -> None:
+    # S = 10 pairs all rising, var = 5*4*15/18 = 16.667, z = 9/4.082 = 2.205, p = 0.0275
+    s, var_s, p = sliding_mann_kendall(np.array([1.0, 2, 3, 4, 5]), 5)
+    assert s[0] == 10 and var_s[0] == pytest.approx(300 / 18)
+    assert p[0] == pytest.approx(0.0275, abs=5e-4)
+
+
+def test_sen_slope_uses_real_epochs() -> None:
+    # pairwise slopes: (1-0)/1 = 1, (2-0)/3 = 0.667, (2-1)/2 = 0.5 -> median 0.667
+    slope = sliding_sen_slope(np.array([0.0, 1.0, 2.0]), np.array([0, 1, 3]), 3)
+    assert slope[0] == pytest.approx(2 / 3)
+
+
+def test_cusum_finds_a_step() -> None:
+    values = np.r_[np.zeros(12), np.ones(8)]
+    assert cusum_change_points(values, sigma_floor=0.1) == [12]
+    assert cusum_change_points(np.full(20, 0.5), sigma_floor=0.1) == []
+
+
+def test_centred_mean_truncates_at_the_ends() -> None:
+    # window 3: [mean(1,2), mean(1,2,3), mean(2,3,4), mean(3,4)]
+    assert centred_mean(np.array([1.0, 2, 3, 4]), 3).tolist() == [1.5, 2.0, 3.0, 3.5]
