@@ -1,6 +1,7 @@
 # sweetspot: `make demo` trains the embedded demo run; `make test` runs the suite.
 PYTHON ?= python3
-VENV := .venv
+# An activated virtual environment is used as it is (its own torch kept); otherwise .venv is made.
+VENV ?= $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),.venv)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SWEETSPOT := $(VENV)/bin/sweetspot
@@ -39,4 +40,4 @@ bench: $(STAMP)
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf .venv .pytest_cache
