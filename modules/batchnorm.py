@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -11,11 +11,13 @@ from torch import nn
 from modules.errors import CombineError
 
 
-def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    """The model's BatchNorm layers that keep running statistics."""
-    return [
-        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-    ]
+def batchnorm_layers(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
+    """The model's BatchNorm layers that keep running statistics, by module name."""
+    return {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    }
 
 
 def has_batchnorm(model: nn.Module) -> bool:
@@ -24,30 +26,86 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 
 def call_model(model: nn.Module, inputs: Any) -> Any:
-    """``model(*inputs)`` for tuples/lists, ``model(**inputs)`` for dicts, ``model(inputs)`` otherwise."""
+    """``model(*inputs)`` for tuples/lists, ``model(**inputs)`` for mappings, ``model(inputs)`` otherwise."""
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
     if isinstance(inputs, (tuple, list)):
         return model(*inputs)
-    if isinstance(inputs, dict):
-        return model(**inputs)
     return model(inputs)
 
 
 @torch.no_grad()
-def update_bn(model: nn.Module, batches: Iterable[Any], source: str = "the training split") -> int:
-    """Reset BatchNorm statistics and recompute them as an exact average over ``batches``.
+def stale_batchnorm(
+    model: nn.Module, key_groups: Mapping[str, str], sources: Mapping[str, tuple[Any, ...]], inputs: Any
+) -> list[str]:
+    """BatchNorm layers whose statistics no longer fit the combined weights, in forward order.
 
-    Returns the number of batches seen (0 when the model has no BatchNorm); the model's
-    train/eval modes and the layers' momenta are restored afterwards.
+    A layer is stale when its group is averaged (more than one source) or when a group that runs
+    before it in the forward pass of ``inputs`` (one batch) comes from other sources (a crossover).
     """
     layers = batchnorm_layers(model)
     if not layers:
+        return []
+
+    def group_of(name: str, module: nn.Module) -> str | None:
+        for key, _ in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            full = f"{name}.{key}" if name else key
+            if full in key_groups:
+                return key_groups[full]
+        return None
+
+    groups = {name: group_of(name, m) for name, m in model.named_modules()}
+    order: list[str] = []
+    handles = [
+        module.register_forward_pre_hook(lambda _m, _a, name=name: order.append(name))
+        for name, module in model.named_modules()
+        if groups[name] is not None
+    ]
+    was_training = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        call_model(model, inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, mode in was_training.items():
+            module.training = mode
+    stale, upstream = [], set()
+    for name in order:
+        group = groups[name]
+        if name in layers and name not in stale:
+            if len(sources[group]) > 1 or any(sources[g] != sources[group] for g in upstream):
+                stale.append(name)
+        upstream.add(group)
+    return stale
+
+
+@torch.no_grad()
+def update_bn(
+    model: nn.Module,
+    batches: Iterable[Any],
+    source: str = "the training split",
+    layers: Collection[str] | None = None,
+) -> int:
+    """Recompute the running mean and variance of BatchNorm ``layers`` (default all) over ``batches``.
+
+    An exact average, as ``torch.optim.swa_utils.update_bn``; other BatchNorm layers run in eval
+    mode and keep their statistics. ``num_batches_tracked``, modes and momenta are restored.
+    Returns the number of batches seen (0 when there is nothing to recompute).
+    """
+    every = batchnorm_layers(model)
+    chosen = {name: every[name] for name in (every if layers is None else layers)}
+    if not chosen:
         return 0
-    momenta = {layer: layer.momentum for layer in layers}
+    momenta = {layer: layer.momentum for layer in chosen.values()}
+    tracked = {layer: layer.num_batches_tracked.clone() for layer in chosen.values()}
     modes = {m: m.training for m in model.modules()}
-    for layer in layers:
+    model.train()
+    for layer in every.values():
+        layer.train(layer in momenta)
+    for layer in chosen.values():
         layer.reset_running_stats()
         layer.momentum = None
-    model.train()
     seen = 0
     try:
         for inputs in batches:
@@ -56,6 +114,7 @@ def update_bn(model: nn.Module, batches: Iterable[Any], source: str = "the train
     finally:
         for layer, momentum in momenta.items():
             layer.momentum = momentum
+            layer.num_batches_tracked.copy_(tracked[layer])
         for module, mode in modes.items():
             module.training = mode
     if seen == 0:

@@ -20,6 +20,7 @@ import torch
 
 from modules import __version__
 from modules.atomic import atomic_path, write_json_atomic
+from modules.batchnorm import stale_batchnorm, update_bn
 from modules.checkpoint_io import load_state_dict
 from modules.errors import CombineError
 from modules.rundir import RunDir, TensorInfo, sha256_file
@@ -319,30 +320,47 @@ def check_output_path(output: Path, plan: CombinePlan) -> None:
                 raise CombineError(f"output {output} is the source checkpoint of group {group.group!r}; choose another path")
 
 
+def recompute_batchnorm(
+    model: torch.nn.Module, plan: CombinePlan, batches: Callable[[], Iterable[Any]], source: str = "the train split"
+) -> list[str]:
+    """Recompute BatchNorm statistics of averaged or crossed groups only (see ``stale_batchnorm``).
+
+    ``batches()`` yields model inputs of the training split; returns the layers recomputed.
+    """
+    sources = {g.group: tuple(s.epoch if s.epoch is not None else str(s.path) for s in g.sources) for g in plan.groups}
+    key_groups = {key: g.group for g in plan.groups for key in g.infos}
+    first = next(iter(batches()), None)
+    if first is None:
+        raise CombineError(f"{source} yielded no batches, so BatchNorm statistics cannot be recomputed")
+    layers = stale_batchnorm(model, key_groups, sources, first)
+    update_bn(model, batches(), source, layers)
+    return layers
+
+
 def combine(
     plan: CombinePlan,
     output: str | os.PathLike[str],
     fmt: str | None = None,
-    recompute_bn: Callable[[torch.nn.Module], None] | None = None,
+    bn_batches: Callable[[], Iterable[Any]] | None = None,
     model_factory: Callable[[], torch.nn.Module] | None = None,
 ) -> dict[str, Any]:
     """Write the planned model to ``output`` atomically, with provenance; return the provenance.
 
-    With ``recompute_bn`` (and ``model_factory``), the tensors are loaded into a fresh model,
-    BatchNorm statistics are recomputed, and the model's state is written.
+    With ``bn_batches`` (training-split inputs) and ``model_factory``, BatchNorm statistics of
+    averaged or crossed groups are recomputed in a fresh model before its state is written.
     """
     output = Path(output)
     fmt = output_format(output, fmt)
     check_output_path(output, plan)
-    provenance = provenance_of(plan, fmt, recompute_bn is not None)
+    provenance = provenance_of(plan, fmt, bn_batches is not None)
     layout = plan.layout()
     tensors: Iterable[tuple[str, torch.Tensor]] = iter_plan(plan)
-    if recompute_bn is not None:
+    if bn_batches is not None:
         if model_factory is None:
             raise CombineError("recomputing BatchNorm statistics needs the spec's model; pass --spec")
         model = model_factory()
         load_into_model(model, tensors, "the combined weights")
-        recompute_bn(model)
+        provenance["batchnorm_recomputed"] = recompute_batchnorm(model, plan, bn_batches)
         state = model.state_dict()
         tensors = ((k, state[k].detach().to(getattr(torch, dtype))) for k, (_, dtype) in layout.items())
     if fmt == "safetensors":

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from modules.batchnorm import call_model
 from modules.errors import SpecError
 from modules.rundir import RunDir, RunWriter
 from modules.spec import MODEL_GROUP, Spec, dump_spec
@@ -41,15 +42,6 @@ def confusion_stability(current: torch.Tensor, previous: torch.Tensor | None) ->
         return NAN
     distance = 0.5 * (a[rows] / sums_a[rows] - b[rows] / sums_b[rows]).abs().sum(1)
     return float(1.0 - distance.mean())
-
-
-def call_model(model: nn.Module, inputs: Any) -> Any:
-    """Call ``model`` with a batch as the spec's ``batches`` yields it (tensor, tuple or dict)."""
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
 
 
 def _to_device(inputs: Any, device: torch.device) -> Any:

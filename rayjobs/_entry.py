@@ -15,9 +15,12 @@ def run_entry(
     add_arguments: Callable[[argparse.ArgumentParser], None],
     run: Callable[[argparse.Namespace], int | None],
     argv: Sequence[str] | None = None,
+    epilog: str | None = None,
 ) -> int:
     """Parse ``argv`` and call ``run``; a SweetspotError becomes ``error: ...`` and exit code 2."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     return call_reporting_errors(run, args)

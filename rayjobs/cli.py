@@ -18,9 +18,20 @@ SUBCOMMANDS = {
     "evaluate": "rayjobs.evaluate_combined",
 }
 
+DESCRIPTION = "Find each module group's best training epoch and build one model from them."
+EPILOG = """pipeline:
+  sweetspot train-demo --out runs/demo                       # or: sweetspot import --from DIR ...
+  sweetspot analyze --checkpoint-dir runs/demo --output analysis/
+  sweetspot combine --checkpoint-dir runs/demo --selection analysis/selection.json --output combined.safetensors
+  sweetspot evaluate --checkpoint-dir runs/demo --model combined.safetensors --analysis analysis/ --output eval/
+
+`sweetspot COMMAND --help` describes each command."""
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sweetspot", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="sweetspot", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in SUBCOMMANDS.items():
         try:
@@ -29,7 +40,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if error.name != module_name:
                 raise
             continue  # a step not built yet
-        command = sub.add_parser(name, help=module.DESCRIPTION, description=module.DESCRIPTION)
+        command = sub.add_parser(
+            name,
+            help=module.DESCRIPTION,
+            description=module.DESCRIPTION,
+            epilog=getattr(module, "EPILOG", None),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.add_arguments(command)
         command.set_defaults(_run=module.run)
     args = parser.parse_args(argv)

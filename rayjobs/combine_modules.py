@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from modules.batchnorm import update_bn
 from modules.combine import combine, plan_from_files, plan_from_run, selection_epochs
 from modules.errors import CombineError, SpecError
+from modules.importer import CHECKPOINT_RE
 from modules.rundir import RunDir
 from modules.selection import AverageWindow, Selection, load_selection, parse_selection
 from modules.spec import Spec, load_spec
@@ -29,6 +29,18 @@ from rayjobs._entry import run_entry
 
 DESCRIPTION = "Combine module groups from different epochs (or epoch averages) into one model"
 GROUP_FILE_PREFIX = "group_file__"
+EPILOG = """examples:
+  sweetspot combine --checkpoint-dir runs/demo --selection analysis/selection.json --output combined.safetensors
+  sweetspot combine --checkpoint-dir runs/demo --group backbone=44 --group heads=40-48 \\
+      --analysis analysis/ --output combined.safetensors --update-bn
+  python -m rayjobs.combine_modules --spec sweetspot.yaml --backbone checkpoint_epoch_44.pt \\
+      --heads checkpoint_epoch_40.pt --default checkpoint_epoch_60.pt --output combined_model.pt
+
+GROUP=FIRST-LAST averages the group over the recorded epochs in the window. Groups not named take
+the analysis's pick (--analysis DIR); without one, the error lists them. With --spec, every group
+of the spec also gets a --<group> FILE option (the seed's form over checkpoint_epoch_<N>.pt files).
+--update-bn recomputes BatchNorm statistics only where they no longer fit: in averaged groups and
+in groups fed by a group taken from another epoch."""
 _EPOCH_RE = re.compile(r"^\d+$")
 _WINDOW_RE = re.compile(r"^(\d+)-(\d+)$")
 
@@ -75,18 +87,18 @@ def add_group_file_options(parser: argparse.ArgumentParser, argv: Sequence[str])
 
 
 def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> None:
-    parser.add_argument("--checkpoint-dir", type=Path, help="run directory to read group checkpoints from")
-    parser.add_argument("--selection", type=Path, help="selection.json: group -> epoch or {\"average\": [first, last]}")
+    parser.add_argument("--checkpoint-dir", type=Path, metavar="RUN", help="run directory to read group checkpoints from")
+    parser.add_argument("--selection", type=Path, metavar="FILE", help="selection.json: group -> epoch or {\"average\": [first, last]}")
     parser.add_argument(
         "--group", action="append", default=[], metavar="G=E",
         help="GROUP=EPOCH, GROUP=FIRST-LAST (average) or GROUP=FILE (seed checkpoint); repeatable",
     )
-    parser.add_argument("--output", type=Path, required=True, help="combined model file (.safetensors or .pt)")
+    parser.add_argument("--output", type=Path, required=True, metavar="FILE", help="combined model file (.safetensors or .pt)")
     parser.add_argument("--format", choices=["safetensors", "pt"], help="output format (default: from the suffix)")
     parser.add_argument("--update-bn", action="store_true", help="recompute BatchNorm statistics on the train split")
-    parser.add_argument("--spec", type=Path, help="sweetspot.yaml (default: the one stored in the run)")
-    parser.add_argument("--analysis", type=Path, help="analysis folder: its picks fill groups not named")
-    parser.add_argument("--default", type=Path, help="seed form: checkpoint for every group not named")
+    parser.add_argument("--spec", type=Path, metavar="YAML", help="sweetspot.yaml (default: the one stored in the run)")
+    parser.add_argument("--analysis", type=Path, metavar="DIR", help="analysis folder: its picks fill groups not named")
+    parser.add_argument("--default", type=Path, metavar="FILE", help="seed form: checkpoint for every group not named")
     add_group_file_options(parser, sys.argv[1:] if argv is None else argv)
 
 
@@ -97,6 +109,35 @@ def analysis_picks(folder: Path | None) -> Selection | None:
     from analysis.evaluation.baselines import read_analysis_dir
 
     return read_analysis_dir(folder).picks
+
+
+def analysis_files(spec: Spec, files: dict[str, Path], default: Path | None, analysis: Path | None) -> dict[str, Path]:
+    """Seed form: groups without a file take ``checkpoint_epoch_<pick>`` beside the named files."""
+    picks = analysis_picks(analysis)
+    if picks is None:
+        return files
+    named = next(iter(files.values()), default)
+    if named is None:
+        raise CombineError("with --analysis in the checkpoint-file form, name at least one --<group> FILE")
+    folder = named.parent
+    found = {int(m.group(1)): p for p in folder.iterdir() if (m := CHECKPOINT_RE.match(p.name))}
+    out = dict(files)
+    for group in spec.groups:
+        choice = picks.root.get(group)
+        if group in out or choice is None:
+            continue
+        if not isinstance(choice, int):
+            raise CombineError(
+                f"the analysis in {analysis} averages group {group!r} over {list(choice.average)}; averaging needs"
+                " a run directory: `sweetspot import` the checkpoints, then combine with --checkpoint-dir"
+            )
+        if choice not in found:
+            raise CombineError(
+                f"the analysis in {analysis} picks epoch {choice} for group {group!r}, but {folder} has no"
+                f" checkpoint_epoch_{choice}.pt (epochs there: {sorted(found)}); pass --{group} FILE"
+            )
+        out[group] = found[choice]
+    return out
 
 
 def resolve_selection(
@@ -142,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
         if args.spec is None:
             raise CombineError("the checkpoint-file form needs --spec sweetspot.yaml to know the groups")
         spec = load_spec(args.spec)
+        files = analysis_files(spec, files, args.default, args.analysis)
         plan = plan_from_files(spec, files, args.default)
     else:
         if args.checkpoint_dir is None:
@@ -150,27 +192,30 @@ def run(args: argparse.Namespace) -> int:
         selection = resolve_selection(run_dir, args.selection, epochs, args.analysis)
         plan = plan_from_run(run_dir, selection_epochs(selection, run_dir), selection.to_json())
         spec = None
-    recompute = factory = None
+    bn_batches = factory = None
     if args.update_bn:
         spec = spec or load_run_spec(args.spec, run_dir)
         train = spec.load_data()["train"]
         batches = spec.batch_iterator()
         factory = spec.build_model
 
-        def recompute(model: Any) -> None:
-            update_bn(model, batches(train), f"spec {spec.name!r} train split")
+        def bn_batches() -> Any:
+            return batches(train)
 
-    provenance = combine(plan, args.output, args.format, recompute, factory)
+    provenance = combine(plan, args.output, args.format, bn_batches, factory)
     print(f"wrote {args.output} ({plan.nbytes / 1e6:.1f} MB, {provenance['format']})")
     for group, choice in plan.choices.items():
         print(f"  {group}: {choice}")
+    if "batchnorm_recomputed" in provenance:
+        layers = provenance["batchnorm_recomputed"]
+        print(f"BatchNorm statistics recomputed for {layers or 'no layer (no averaged or crossed group has one)'}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     return run_entry(
-        "python -m rayjobs.combine_modules", DESCRIPTION, lambda p: add_arguments(p, argv), run, argv
+        "python -m rayjobs.combine_modules", DESCRIPTION, lambda p: add_arguments(p, argv), run, argv, EPILOG
     )
 
 

@@ -26,20 +26,27 @@ from rayjobs._entry import run_entry
 from rayjobs.combine_modules import load_run_spec, parse_group_option, resolve_selection
 
 DESCRIPTION = "Evaluate a combined model against single-epoch, averaged and soup baselines"
+EPILOG = """examples:
+  sweetspot evaluate --checkpoint-dir runs/demo --model combined.safetensors --analysis analysis/ --output eval/
+  python -m rayjobs.evaluate_combined --model combined_model.pt --checkpoint-dir runs/demo --output eval/
+
+Compares the combination with single epochs (--baselines, nearest recorded), the best single epoch on
+validation, the last epoch, the plateau average, a uniform soup, LAWA (last 5) and a greedy soup.
+Everything is chosen on the validation split and reported on the held-out test split."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint-dir", type=Path, help="run directory the baselines are built from")
-    parser.add_argument("--model", type=Path, help="combined model file (.safetensors or .pt)")
-    parser.add_argument("--selection", type=Path, help="selection.json to build the combination from")
+    parser.add_argument("--checkpoint-dir", type=Path, metavar="RUN", help="run directory the baselines are built from")
+    parser.add_argument("--model", type=Path, metavar="FILE", help="combined model file (.safetensors or .pt)")
+    parser.add_argument("--selection", type=Path, metavar="FILE", help="selection.json to build the combination from")
     parser.add_argument("--group", action="append", default=[], metavar="G=E", help="GROUP=EPOCH or GROUP=FIRST-LAST")
-    parser.add_argument("--spec", type=Path, help="sweetspot.yaml (default: the one stored in the run)")
-    parser.add_argument("--baselines", default=",".join(map(str, DEFAULT_SINGLE_EPOCHS)), help="single epochs to compare (nearest recorded)")
-    parser.add_argument("--analysis", type=Path, help="analysis folder (module_metrics.json) for plateau windows and picks")
+    parser.add_argument("--spec", type=Path, metavar="YAML", help="sweetspot.yaml (default: the one stored in the run)")
+    parser.add_argument("--baselines", metavar="E,E,...", default=",".join(map(str, DEFAULT_SINGLE_EPOCHS)), help="single epochs to compare (nearest recorded)")
+    parser.add_argument("--analysis", type=Path, metavar="DIR", help="analysis folder (module_metrics.json) for plateau windows and picks")
     parser.add_argument("--update-bn", action="store_true", help="recompute BatchNorm statistics for a crossover too")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    parser.add_argument("--output", type=Path, required=True, help="folder for evaluation.json, the report and the PNG")
+    parser.add_argument("--output", type=Path, required=True, metavar="DIR", help="folder for evaluation.json, the report and the PNG")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -92,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_entry("python -m rayjobs.evaluate_combined", DESCRIPTION, add_arguments, run, argv)
+    return run_entry("python -m rayjobs.evaluate_combined", DESCRIPTION, add_arguments, run, argv, EPILOG)
 
 
 if __name__ == "__main__":

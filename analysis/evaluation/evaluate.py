@@ -19,7 +19,13 @@ from analysis.evaluation.baselines import (
 )
 from analysis.evaluation.bootstrap import PairedInterval, paired_bootstrap
 from modules.batchnorm import has_batchnorm, update_bn
-from modules.combine import iter_plan, load_file_into_model, load_into_model, plan_from_run
+from modules.combine import (
+    iter_plan,
+    load_file_into_model,
+    load_into_model,
+    plan_from_run,
+    recompute_batchnorm,
+)
 from modules.errors import EvaluationError
 from modules.rundir import RunDir
 from modules.soups import EpochSet, GreedySoup, greedy_soup, same_epochs
@@ -96,14 +102,21 @@ class CandidateEvaluator:
 
     def load(self, candidate: Candidate) -> None:
         """Put the candidate's weights (and recomputed BatchNorm statistics) into the model."""
+        recompute = candidate.recompute_bn and self.batches is not None
         if candidate.model_path is not None:
             load_file_into_model(candidate.model_path, self.model)
+            if recompute:  # sources unknown: every BatchNorm layer
+                update_bn(self.model, self._train_batches(), "the train split")
         else:
             assert candidate.epochs is not None
             plan = plan_from_run(self.run, candidate.epochs)
             load_into_model(self.model, iter_plan(plan), candidate.name)
-        if candidate.recompute_bn and self.batches is not None:
-            update_bn(self.model, self.batches(self.splits["train"]), "the train split")
+            if recompute:
+                recompute_batchnorm(self.model, plan, self._train_batches)
+
+    def _train_batches(self) -> Any:
+        assert self.batches is not None
+        return self.batches(self.splits["train"])
 
     def score(self, split: str) -> tuple[dict[str, float], np.ndarray | None]:
         """Scalar metrics of the loaded model on ``split``, and its per-example losses."""

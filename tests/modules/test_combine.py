@@ -173,3 +173,29 @@ def test_combined_file_not_matching_model_names_keys(tiny_run: Path, tmp_path: P
         load_file_into_model(bad, _tiny.build_model())
     text = str(info.value)
     assert "head.bias" in text and "middle.0.weight [3, 3]" in text and "extra.weight" in text and "bad.pt" in text
+
+
+def _tiny_bn_batches():
+    return _tiny.batches(_tiny.load_data()["train"], size=64)
+
+
+@pytest.mark.parametrize(
+    ("choice", "recomputed"),
+    [
+        ({"encoder": 6, "middle": 2, "head": 4}, []),  # BN is in the first group, fed by the data only
+        ({"encoder": {"average": [4, 6]}, "middle": 2, "head": 4}, ["encoder.1"]),
+    ],
+)
+def test_update_bn_recomputes_only_averaged_or_crossed_groups(tiny_run: Path, tmp_path: Path, choice: dict, recomputed: list) -> None:
+    plain, updated = tmp_path / "plain.safetensors", tmp_path / "bn.safetensors"
+    combine(plan_for(tiny_run, choice), plain)
+    combine(plan_for(tiny_run, choice), updated, bn_batches=_tiny_bn_batches, model_factory=_tiny.build_model)
+    assert read_provenance(updated)["batchnorm_recomputed"] == recomputed
+    a, b = load_file(plain), load_file(updated)
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    assert changed == {f"{layer}.{stat}" for layer in recomputed for stat in ("running_mean", "running_var")}
+    if recomputed:  # the recomputed mean is the average of the 4 batch means of the averaged Linear's output
+        x = _tiny.load_data()["train"][0]
+        pre = x @ a["encoder.0.weight"].T + a["encoder.0.bias"]
+        hand = sum(c.mean(0) for c in pre.split(64)) / 4
+        torch.testing.assert_close(b["encoder.1.running_mean"], hand, rtol=1e-5, atol=1e-6)

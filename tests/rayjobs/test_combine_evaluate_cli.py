@@ -82,3 +82,47 @@ def test_seed_form_and_refusals(demo_run: Path, tmp_path: Path) -> None:
 
     inside = cli.main(["combine", "--checkpoint-dir", str(demo_run), "--group", "backbone=44", "--output", str(demo_run / "c.safetensors")])
     assert inside == 2
+
+
+def test_seed_form_takes_unnamed_groups_from_the_analysis(tmp_path: Path, capsys) -> None:
+    from rayjobs import combine_modules
+    from tests.modules import _tiny
+
+    run = RunDir(_tiny.record_run(tmp_path / "run", epochs=4))
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    for epoch in run.epochs:
+        torch.save({"epoch": epoch, "model_state_dict": run.state_dict(epoch)}, seed / f"checkpoint_epoch_{epoch}.pt")
+    analysis = tmp_path / "analysis"
+    analysis.mkdir()
+    (analysis / "selection.json").write_text(json.dumps({"encoder": 1, "middle": 2, "head": 3}))
+    out = tmp_path / "combined_model.pt"
+    base = ["--spec", str(run.path / "sweetspot.yaml"), "--head", str(seed / "checkpoint_epoch_4.pt"), "--analysis", str(analysis)]
+    assert combine_modules.main([*base, "--output", str(out)]) == 0, capsys.readouterr().err
+    state = torch.load(out, weights_only=True)
+    for group, epoch in {"encoder": 1, "middle": 2, "head": 4}.items():  # the named --head wins over the pick
+        for key, tensor in run.read_group(epoch, group).items():
+            assert torch.equal(state[key], tensor), key
+
+    (seed / "checkpoint_epoch_2.pt").unlink()
+    assert combine_modules.main([*base, "--output", str(tmp_path / "x.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "picks epoch 2 for group 'middle'" in err and "no checkpoint_epoch_2.pt" in err and "--middle FILE" in err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_help_shows_examples_of_both_forms(capsys) -> None:
+    from rayjobs import combine_modules, evaluate_combined
+
+    for main, needles in [
+        (cli.main, ["sweetspot analyze", "sweetspot combine --checkpoint-dir"]),
+        (combine_modules.main, ["--group backbone=44", "--backbone checkpoint_epoch_44.pt", "--analysis DIR"]),
+        (evaluate_combined.main, ["--model combined_model.pt", "greedy soup", "held-out test split"]),
+    ]:
+        try:
+            main(["--help"])
+        except SystemExit as done:
+            assert done.code == 0
+        text = capsys.readouterr().out
+        for needle in needles:
+            assert needle in text, (main, needle)
