@@ -37,6 +37,27 @@ def best_baseline(result: EvaluationResult) -> Evaluated:
     return min(result.evaluated[1:], key=lambda e: sign * e.metrics["test"][result.objective_metric])
 
 
+def best_baseline_on_val(result: EvaluationResult) -> Evaluated:
+    """The baseline a user would have picked: best validation objective."""
+    sign = 1.0 if result.objective_mode == "min" else -1.0
+    return min(result.evaluated[1:], key=lambda e: sign * e.metrics["val"][result.objective_metric])
+
+
+def shrinkage(result: EvaluationResult) -> dict[str, Any]:
+    """The combination's advantage over the best-on-validation baseline, on validation and on test.
+
+    Picks made on validation look better there than they are; the test figure is what survives.
+    """
+    metric = result.objective_metric
+    baseline = best_baseline_on_val(result)
+    comparison = next(c for c in result.comparisons if c.baseline == baseline.candidate.name)
+    return {
+        "baseline": baseline.candidate.name,
+        "val_percent": _finite(comparison.percent["val"][metric]),
+        "test_percent": _finite(comparison.percent["test"][metric]),
+    }
+
+
 def evaluation_json(result: EvaluationResult, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The content of evaluation.json."""
     metric = result.objective_metric
@@ -63,6 +84,7 @@ def evaluation_json(result: EvaluationResult, extra: dict[str, Any] | None = Non
             for c in result.comparisons
         ],
         "test_winner": winner_on_test(result).candidate.name,
+        "shrinkage": shrinkage(result),
         "greedy_soup": None
         if result.greedy is None
         else {
@@ -102,7 +124,17 @@ def headline(result: EvaluationResult) -> str:
         if result.objective_mode == "min"
         else f"Highest test {metric}: **{winner.candidate.name}** ({_num(winner.metrics['test'][metric])})."
     )
-    return f"{lead} Combination vs the best baseline, {best.candidate.name}: {judged}."
+    kept = shrinkage(result)
+    survived = (
+        f" Against {kept['baseline']} (the best baseline on validation) the combination's difference was"
+        f" {_pct(_nan(kept['val_percent']))} {metric} on validation and {_pct(_nan(kept['test_percent']))}"
+        " on test: the test figure is what survives selection."
+    )
+    return f"{lead} Combination vs the best baseline on test, {best.candidate.name}: {judged}.{survived}"
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
 def report_markdown(result: EvaluationResult) -> str:

@@ -16,7 +16,7 @@ from analysis.evaluation.evaluate import (
     compare,
     run_evaluation,
 )
-from analysis.evaluation.report import headline, report_markdown, write_report
+from analysis.evaluation.report import headline, report_markdown, shrinkage, write_report
 from modules.rundir import RunDir
 from modules.selection import parse_selection
 from tests.modules import _tiny
@@ -112,3 +112,23 @@ def test_report_claims_gain_only_when_interval_excludes_zero() -> None:
 def test_nearest_recorded_prefers_earlier_on_tie() -> None:
     assert nearest_recorded([2, 4, 6], 3) == 2
     assert nearest_recorded([2, 4, 6], 50) == 6
+
+
+def test_shrinkage_compares_with_the_baseline_best_on_validation() -> None:
+    rng = np.random.default_rng(1)
+    losses = rng.exponential(1.0, 200)
+
+    def item(name: str, val: float, test: float) -> Evaluated:
+        metrics = {"train": {"loss": val}, "val": {"loss": val}, "test": {"loss": test}}
+        return Evaluated(Candidate(name, name), metrics, losses * test)
+
+    comb = item("combination", val=0.90, test=1.00)
+    best_on_val = item("epoch 20", val=1.00, test=1.05)  # a user would have picked this one
+    best_on_test = item("epoch 30", val=1.20, test=0.98)
+    comparisons = [compare(comb, b, 200, 0) for b in (best_on_val, best_on_test)]
+    result = EvaluationResult("loss", "min", [comb, best_on_val, best_on_test], comparisons, None)
+    kept = shrinkage(result)
+    assert kept["baseline"] == "epoch 20"
+    assert kept["val_percent"] == pytest.approx(-10.0)  # (0.90 - 1.00) / 1.00
+    assert kept["test_percent"] == pytest.approx((1.00 - 1.05) / 1.05 * 100)
+    assert "on validation and -4.76% on test" in headline(result)
