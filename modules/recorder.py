@@ -80,29 +80,44 @@ def module_group(spec: Spec, module_name: str, keys: list[str]) -> str | None:
     return None
 
 
+def _feeds_from_conv(parent: nn.Module) -> bool:
+    """Units are channels (dim 1) after convolutions, features (last dim) after Linear layers.
+
+    An activation's output of shape (batch, seq, features) from a transformer block has its units
+    last; (batch, channels, length) from a Conv1d has them at dim 1. The parent tells which.
+    """
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in parent.children())
+
+
 def dead_fractions(
     model: nn.Module, spec: Spec, inputs: Any, groups: list[str]
 ) -> dict[str, float]:
-    """Per group: fraction of ReLU/GELU units whose output is <= 0 for every example of ``inputs``."""
+    """Per group: fraction of ReLU/GELU units whose output is <= 0 for every example (and position)."""
     keys = list(model.state_dict().keys())
     dead: dict[str, torch.Tensor] = {}
     owners: dict[str, str] = {}
     handles = []
 
-    def hook_for(name: str) -> Callable[..., None]:
+    def hook_for(name: str, channels_first: bool) -> Callable[..., None]:
         def hook(_module: nn.Module, _args: Any, output: torch.Tensor) -> None:
-            units = output.transpose(0, 1).reshape(output.shape[1], -1) if output.dim() > 1 else output.reshape(1, -1)
+            unit_dim = 1 if channels_first else -1
+            if output.dim() < 2:
+                units = output.reshape(1, -1)
+            else:
+                units = output.movedim(unit_dim, 0).reshape(output.shape[unit_dim], -1)
             never = (units <= 0).all(dim=1).cpu()
             dead[name] = dead[name] & never if name in dead and dead[name].shape == never.shape else never
 
         return hook
 
-    for name, module in model.named_modules():
+    modules = dict(model.named_modules())
+    for name, module in modules.items():
         if isinstance(module, ACTIVATIONS):
             group = module_group(spec, name, keys)
             if group is not None:
                 owners[name] = group
-                handles.append(module.register_forward_hook(hook_for(name)))
+                parent = modules[name.rpartition(".")[0]]
+                handles.append(module.register_forward_hook(hook_for(name, _feeds_from_conv(parent))))
     was_training = model.training
     model.eval()
     try:
@@ -175,10 +190,14 @@ class Recorder:
 
     def after_backward(self) -> None:
         """Accumulate per-group and global gradient norms of this step (call after backward)."""
-        squares = {}
-        for group, params in self._params_by_group.items():
+        sums = []
+        for params in self._params_by_group.values():
             grads = [p.grad.detach() for p in params if p.grad is not None]
-            squares[group] = float(sum(g.double().pow(2).sum() for g in grads)) if grads else 0.0
+            # stays on the device: one host sync per step (the .tolist()), not one per group
+            sums.append(torch.stack([g.double().pow(2).sum() for g in grads]).sum() if grads else None)
+        device = next((t.device for t in sums if t is not None), torch.device("cpu"))
+        stacked = torch.stack([t if t is not None else torch.zeros((), dtype=torch.float64, device=device) for t in sums])
+        squares = dict(zip(self._params_by_group, stacked.tolist()))
         total = math.sqrt(sum(squares.values()))
         for group, square in squares.items():
             norm = math.sqrt(square)

@@ -232,3 +232,30 @@ def test_killed_training_leaves_a_readable_run(tmp_path: Path) -> None:
     for epoch in run_dir.epochs:
         assert set(run_dir.state_dict(epoch)) == {"0.weight", "0.bias", "2.weight", "2.bias"}
     assert set(run_dir.metrics().epoch) <= set(run_dir.epochs)
+
+
+class SequenceBlock(nn.Module):
+    """A transformer-style MLP: (batch, seq, features) -> Linear -> GELU, units on the last dim."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(2, 3), nn.GELU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)
+
+
+def test_dead_fraction_counts_features_of_sequence_outputs():
+    from modules.recorder import dead_fractions
+
+    model = SequenceBlock()
+    with torch.no_grad():
+        model.mlp[0].weight.zero_()
+        # feature 0 is -5 at every position (GELU(-5) < 0: dead); features 1 and 2 are +1 (alive)
+        model.mlp[0].bias.copy_(torch.tensor([-5.0, 1.0, 1.0]))
+    spec = parse_spec(
+        {"name": "seq", "model": "a:b", "data": "a:b", "evaluate": "a:b", "groups": {"mlp": ["mlp"]}}
+    )
+    # 4 examples x 7 positions x 2 inputs: a per-position reading would count 7 units, not 3
+    fractions = dead_fractions(model, spec, torch.randn(4, 7, 2), ["mlp"])
+    assert fractions["mlp"] == pytest.approx(1 / 3)
