@@ -17,7 +17,9 @@ from modules.atomic import atomic_path  # noqa: E402
 if TYPE_CHECKING:
     from analysis.pipeline import GroupAnalysis, RunAnalysis
 
-PICK_STYLES = {"plateau": "--", "task_metrics": ":", "mcda": "-.", "gradient_health": (0, (1, 3)), "ensemble": "-"}
+PICK_MARKERS = {"plateau": "s", "task_metrics": "D", "mcda": "^", "gradient_health": "v", "ensemble": "*"}
+#: Height of one technique's row in the pick strip above the curves (axis units, curves span 0..1).
+ROW = 0.07
 
 
 def _save(figure: plt.Figure, path: Path) -> None:
@@ -26,22 +28,50 @@ def _save(figure: plt.Figure, path: Path) -> None:
     plt.close(figure)
 
 
+def pick_text(pick: int | tuple[int, int]) -> str:
+    """``44`` -> ``"epoch 44"``, ``(42, 48)`` -> ``"average 42-48"``."""
+    return f"epoch {pick}" if isinstance(pick, int) else f"average {pick[0]}-{pick[1]}"
+
+
 def group_figure(group: str, result: GroupAnalysis) -> plt.Figure:
-    """The group's judging metrics (normalised, 1 = best) over epochs with picks and plateau."""
+    """The group's judging metrics (normalised, 1 = best) with the plateau shaded and every pick marked.
+
+    Each technique's pick sits on its own row of a strip above the curves, so picks at the same
+    epoch stay visible; an average pick is drawn as a bar over its window.
+    """
     series = result.series
-    figure, axes = plt.subplots(figsize=(10.5, 4.5))
+    figure, axes = plt.subplots(figsize=(10.5, 4.8))
     for judging in series.judging:
         raw = series.values[judging.metric]
         label = f"{judging.metric} ({judging.mode}; {np.nanmin(raw):.3g}..{np.nanmax(raw):.3g})"
-        axes.plot(series.epochs, series.goodness[judging.metric], marker="o", markersize=3, label=label)
+        axes.plot(series.epochs, series.goodness[judging.metric], marker="o", markersize=3, alpha=0.7, label=label)
     axes.plot(series.epochs, series.composite, color="black", linewidth=2, label="goodness (mean)")
     if result.plateau_window:
-        axes.axvspan(*result.plateau_window, color="tab:green", alpha=0.15, label=f"plateau {result.plateau_window[0]}-{result.plateau_window[1]}")
-    for index, (name, rec) in enumerate(result.recommendations.items()):
-        axes.axvline(rec.epoch, color=f"C{index + 3}", linestyle=PICK_STYLES.get(name, "--"), label=f"{name}: {rec.epoch} ({rec.confidence:.0%})")
+        first, last = result.plateau_window
+        axes.axvspan(first, last, color="tab:green", alpha=0.15, label=f"plateau {first}-{last}")
+    names = list(result.recommendations)
+    for row, name in enumerate(names):
+        rec = result.recommendations[name]
+        y = 1.08 + ROW * (len(names) - 1 - row)
+        color = "black" if name == "ensemble" else f"C{row + 3}"
+        text = f"avg {rec.average[0]}-{rec.average[1]}" if rec.average else str(rec.epoch)
+        abstains = rec.confidence <= 0 and name != "ensemble"
+        label = f"{name}: {text} ({'abstains' if abstains else f'{rec.confidence:.0%}'})"
+        if rec.average:
+            axes.plot(rec.average, [y, y], color=color, linewidth=4, solid_capstyle="butt", label=label)
+        else:
+            axes.plot(
+                [rec.epoch], [y], marker=PICK_MARKERS.get(name, "o"), markersize=9, color=color, linestyle="none",
+                markerfacecolor="none" if abstains else color, label=label,
+            )
+            axes.axvline(rec.epoch, ymax=(y + 0.05) / (1.13 + ROW * len(names)), color=color, linewidth=0.8, alpha=0.5)
+        axes.annotate(text, (rec.average[1] if rec.average else rec.epoch, y), xytext=(6, -3), textcoords="offset points", fontsize=7)
+    axes.axhline(1.04, color="grey", linewidth=0.5)
+    axes.set_ylim(-0.05, 1.13 + ROW * len(names))
+    axes.set_yticks(np.linspace(0, 1, 6))
     axes.set_xlabel("epoch")
     axes.set_ylabel("normalised metric (1 = best)")
-    axes.set_title(f"group {group}: pick {result.pick}")
+    axes.set_title(f"{group}: {pick_text(result.pick)} ({result.final.confidence:.0%}); picks per technique above the curves")
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     return figure
@@ -61,6 +91,14 @@ def heatmap_figure(analysis: RunAnalysis) -> plt.Figure:
     step = max(1, len(epochs) // 15)
     axes.set_xticks(range(0, len(epochs), step), [str(e) for e in epochs[::step]])
     axes.set_xlabel("epoch")
+    for row, group in enumerate(groups):
+        pick = analysis.groups[group].pick
+        first, last = (pick, pick) if isinstance(pick, int) else pick
+        columns = np.searchsorted(epochs, [first, last])
+        axes.add_patch(
+            plt.Rectangle((columns[0] - 0.5, row - 0.45), columns[1] - columns[0] + 1, 0.9, fill=False, edgecolor="red", linewidth=2)
+        )
+    axes.set_title("goodness per group and epoch; red box = recommended epoch or average window")
     figure.colorbar(image, ax=axes, label="normalised goodness (1 = best)")
     figure.tight_layout()
     return figure

@@ -1,19 +1,38 @@
 """Write the analysis: ``module_metrics.json``, ``analysis_report.md`` and ``selection.json``.
 
-``module_metrics.json`` (format_version 1)::
+``module_metrics.json`` (``format_version`` 1; keys below are always present, in this order;
+``null`` stands for a missing/NaN value)::
 
-    format_version, source (the run), spec, epochs (checkpoint epochs),
-    thresholds (the five keys used), techniques (names, in run order), notes (warnings),
-    model_metrics: {metric: [value per epoch, null where missing]},
+    format_version: 1
+    source:         the analysed run (path as given)
+    spec:           the spec's name
+    epochs:         [checkpoint epochs], ascending; every "per epoch" list below aligns with it
+    thresholds:     the five settings used: plateau_variance, improvement_rate, stability_window,
+                    mcda_weights {loss, task, stability, gradient}, voting_confidence
+    techniques:     [technique names in run order; "ensemble" last]
+    notes:          [warnings: skipped NaN epochs, uneven spacing, fallbacks, weight-derived health]
+    model_metrics:  {metric: [value per epoch]}   whole-model metrics (val_*, train_loss, lr_*)
     groups: {group: {
-        judging_metrics: [{metric, mode}], judged_by_fallback, health_source
-            ("recorded" | "weights" | "none"), analysed_epochs,
-        metrics: {metric: [value per epoch]}  (the group's own: grad_norm, update_ratio, ...),
-        judging_values: {metric: [value per analysed epoch]}  (its judging metrics),
-        health: {metric: [value per analysed epoch]}  (what the gradient technique used),
-        techniques: {name: {epoch, confidence, reasons, details[, average]}},
-        pick: epoch | {"average": [first, last]}, confidence, plateau_window: [first, last] | null,
-        notes}}
+        judging_metrics:    [{metric, mode: "min" | "max"}]   what judges the group
+        judged_by_fallback: true when the spec names none and val_<objective> is used
+        health_source:      "recorded" (gradients) | "weights" (proxies from consecutive
+                            checkpoints, no recorded gradients) | "none"
+        analysed_epochs:    [epochs] (epochs minus those skipped for NaN judging metrics)
+        metrics:            {metric: [value per epoch]}   the group's own recorded metrics
+                            (grad_norm, grad_norm_ratio, update_ratio, dead_fraction, ...)
+        judging_values:     {metric: [value per analysed epoch]}
+        health:             {metric: [value per analysed epoch]}  what gradient health used
+        techniques: {name: {
+            epoch:      recommended epoch (for an average: the window's centre)
+            confidence: 0..1 (0 = abstains from the vote)
+            average:    [first, last]   only when the technique recommends averaging
+            reasons:    [sentences with the figures behind the pick]
+            details:    technique-specific figures (plateau window, p-values, MCDA criteria,
+                        vote shares, ...)}}
+        pick:           epoch | {"average": [first, last]}   the ensemble's pick (= selection.json)
+        confidence:     the ensemble's confidence, 0..1
+        plateau_window: [first, last] | null   the plateau technique's window
+        notes:          [this group's notes]}}
 """
 
 from __future__ import annotations
@@ -111,8 +130,8 @@ def group_block(group: str, result: GroupAnalysis) -> str:
         if reason not in seen:
             seen.append(reason)
     health = result.recommendations.get("gradient_health")
-    if health and health.reasons and health.reasons[0] not in seen and len(seen) < 6:
-        seen.append(health.reasons[0])
+    # its verdict (degradation, or healthy throughout, and from which signals) and gradient stability
+    seen += [reason for reason in (health.reasons[:2] if health else []) if reason not in seen]
     lines += [f"  {i}. {reason}" for i, reason in enumerate(seen, 1)]
     lines.append(f"- Confidence: {round(final.confidence * 100)}%")
     return "\n".join(lines)
@@ -129,7 +148,7 @@ def report_markdown(analysis: RunAnalysis) -> str:
     parts.append("```")
     parts.append("")
     names = list(next(iter(analysis.groups.values())).recommendations)
-    parts.append("| group | " + " | ".join(names) + " | pick | plateau |")
+    parts.append("| group | " + " | ".join(names) + " | pick | plateau window |")
     parts.append("|" + " --- |" * (len(names) + 3))
     for group, result in analysis.groups.items():
         cells = []

@@ -15,14 +15,24 @@ from scipy.stats import norm
 TREND_ALPHA = 0.05
 
 
+#: Tukey's far-out fence: a value more than this many IQRs beyond the quartiles on the worse side
+#: (a warm-up checkpoint) scores 0 instead of stretching the scale of every other checkpoint.
+FAR_OUT_IQR = 3.0
+
+
 def normalise(values: np.ndarray, mode: str) -> np.ndarray:
-    """Min-max to [0, 1] over the run with 1 = best (``mode`` 'min' or 'max'); flat -> all 1."""
-    values = np.asarray(values, dtype=float)
-    low, high = np.nanmin(values), np.nanmax(values)
+    """Min-max to [0, 1] with 1 = best (``mode`` 'min' or 'max'); flat -> all 1.
+
+    The worst end is the worst value inside Tukey's far-out fence, so a warm-up outlier
+    scores 0 without compressing the rest of the run into a sliver near 1.
+    """
+    good = np.asarray(values, dtype=float) * (-1.0 if mode == "min" else 1.0)
+    q1, q3 = np.nanpercentile(good, [25, 75])
+    inside = good[good >= q1 - FAR_OUT_IQR * (q3 - q1)]
+    low, high = np.nanmin(inside), np.nanmax(good)
     if not high > low:
-        return np.ones_like(values)
-    scaled = (values - low) / (high - low)
-    return 1.0 - scaled if mode == "min" else scaled
+        return np.ones_like(good)
+    return np.clip((good - low) / (high - low), 0.0, 1.0)
 
 
 def _pair_indices(window: int) -> tuple[np.ndarray, np.ndarray]:

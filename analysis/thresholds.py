@@ -1,8 +1,9 @@
 """``thresholds.json``: the automatic selector's five settings (the seed's phase 4.2 shape).
 
 Scales: ``plateau_variance`` and ``improvement_rate`` apply to a group's *goodness* curve, the
-mean of its judging metrics each min-max normalised to [0, 1] over the run (1 = best), so they
-are unit-free. ``improvement_rate`` is per epoch (not per checkpoint); ``stability_window``
+mean of its judging metrics each min-max normalised to [0, 1] over the run (1 = best; a
+warm-up value beyond Tukey's far-out fence scores 0 and does not set the scale), so they are
+unit-free. ``improvement_rate`` is per epoch (not per checkpoint); ``stability_window``
 counts recorded checkpoints.
 """
 

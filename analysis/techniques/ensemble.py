@@ -1,6 +1,6 @@
 """Ensemble vote: a confidence-weighted vote over the other techniques' picks.
 
-Picks within one checkpoint gap of each other agree. The candidate with the most agreeing
+Techniques with confidence 0 abstain. Picks within one checkpoint gap of each other agree. The candidate with the most agreeing
 confidence wins; its share is that confidence over all confidence. Below ``voting_confidence``
 the vote is split, and the ensemble recommends averaging the plateau window instead.
 """
@@ -28,9 +28,10 @@ class EnsembleTechnique(Technique):
 
     def recommend(self, context: GroupContext) -> Recommendation:
         epochs = context.epochs
-        voters = {
+        eligible = {
             name: rec for name, rec in context.recommendations.items() if name in TECHNIQUES and TECHNIQUES[name].votes
         }
+        voters = {name: rec for name, rec in eligible.items() if rec.confidence > 0}
         tolerance = float(np.median(np.diff(epochs)))
         total = sum(rec.confidence for rec in voters.values())
         support: dict[int, float] = {}
@@ -50,6 +51,7 @@ class EnsembleTechnique(Technique):
             "winner": epoch,
             "winning_share": share,
             "backers": sorted(backers),
+            "abstained": sorted(set(eligible) - set(voters)),
             "voting_confidence": context.thresholds.voting_confidence,
         }
         reasons = [

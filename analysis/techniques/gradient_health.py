@@ -1,7 +1,9 @@
 """Gradient-flow health: the last healthy epoch before degradation (scores: analysis.health).
 
 Degradation is the first sustained unhealthy stretch (two checkpoints in a row, or the last
-one) after a healthy checkpoint; the last healthy epoch before it is recommended.
+one) after a healthy checkpoint; the last healthy epoch before it is recommended. When nothing
+degrades, health does not single out an epoch: the technique abstains (confidence 0) rather
+than vote for the last checkpoint, and its reasons still say the gradients are stable.
 """
 
 from __future__ import annotations
@@ -11,9 +13,6 @@ import numpy as np
 from analysis.health import HealthScores, degradation_start, health_scores
 from analysis.series import GroupSeries
 from analysis.techniques.base import GroupContext, Recommendation, Technique, register
-
-#: Confidence when nothing degrades: health then does not single out an epoch.
-NO_DEGRADATION_CONFIDENCE = 0.3
 
 
 class GradientHealthTechnique(Technique):
@@ -44,20 +43,19 @@ class GradientHealthTechnique(Technique):
             index = int(healthy[-1]) if len(healthy) else int(np.argmax(scores.combined))
             reasons = [
                 f"gradient flow healthy at every checkpoint ({', '.join(sorted(scores.signals))}"
-                f" {source_text}); no degradation to stop before",
+                f" {source_text}); no degradation to stop before, so no vote",
                 *self._stability_reasons(series, scores, index),
             ]
             details["degradation_epoch"] = None
-            return Recommendation(int(epochs[index]), NO_DEGRADATION_CONFIDENCE * scores.combined[index], reasons, details)
+            return Recommendation(int(epochs[index]), 0.0, reasons, details)
         before = np.flatnonzero(~scores.unhealthy[:start])
         index = int(before[-1])
         culprits = [name for name, values in scores.signals.items() if values[start] <= 0]
         details["degradation_epoch"] = int(epochs[start])
         reasons = [
             f"gradient flow degrades from epoch {int(epochs[start])} ({self._describe(series, scores, culprits, start)});"
-            f" last healthy epoch {int(epochs[index])}",
+            f" last healthy epoch {int(epochs[index])} (signals {source_text})",
             *self._stability_reasons(series, scores, index),
-            f"signals {source_text}",
         ]
         return Recommendation(int(epochs[index]), 0.5 + 0.4 * scores.combined[index], reasons, details)
 

@@ -95,7 +95,8 @@ class PlateauTechnique(Technique):
             "flat_windows": int(scan.flat.sum()),
             "windows": int(len(scan.flat)),
             "change_points": change_epochs,
-            "scale": "goodness: judging metrics min-max normalised to [0, 1] over the run, 1 = best",
+            "scale": "goodness: judging metrics min-max normalised to [0, 1] over the run, 1 = best,"
+            " far-out warm-up values clipped to 0",
         }
         change_text = f"CUSUM change points at epochs {change_epochs}" if change_epochs else "no CUSUM change point"
         if scan.plateau is None:

@@ -35,10 +35,16 @@ class TaskMetricsTechnique(Technique):
             best = int(np.nanargmin(raw) if judging.mode == "min" else np.nanargmax(raw))
             word = "low" if judging.mode == "min" else "peak"
             reasons.append(f"task {judging.metric} {word} {raw[best]:.3f} at epoch {int(epochs[best])}")
-        reasons.append(
-            f"balanced score {balance[index]:.3f} at epoch {int(epochs[index])} (smoothed over {window} checkpoints,"
-            f" {len(agreeing)}/{len(peaks)} metrics peak within {window // 2} checkpoints)"
+        at_pick = ", ".join(f"{m} {series.values[m][index]:.3f}" for m in series.values)
+        balanced = (
+            f"balanced score {balance[index]:.3f} at epoch {int(epochs[index])} ({at_pick}; smoothed over {window}"
+            f" checkpoints, {len(agreeing)}/{len(peaks)} metrics peak within {window // 2} checkpoints)"
         )
+        # with several metrics the balance is the headline; with one, its peak is
+        if len(peaks) > 1:
+            reasons.insert(0, balanced)
+        else:
+            reasons.append(balanced)
         details = {
             "balanced_score": float(balance[index]),
             "metric_peaks": {m: int(epochs[i]) for m, i in peaks.items()},

@@ -39,7 +39,7 @@ def test_run_without_gradients_uses_weight_proxies(tmp_path) -> None:
     assert b.series.health_source == "weights"
     assert b.series.health["dead_fraction"][EPOCHS.index(42)] == 0.5
     assert b.recommendations["gradient_health"].epoch == 40
-    assert "computed from the weights" in b.recommendations["gradient_health"].reasons[-1]
+    assert "computed from the weights" in b.recommendations["gradient_health"].reasons[0]
     assert analysis.groups["a"].recommendations["gradient_health"].details["degradation_epoch"] is None
     assert any("no recorded gradients" in note for note in analysis.notes)
     assert analysis.groups["a"].plateau_window == (24, 36)

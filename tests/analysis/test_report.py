@@ -13,12 +13,12 @@ from tests.analysis._synthetic import EPOCHS, frame, make_spec
 E = np.array(EPOCHS, dtype=float)
 
 
-def small_analysis():
+def small_analysis(thresholds=None):
     spec = make_spec({"backbone": [("val_loss", "min")], "emotion_head": [("val_f1", "max")]})
     loss = (E - 30) ** 2 / 900
     f1 = np.where(E <= 30, 0.3, 0.9)
     health = {g: {"grad_norm_ratio": np.full(len(E), 0.5), "update_ratio": np.full(len(E), 1e-3)} for g in spec.groups}
-    return analyze_metrics(frame(EPOCHS, {"val_loss": loss, "val_f1": f1}, health), EPOCHS, list(spec.groups), spec)
+    return analyze_metrics(frame(EPOCHS, {"val_loss": loss, "val_f1": f1}, health), EPOCHS, list(spec.groups), spec, thresholds)
 
 
 BLOCK = re.compile(
@@ -39,6 +39,9 @@ def test_block_has_the_seed_form() -> None:
     reasons = match["reasons"].splitlines()
     assert [r.split(".")[0].strip() for r in reasons] == [str(i) for i in range(1, len(reasons) + 1)]
     assert any("plateau 24-36, centre 30" in r for r in reasons)
+    assert any("task val_loss low 0.000 at epoch 30" in r for r in reasons)
+    # constant gradient-norm ratio 0.5: max/min = 1.0 over the run
+    assert any(r.endswith("gradient norm ratio stable (grad_norm_ratio within 1.0x up to epoch 60)") for r in reasons)
     assert int(match["confidence"]) == round(analysis.groups["backbone"].final.confidence * 100)
     assert module_title("wrapper_emotion") == "Wrapper Emotion"
 
@@ -46,7 +49,7 @@ def test_block_has_the_seed_form() -> None:
 def test_report_lists_blocks_and_a_table() -> None:
     text = report_markdown(small_analysis())
     assert text.count("[Module: ") == 2
-    assert "| group | plateau | task_metrics | mcda | gradient_health | ensemble | pick | plateau |" in text
+    assert "| group | plateau | task_metrics | mcda | gradient_health | ensemble | pick | plateau window |" in text
     assert re.search(r"^\| backbone \| 30 \(\d+%\) \|", text, re.M)
     assert re.search(r"^\| emotion_head \| 46 \(\d+%\) .* \| 32-60 \|$", text, re.M)
 

@@ -7,6 +7,7 @@ import pytest
 from analysis.stats import (
     centred_mean,
     cusum_change_points,
+    normalise,
     sliding_mann_kendall,
     sliding_sen_slope,
 )
@@ -44,3 +45,17 @@ def test_cusum_finds_a_step() -> None:
 def test_centred_mean_truncates_at_the_ends() -> None:
     # window 3: [mean(1,2), mean(1,2,3), mean(2,3,4), mean(3,4)]
     assert centred_mean(np.array([1.0, 2, 3, 4]), 3).tolist() == [1.5, 2.0, 3.0, 3.5]
+
+
+def test_normalise_scores_a_far_out_warm_up_value_zero() -> None:
+    # max mode: quartiles of [-20, 6, 7, 8, 9, 10] (linear) are 6.25 and 8.75, IQR 2.5, far-out
+    # fence 6.25 - 3 * 2.5 = -1.25: -20 is outside and scores 0; the scale is 6..10.
+    assert normalise(np.array([-20.0, 6, 7, 8, 9, 10]), "max").tolist() == [0.0, 0.0, 0.25, 0.5, 0.75, 1.0]
+    # min mode mirrors it: 40 is far out on the worse (high) side.
+    assert normalise(np.array([40.0, 4, 3, 2, 1, 0]), "min").tolist() == [0.0, 0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+def test_normalise_without_outliers_is_plain_min_max() -> None:
+    # a U curve has no far-out value: (e-30)^2 over 2..60 -> 1 - (e-30)^2 / 900 (worst at e=60)
+    epochs = np.arange(2, 62, 2.0)
+    assert np.allclose(normalise((epochs - 30) ** 2, "min"), 1 - (epochs - 30) ** 2 / 900)

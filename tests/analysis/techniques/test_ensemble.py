@@ -49,3 +49,13 @@ def test_threshold_controls_the_fallback() -> None:
     # share 1.2 / 2.0 = 60%
     assert vote(picks, [24, 36], voting_confidence=0.55).epoch == 30
     assert vote(picks, [24, 36], voting_confidence=0.65).average == (24, 36)
+
+
+def test_abstaining_technique_does_not_dilute_the_vote() -> None:
+    # gradient health abstains (confidence 0): share = 1.2 / (0.6 + 0.6 + 0.3) = 80%, not diluted;
+    # confidence = backing / voting techniques = 1.2 / 3 = 0.4
+    rec = vote({"plateau": (30, 0.6), "task_metrics": (30, 0.6), "mcda": (50, 0.3), "gradient_health": (60, 0.0)}, [24, 36])
+    assert rec.epoch == 30 and rec.average is None
+    assert abs(rec.details["winning_share"] - 0.8) < 1e-9
+    assert abs(rec.confidence - 0.4) < 1e-9
+    assert rec.details["abstained"] == ["gradient_health"]

@@ -64,3 +64,20 @@ def test_tighter_improvement_rate_shrinks_the_plateau() -> None:
     context = context_for({"val_loss": (E - 30) ** 2 / 900}, [("val_loss", "min")], thresholds=Thresholds(improvement_rate=0.003))
     rec = get_technique("plateau").recommend(context)
     assert rec.details["plateau_window"] == [26, 34]
+
+
+def test_warm_up_outlier_does_not_flatten_a_curve_that_still_improves() -> None:
+    # loss 10 at epoch 2 (warm-up), then 2.0 - 0.02/epoch with +-0.03 alternating noise: still
+    # improving 0.02 per epoch. Scaled by the whole range (10 - 0.85 = 9.15) that is 0.0022/epoch,
+    # "flat"; the far-out fence drops the warm-up from the scale (range ~1.18), so every window's
+    # |Sen's slope| is ~0.02 / 1.18 = 0.017 > 0.01: no plateau, and the best is at the end.
+    from analysis.techniques.plateau import scan_plateaus
+    from analysis.thresholds import Thresholds
+
+    wiggle = np.where((E / 2) % 2 == 0, 0.03, -0.03)
+    loss = np.where(E == 2, 10.0, 2.0 - 0.02 * (E - 4) + wiggle)
+    whole_range = (loss.max() - loss) / (loss.max() - loss.min())
+    assert scan_plateaus(whole_range, E, Thresholds(), 5).plateau is not None  # what the naive scale says
+    rec = recommend(loss)
+    assert rec.details["plateau_window"] is None
+    assert rec.epoch >= 56

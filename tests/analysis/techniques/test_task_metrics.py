@@ -32,3 +32,15 @@ def test_balance_of_two_metrics_by_hand() -> None:
     assert rec.epoch == 34
     assert rec.details["metric_peaks"] == {"val_acc": 30, "val_rmse": 42}
     assert "task val_rmse low 0.100 at epoch 42" in rec.reasons
+
+
+def test_balance_with_figures_leads_when_several_metrics_judge() -> None:
+    # same curves as above: the pick 34 has accuracy 0.9 - 16/2000 = 0.892, rmse 0.1 + 64/5000 = 0.1128
+    accuracy = 0.9 - (E - 30) ** 2 / 2000
+    rmse = 0.1 + (E - 42) ** 2 / 5000
+    context = context_for(
+        {"val_loss": rmse, "val_acc": accuracy, "val_rmse": rmse}, [("val_acc", "max"), ("val_rmse", "min")]
+    )
+    rec = get_technique("task_metrics").recommend(context)
+    assert rec.reasons[0].startswith("balanced score ")
+    assert "at epoch 34 (val_acc 0.892, val_rmse 0.113;" in rec.reasons[0]
