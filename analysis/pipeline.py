@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.couplings import apply_couplings
 from analysis.errors import AnalysisError
 from analysis.series import (
     GRADIENT_METRICS,
@@ -37,6 +38,8 @@ class GroupAnalysis:
     recommendations: dict[str, Recommendation]
     pick: int | tuple[int, int]
     plateau_window: tuple[int, int] | None
+    #: Why the pick differs from the ensemble's (a coupling moved it), else None.
+    coupling_note: str | None = None
 
     @property
     def final(self) -> Recommendation:
@@ -106,6 +109,7 @@ def analyze_metrics(
     run_series = build_run_series(metrics, epochs, groups, spec, weight_health_by_group, source)
     results = {group: analyze_group(series, thresholds) for group, series in run_series.groups.items()}
     notes = list(run_series.notes)
+    notes += apply_couplings(results, spec, run_series.epochs.tolist())
     for result in results.values():
         notes += result.series.notes
     return RunAnalysis(

@@ -29,9 +29,10 @@
             reasons:    [sentences with the figures behind the pick]
             details:    technique-specific figures (plateau window, p-values, MCDA criteria,
                         vote shares, ...)}}
-        pick:           epoch | {"average": [first, last]}   the ensemble's pick (= selection.json)
+        pick:           epoch | {"average": [first, last]}   the ensemble's pick, kept within its couplings (= selection.json)
         confidence:     the ensemble's confidence, 0..1
         plateau_window: [first, last] | null   the plateau technique's window
+        coupling_note:  why the pick differs from the ensemble's epoch (a coupling moved it) | null
         notes:          [this group's notes]}}
 """
 
@@ -90,6 +91,7 @@ def _group_json(result: GroupAnalysis) -> dict[str, Any]:
         "pick": result.pick_json(),
         "confidence": round(result.final.confidence, 4),
         "plateau_window": list(result.plateau_window) if result.plateau_window else None,
+        "coupling_note": result.coupling_note,
         "notes": list(series.notes),
     }
 
@@ -125,7 +127,7 @@ def group_block(group: str, result: GroupAnalysis) -> str:
     else:
         head = f"- Recommended: average of epochs {fmt_window(result.pick)}"
     lines = [f"[Module: {module_title(group)}]", head, "- Reasons:"]
-    seen: list[str] = []
+    seen: list[str] = [result.coupling_note] if result.coupling_note else []
     for reason in final.reasons:
         if reason not in seen:
             seen.append(reason)
