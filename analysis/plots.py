@@ -66,12 +66,16 @@ def group_figure(group: str, result: GroupAnalysis) -> plt.Figure:
             )
             axes.axvline(rec.epoch, ymax=(y + 0.05) / (1.13 + ROW * len(names)), color=color, linewidth=0.8, alpha=0.5)
         axes.annotate(text, (rec.average[1] if rec.average else rec.epoch, y), xytext=(6, -3), textcoords="offset points", fontsize=7)
+    if result.coupling_note:
+        first, last = (result.pick, result.pick) if isinstance(result.pick, int) else result.pick
+        axes.axvspan(first - 0.3, last + 0.3, color="tab:red", alpha=0.25, label=f"final {pick_text(result.pick)} (coupling)")
     axes.axhline(1.04, color="grey", linewidth=0.5)
     axes.set_ylim(-0.05, 1.13 + ROW * len(names))
     axes.set_yticks(np.linspace(0, 1, 6))
     axes.set_xlabel("epoch")
     axes.set_ylabel("normalised metric (1 = best)")
-    axes.set_title(f"{group}: {pick_text(result.pick)} ({result.final.confidence:.0%}); picks per technique above the curves")
+    moved = " after coupling" if result.coupling_note else ""
+    axes.set_title(f"{group}: {pick_text(result.pick)}{moved} ({result.final.confidence:.0%}); picks per technique above the curves")
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     return figure
