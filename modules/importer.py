@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from modules.checkpoint_io import load_state_dict
 from modules.errors import CheckpointImportError, SpecError, UnsafeCheckpointError
-from modules.rundir import METRIC_COLUMNS, RunWriter, TensorInfo
+from modules.rundir import METRIC_COLUMNS, RunWriter, TensorInfo, sync_tree
 from modules.spec import MODEL_GROUP, Spec, dump_spec
 
 CHECKPOINT_RE = re.compile(r"^checkpoint_epoch_(\d+)\.(pt|pth|safetensors)$")
@@ -230,6 +230,7 @@ def import_checkpoints(
                     item.epoch,
                     {group: {key: state[key] for key in keys} for group, keys in group_keys.items()},
                     source=item.path.name,
+                    durable=False,
                 )
                 del state
                 report.epochs.append(item.epoch)
@@ -237,6 +238,9 @@ def import_checkpoints(
         report.total_bytes = total
         if metrics is not None:
             writer.write_metrics(metrics)
+        # Epochs were written without fsync (the folder is invisible until the rename); one pass
+        # makes every file and folder durable before the rename publishes them.
+        sync_tree(partial)
         _check_out(out)
         os.replace(partial, out)
     except BaseException:

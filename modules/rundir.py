@@ -13,6 +13,7 @@ the old state or the new one; a leftover temporary epoch folder is reported, nev
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import mmap
@@ -291,17 +292,172 @@ def _unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _write_group_file(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> tuple[str, int]:
-    """Write one group's safetensors file durably; return its sha256 and size."""
-    safetensors_save_file(_unshared(tensors), path, metadata=metadata)
+#: torch dtype -> safetensors dtype name, for the dtypes written by ``_write_safetensors``.
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+#: safetensors' Dtype enum order, which its writer sorts tensors by (descending).
+_SAFETENSORS_DTYPE_RANK = {
+    name: rank
+    for rank, name in enumerate(
+        ["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64"]
+    )
+}
+#: Bytes copied, hashed and written at a time; a multiple of the O_DIRECT alignment.
+_WRITE_CHUNK = 1 << 23
+_DIRECT_ALIGN = 4096
+
+
+class _DirectUnsupported(Exception):
+    """The file system refused an O_DIRECT write; the file is written through the page cache instead."""
+
+
+def _safetensors_header(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> tuple[bytes, list[str]]:
+    """The safetensors header (length prefix included) and the order the tensors' bytes follow it."""
+    # The order safetensors itself uses (its Dtype enum descending, then by name), so the files are
+    # byte-identical to its own writer's; the order also keeps every tensor aligned.
+    order = sorted(tensors, key=lambda k: (-_SAFETENSORS_DTYPE_RANK[_SAFETENSORS_DTYPES[tensors[k].dtype]], k))
+    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))} if metadata else {}
+    offset = 0
+    for key in order:
+        tensor = tensors[key]
+        end = offset + tensor.nbytes
+        header[key] = {"dtype": _SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape), "data_offsets": [offset, end]}
+        offset = end
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text, order
+
+
+def _open_for_write(path: Path, direct: bool) -> int:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+    if direct:
+        flags |= os.O_DIRECT
+    try:
+        return os.open(path, flags, 0o666)
+    except OSError as error:
+        if direct and error.errno == errno.EINVAL:  # tmpfs and others refuse O_DIRECT at open
+            raise _DirectUnsupported from None
+        raise
+
+
+def _write_safetensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], direct: bool) -> tuple[str, int]:
+    """Write a safetensors file, hashing the bytes as they go out; return (sha256, size).
+
+    The bytes pass through one reused, page-aligned buffer: with ``direct`` the file is opened
+    with O_DIRECT, so a large write goes straight to the device instead of filling the page cache
+    (the last block is padded and the file truncated back to its size).
+    """
+    header, order = _safetensors_header(tensors, metadata)
+    sources = [memoryview(header)]
+    for key in order:
+        tensor = tensors[key]
+        if tensor.nbytes:
+            sources.append(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
+    size = sum(source.nbytes for source in sources)
+    digest = hashlib.sha256()
+    fd = _open_for_write(path, direct)
+    try:
+        with mmap.mmap(-1, _WRITE_CHUNK) as buffer:
+            view = memoryview(buffer)
+            filled = 0
+
+            def flush(nbytes: int) -> None:
+                chunk = view[:nbytes]
+                digest.update(chunk)
+                if direct and nbytes % _DIRECT_ALIGN:
+                    padded = nbytes + (-nbytes % _DIRECT_ALIGN)
+                    view[nbytes:padded] = bytes(padded - nbytes)
+                    chunk = view[:padded]
+                written = 0
+                while written < len(chunk):
+                    try:
+                        written += os.write(fd, chunk[written:])
+                    except OSError as error:
+                        if direct and error.errno == errno.EINVAL:
+                            raise _DirectUnsupported from None
+                        raise
+
+            for source in sources:
+                start = 0
+                while start < source.nbytes:
+                    take = min(_WRITE_CHUNK - filled, source.nbytes - start)
+                    view[filled : filled + take] = source[start : start + take]
+                    filled += take
+                    start += take
+                    if filled == _WRITE_CHUNK:
+                        flush(filled)
+                        filled = 0
+            if filled:
+                flush(filled)
+            view.release()
+        if direct and size % _DIRECT_ALIGN:
+            os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+    return digest.hexdigest(), size
+
+
+def _write_group_file(
+    path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str], durable: bool = True
+) -> tuple[str, int]:
+    """Write one group's safetensors file (fsynced when ``durable``); return its sha256 and size."""
+    tensors = _unshared(tensors)
+    if all(t.dtype in _SAFETENSORS_DTYPES for t in tensors.values()):
+        try:
+            result = _write_safetensors(path, tensors, metadata, direct=_USE_DIRECT)
+        except _DirectUnsupported:
+            result = _write_safetensors(path, tensors, metadata, direct=False)
+        if durable:
+            _fsync_path(path)
+        return result
+    safetensors_save_file(tensors, path, metadata=metadata)  # rarer dtypes: safetensors' own writer
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
+        if durable:
+            os.fsync(handle.fileno())
         size = os.fstat(handle.fileno()).st_size
         if size:
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
                 digest.update(view)
     return digest.hexdigest(), size
+
+
+#: O_DIRECT exists on Linux (and a few others); elsewhere every write goes through the page cache.
+_USE_DIRECT = hasattr(os, "O_DIRECT")
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_tree(root: str | os.PathLike[str]) -> None:
+    """fsync every file and folder under ``root`` (and ``root``), making a tree written without fsync durable."""
+    root = Path(root)
+    paths = [root]
+    for folder, dirnames, filenames in os.walk(root):
+        paths.extend(Path(folder, name) for name in dirnames + filenames)
+    # Files first, then folders deepest first, so each folder's entries are on disk before it.
+    files = [p for p in paths if p.is_file()]
+    folders = sorted((p for p in paths if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
+    workers = max(1, min(len(files), 8))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(_fsync_path, files))
+    for folder in folders:
+        _fsync_path(folder)
 
 
 class RunWriter:
@@ -357,8 +513,14 @@ class RunWriter:
     def epochs(self) -> list[int]:
         return sorted(int(e["epoch"]) for e in self._manifest["epochs"])
 
-    def write_epoch(self, epoch: int, states: Mapping[str, Mapping[str, torch.Tensor]], source: str = "") -> None:
-        """Store every group's tensors for ``epoch``; visible only once all groups are on disk."""
+    def write_epoch(
+        self, epoch: int, states: Mapping[str, Mapping[str, torch.Tensor]], source: str = "", durable: bool = True
+    ) -> None:
+        """Store every group's tensors for ``epoch``; visible only once all groups are on disk.
+
+        With ``durable=False`` nothing is fsynced: for a caller that writes the whole run in a
+        folder nobody reads yet and calls ``sync_tree`` once before making it visible (the importer).
+        """
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             raise RunDirError(f"epoch must be a non-negative integer, got {epoch!r}")
         if epoch in self.epochs:
@@ -378,13 +540,17 @@ class RunWriter:
             shutil.rmtree(partial)
         partial.mkdir(parents=True)
         files = {}
-        # Groups are written in parallel: safetensors writes straight from the tensors' memory and
-        # sha256/fsync release the GIL, so one group's hashing overlaps another's writing.
+        # Groups are written in parallel: copying, sha256, write and fsync release the GIL, so one
+        # group's hashing overlaps another's writing.
         workers = max(1, min(len(states), os.cpu_count() or 1, 4))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = {
                 group: pool.submit(
-                    _write_group_file, partial / f"{group}.safetensors", tensors, {"group": group, "epoch": str(epoch)}
+                    _write_group_file,
+                    partial / f"{group}.safetensors",
+                    tensors,
+                    {"group": group, "epoch": str(epoch)},
+                    durable,
                 )
                 for group, tensors in states.items()
             }
@@ -401,7 +567,12 @@ class RunWriter:
                 }
         self._manifest["epochs"].append({"epoch": epoch, "source": source, "files": files})
         self._manifest["epochs"].sort(key=lambda e: int(e["epoch"]))
-        write_json_atomic(self.path / MANIFEST_NAME, self._manifest)
+        if durable:
+            write_json_atomic(self.path / MANIFEST_NAME, self._manifest)
+        else:
+            tmp = self.path / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps(self._manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+            os.replace(tmp, self.path / MANIFEST_NAME)
 
     def _check_group(self, epoch: int, group: str, tensors: Mapping[str, torch.Tensor]) -> None:
         expected = self._group_keys[group]
