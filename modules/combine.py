@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from modules import __version__
 from modules.atomic import atomic_path, write_json_atomic
@@ -343,6 +344,7 @@ def combine(
     fmt: str | None = None,
     bn_batches: Callable[[], Iterable[Any]] | None = None,
     model_factory: Callable[[], torch.nn.Module] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Write the planned model to ``output`` atomically, with provenance; return the provenance.
 
@@ -354,7 +356,7 @@ def combine(
     check_output_path(output, plan)
     provenance = provenance_of(plan, fmt, bn_batches is not None)
     layout = plan.layout()
-    tensors: Iterable[tuple[str, torch.Tensor]] = iter_plan(plan)
+    tensors: Iterable[tuple[str, torch.Tensor]] = _with_progress(iter_plan(plan), plan.nbytes, progress)
     if bn_batches is not None:
         if model_factory is None:
             raise CombineError("recomputing BatchNorm statistics needs the spec's model; pass --spec")
@@ -374,6 +376,16 @@ def combine(
         del state_dict
         write_json_atomic(sidecar_path(output), provenance)
     return provenance
+
+
+def _with_progress(
+    tensors: Iterable[tuple[str, torch.Tensor]], total_bytes: int, enabled: bool
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Pass ``tensors`` through, advancing a byte-counting progress bar (stderr) when ``enabled``."""
+    with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="combining", disable=not enabled) as bar:
+        for key, tensor in tensors:
+            yield key, tensor
+            bar.update(tensor.nbytes)
 
 
 def sidecar_path(output: str | os.PathLike[str]) -> Path:

@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
         def bn_batches() -> Any:
             return batches(train)
 
-    provenance = combine(plan, args.output, args.format, bn_batches, factory)
+    provenance = combine(plan, args.output, args.format, bn_batches, factory, progress=True)
     print(f"wrote {args.output} ({plan.nbytes / 1e6:.1f} MB, {provenance['format']})")
     for group, choice in plan.choices.items():
         print(f"  {group}: {choice}")
