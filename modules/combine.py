@@ -11,7 +11,7 @@ import contextlib
 import datetime as _dt
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,9 +114,11 @@ def plan_from_run(run: RunDir, epochs: Mapping[str, list[int]], choices: Mapping
 
 
 def plan_from_files(
-    spec: Any, files: Mapping[str, str | os.PathLike[str]], default: str | os.PathLike[str] | None = None
+    spec: Any,
+    files: Mapping[str, str | os.PathLike[str] | Sequence[str | os.PathLike[str]]],
+    default: str | os.PathLike[str] | None = None,
 ) -> CombinePlan:
-    """Plan a combine over whole-model checkpoints: group -> file, other groups from ``default``."""
+    """Plan a combine over whole-model checkpoints: group -> file (or files to average), others from ``default``."""
     unknown = [g for g in files if g not in spec.groups]
     if unknown:
         raise CombineError(f"groups {unknown} are not in spec {spec.name!r}; its groups are {list(spec.groups)}")
@@ -126,20 +128,29 @@ def plan_from_files(
             f"no checkpoint given for groups {missing}; pass --<group> FILE for each, or --default FILE"
             " for all groups not named"
         )
-    chosen = {g: Path(files.get(g, default)) for g in spec.groups}  # type: ignore[arg-type]
+    chosen = {g: _paths(files.get(g, default)) for g in spec.groups}  # type: ignore[arg-type]
     infos_by_path: dict[Path, dict[str, dict[str, TensorInfo]]] = {}
     sha_by_path: dict[Path, str] = {}
     groups = []
-    for group, path in chosen.items():
-        if path not in infos_by_path:
-            infos_by_path[path] = _file_group_infos(spec, path)
-            sha_by_path[path] = sha256_file(path)
-        infos = infos_by_path[path][group]
+    for group, paths in chosen.items():
+        for path in paths:
+            if path not in infos_by_path:
+                infos_by_path[path] = _file_group_infos(spec, path)
+                sha_by_path[path] = sha256_file(path)
+        infos = infos_by_path[paths[0]][group]
         if not infos:
-            raise CombineError(f"{path} holds no tensor of group {group!r} (patterns {spec.groups[group]}); pick a full-model checkpoint")
-        groups.append(GroupPlan(group, infos, (SourceFile(path, sha_by_path[path]),)))
-    choices = {g: str(p) for g, p in chosen.items()}
+            raise CombineError(f"{paths[0]} holds no tensor of group {group!r} (patterns {spec.groups[group]}); pick a full-model checkpoint")
+        groups.append(GroupPlan(group, infos, tuple(SourceFile(p, sha_by_path[p]) for p in paths)))
+    choices = {g: str(p[0]) if len(p) == 1 else [str(x) for x in p] for g, p in chosen.items()}
     return CombinePlan(tuple(groups), choices, None)
+
+
+def _paths(value: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+    if isinstance(value, (str, os.PathLike)):
+        return [Path(value)]
+    if not value:
+        raise CombineError("an average over checkpoint files needs at least one file")
+    return [Path(v) for v in value]
 
 
 def _file_group_infos(spec: Any, path: Path) -> dict[str, dict[str, TensorInfo]]:

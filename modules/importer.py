@@ -11,6 +11,7 @@ import math
 import os
 import re
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +20,8 @@ import torch
 from tqdm import tqdm
 
 from modules.checkpoint_io import load_state_dict
-from modules.errors import CheckpointImportError, SpecError, UnsafeCheckpointError
-from modules.rundir import METRIC_COLUMNS, RunWriter, TensorInfo, sync_tree
+from modules.errors import CheckpointImportError, RunDirError, SpecError, UnsafeCheckpointError
+from modules.rundir import MANIFEST_NAME, METRIC_COLUMNS, RunDir, RunWriter, TensorInfo, sync_tree
 from modules.spec import MODEL_GROUP, Spec, dump_spec
 
 CHECKPOINT_RE = re.compile(r"^checkpoint_epoch_(\d+)\.(pt|pth|safetensors)$")
@@ -395,3 +396,30 @@ def _to_long(rows: list[dict[str, object]], path: Path, spec: Spec, report: Impo
             if bad_epochs:
                 report.metric_problems.append(MetricProblem(str(path), column, kind, bad_epochs, examples))
     return pd.DataFrame(out_rows, columns=METRIC_COLUMNS)
+
+
+def open_run(
+    source: str | os.PathLike[str], spec: Spec | None, scratch: str | os.PathLike[str], progress: bool = True
+) -> RunDir:
+    """The run directory at ``source``; a folder of ``checkpoint_epoch_<N>.pt`` files is imported
+    on the fly into ``scratch/run`` (which the caller deletes), so every step accepts both."""
+    source = Path(source)
+    if not source.is_dir():
+        raise RunDirError(f"--checkpoint-dir {source} is not a folder; pass a run directory or a checkpoint folder")
+    if (source / MANIFEST_NAME).is_file():
+        return RunDir(source)
+    if not any(CHECKPOINT_RE.match(p.name) for p in source.iterdir()):
+        raise RunDirError(
+            f"--checkpoint-dir {source} has neither {MANIFEST_NAME} (a run directory) nor"
+            " checkpoint_epoch_<N>.pt files; pass a recorded run or the folder of your checkpoints"
+        )
+    if spec is None:
+        raise RunDirError(
+            f"--checkpoint-dir {source} holds checkpoint_epoch_<N>.pt files, which are imported on the fly;"
+            " pass --spec sweetspot.yaml to say which parameters form which group"
+        )
+    if progress:
+        print(f"importing {source} into a temporary run directory", file=sys.stderr)
+    target = Path(scratch) / "run"
+    import_checkpoints(source, spec, target, skip_bad=False, progress=progress)
+    return RunDir(target)

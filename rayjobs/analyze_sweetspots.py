@@ -6,7 +6,6 @@ Also the seed's own form: ``python -m rayjobs.analyze_sweetspots --checkpoint-di
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tempfile
 import warnings
@@ -17,8 +16,8 @@ from analysis.errors import AnalysisError, AnalysisWarning
 from analysis.pipeline import analyze_run
 from analysis.report import write_outputs
 from analysis.thresholds import load_thresholds
-from modules.rundir import MANIFEST_NAME, RunDir
-from modules.spec import Spec, load_spec
+from modules.importer import open_run
+from modules.spec import load_spec
 from rayjobs._entry import run_entry
 
 DESCRIPTION = (
@@ -26,7 +25,6 @@ DESCRIPTION = (
     " MCDA, gradient health, ensemble vote); write module_metrics.json, analysis_report.md,"
     " selection.json and visualizations/."
 )
-SEED_CHECKPOINT = re.compile(r"^checkpoint_epoch_(\d+)\.(pt|pth|safetensors)$")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,29 +45,6 @@ def _is_inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _open_run(source: Path, spec: Spec | None, spec_arg: str | None, scratch: Path) -> RunDir:
-    """The run directory at ``source``, importing a checkpoint_epoch_<N>.pt folder on the fly."""
-    if not source.is_dir():
-        raise AnalysisError(f"--checkpoint-dir {source} is not a folder; pass a run directory or a checkpoint folder")
-    if (source / MANIFEST_NAME).is_file():
-        return RunDir(source)
-    if not any(SEED_CHECKPOINT.match(p.name) for p in source.iterdir()):
-        raise AnalysisError(
-            f"--checkpoint-dir {source} has neither {MANIFEST_NAME} (a run directory) nor"
-            " checkpoint_epoch_<N>.pt files; pass a recorded run or the folder of your checkpoints"
-        )
-    if spec is None:
-        raise AnalysisError(
-            f"--checkpoint-dir {source} holds checkpoint_epoch_<N>.pt files, which are imported on the fly;"
-            " pass --spec sweetspot.yaml to say which parameters form which group"
-        )
-    from modules.importer import import_checkpoints
-
-    print(f"importing {source} with spec {spec_arg} into a temporary run directory", file=sys.stderr)
-    import_checkpoints(source, spec, scratch / "run", skip_bad=False, progress=True)
-    return RunDir(scratch / "run")
-
-
 def run(args: argparse.Namespace) -> int:
     """Analyse the run and write the results; errors are raised as SweetspotError."""
     source, output = Path(args.checkpoint_dir), Path(args.output)
@@ -80,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         )
     spec = load_spec(args.spec) if args.spec else None
     with tempfile.TemporaryDirectory(prefix="sweetspot-import-") as scratch:
-        run_dir = _open_run(source, spec, args.spec, Path(scratch))
+        run_dir = open_run(source, spec, scratch)
         thresholds = load_thresholds(args.thresholds, len(run_dir.epochs)) if args.thresholds else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", AnalysisWarning)

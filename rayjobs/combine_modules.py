@@ -111,26 +111,34 @@ def analysis_picks(folder: Path | None) -> Selection | None:
     return read_analysis_dir(folder).picks
 
 
-def analysis_files(spec: Spec, files: dict[str, Path], default: Path | None, analysis: Path | None) -> dict[str, Path]:
-    """Seed form: groups without a file take ``checkpoint_epoch_<pick>`` beside the named files."""
+def analysis_files(
+    spec: Spec, files: dict[str, Path], default: Path | None, analysis: Path | None
+) -> dict[str, Path | list[Path]]:
+    """Seed form: groups without a file take ``checkpoint_epoch_<pick>`` beside the named files
+    (every checkpoint inside the window for an average pick)."""
     picks = analysis_picks(analysis)
     if picks is None:
-        return files
+        return dict(files)
     named = next(iter(files.values()), default)
     if named is None:
         raise CombineError("with --analysis in the checkpoint-file form, name at least one --<group> FILE")
     folder = named.parent
     found = {int(m.group(1)): p for p in folder.iterdir() if (m := CHECKPOINT_RE.match(p.name))}
-    out = dict(files)
+    out: dict[str, Path | list[Path]] = dict(files)
     for group in spec.groups:
         choice = picks.root.get(group)
         if group in out or choice is None:
             continue
         if not isinstance(choice, int):
-            raise CombineError(
-                f"the analysis in {analysis} averages group {group!r} over {list(choice.average)}; averaging needs"
-                " a run directory: `sweetspot import` the checkpoints, then combine with --checkpoint-dir"
-            )
+            first, last = choice.average
+            window = [found[e] for e in sorted(found) if first <= e <= last]
+            if not window:
+                raise CombineError(
+                    f"the analysis in {analysis} averages group {group!r} over [{first}, {last}], but {folder}"
+                    f" has no checkpoint in that window (epochs there: {sorted(found)}); pass --{group} FILE"
+                )
+            out[group] = window
+            continue
         if choice not in found:
             raise CombineError(
                 f"the analysis in {analysis} picks epoch {choice} for group {group!r}, but {folder} has no"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +22,9 @@ from analysis.evaluation.evaluate import CandidateEvaluator, run_evaluation
 from analysis.evaluation.report import headline, write_report
 from modules.combine import read_provenance, selection_epochs
 from modules.errors import CombineError, EvaluationError
+from modules.importer import open_run
 from modules.rundir import RunDir
+from modules.spec import Spec, load_spec
 from rayjobs._entry import run_entry
 from rayjobs.combine_modules import load_run_spec, parse_group_option, resolve_selection
 
@@ -60,20 +63,26 @@ def parse_epochs(text: str) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     if args.checkpoint_dir is None:
         raise EvaluationError(
-            "pass --checkpoint-dir RUN: the baselines are built from the run's checkpoints (import seed"
-            " checkpoints first with `sweetspot import`)"
+            "pass --checkpoint-dir RUN: the baselines are built from the run's checkpoints (a run"
+            " directory, or a folder of checkpoint_epoch_<N>.pt files with --spec)"
         )
-    run_dir = RunDir(args.checkpoint_dir)
+    source = Path(args.checkpoint_dir)
     output = args.output.resolve()
-    if output == run_dir.path.resolve() or run_dir.path.resolve() in output.parents:
-        raise CombineError(f"--output {args.output} is inside the run directory {run_dir.path}; write elsewhere")
+    if output == source.resolve() or source.resolve() in output.parents:
+        raise CombineError(f"--output {args.output} is inside the run directory {source}; write elsewhere")
     if (args.model is None) == (args.selection is None and not args.group):
         raise EvaluationError("pass exactly one of --model FILE or --selection FILE (or --group G=E options)")
-    spec = load_run_spec(args.spec, run_dir)
+    given_spec = load_spec(args.spec) if args.spec else None
+    with tempfile.TemporaryDirectory(prefix="sweetspot-import-") as scratch:
+        run_dir = open_run(source, given_spec, scratch, progress=not args.no_progress)
+        return _evaluate(args, run_dir, given_spec or load_run_spec(None, run_dir), source)
+
+
+def _evaluate(args: argparse.Namespace, run_dir: RunDir, spec: Spec, source: Path) -> int:
     single_epochs = parse_epochs(args.baselines)
     evaluator = CandidateEvaluator(spec, run_dir)
     analysis, analysis_note = analysis_for(run_dir, args.analysis, spec)
-    extra: dict[str, object] = {"run_dir": str(run_dir.path), "spec": spec.name, "analysis": analysis_note}
+    extra: dict[str, object] = {"run_dir": str(source), "spec": spec.name, "analysis": analysis_note}
     if args.model is not None:
         combination = Candidate("combination", "combination", model_path=args.model, recompute_bn=args.update_bn and evaluator.has_bn)
         extra["combination_provenance"] = read_provenance(args.model)
