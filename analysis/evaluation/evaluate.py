@@ -66,6 +66,8 @@ class EvaluationResult:
     comparisons: list[Comparison]
     greedy: GreedySoup | None
     notes: list[str] = field(default_factory=list)
+    #: The per-example values the intervals are over (lower is better), e.g. per_example_losses.
+    per_example_name: str = LOSSES_KEY
 
 
 def _scalar(value: Any) -> float | None:
@@ -77,6 +79,10 @@ def _scalar(value: Any) -> float | None:
     if isinstance(value, np.ndarray) and value.size == 1:
         return float(value.item())
     return None
+
+
+def _as_array(values: Any) -> np.ndarray:
+    return np.asarray(torch.as_tensor(values).detach().cpu().double()).reshape(-1)
 
 
 class CandidateEvaluator:
@@ -97,6 +103,8 @@ class CandidateEvaluator:
                 self.notes.append("the model has BatchNorm but the spec has no batches callable: averages are scored without the BatchNorm recompute")
             else:
                 self.batches = spec.batch_iterator()
+        #: What the per-example values the bootstrap compares are (lower is better).
+        self.per_example_name = LOSSES_KEY
         self._cache: dict[str, Evaluated] = {}
         self._val_cache: dict[str, float] = {}
 
@@ -127,10 +135,20 @@ class CandidateEvaluator:
                 f"evaluate callable {self.spec.evaluate!r} returned {found} without the objective"
                 f" {self.metric!r}; return it or fix objective.metric in the spec"
             )
-        metrics = {k: s for k, v in raw.items() if k != LOSSES_KEY and (s := _scalar(v)) is not None}
+        per_metric = f"per_example_{self.metric}"
+        metrics = {
+            k: s for k, v in raw.items() if k not in (LOSSES_KEY, per_metric) and (s := _scalar(v)) is not None
+        }
+        if per_metric in raw:
+            # The objective itself per example (e.g. per_example_accuracy): the interval then judges
+            # exactly what the objective judges. Negated for "max" so that lower is better throughout.
+            values = _as_array(raw[per_metric])
+            if self.mode == "max":
+                values = -values
+            self.per_example_name = f"-{per_metric}" if self.mode == "max" else per_metric
+            return metrics, values
         losses = raw.get(LOSSES_KEY)
-        losses = None if losses is None else np.asarray(torch.as_tensor(losses).detach().cpu().double()).reshape(-1)
-        return metrics, losses
+        return metrics, None if losses is None else _as_array(losses)
 
     def _key(self, candidate: Candidate) -> str:
         return json.dumps([candidate.epochs, str(candidate.model_path), candidate.recompute_bn], sort_keys=True)
@@ -147,8 +165,8 @@ class CandidateEvaluator:
                     test_losses = losses
             if test_losses is None:
                 raise EvaluationError(
-                    f"evaluate callable {self.spec.evaluate!r} returned no {LOSSES_KEY!r}; the paired"
-                    " bootstrap needs one objective loss per test example"
+                    f"evaluate callable {self.spec.evaluate!r} returned neither 'per_example_{self.metric}'"
+                    f" nor {LOSSES_KEY!r}; the paired bootstrap needs one value per test example"
                 )
             self._cache[key] = Evaluated(candidate, metrics, test_losses)
         cached = self._cache[key]
@@ -236,4 +254,12 @@ def run_evaluation(
     )
     evaluated = [evaluator.evaluate(c) for c in tqdm(candidates, desc="evaluating candidates", disable=not progress)]
     comparisons = [compare(evaluated[0], other, resamples, seed) for other in evaluated[1:]]
-    return EvaluationResult(evaluator.metric, evaluator.mode, evaluated, comparisons, soup, notes)
+    if evaluator.mode == "max" and evaluator.per_example_name == LOSSES_KEY:
+        notes.append(
+            f"the objective {evaluator.metric!r} is maximised but the evaluate callable returns no"
+            f" 'per_example_{evaluator.metric}': the intervals are over per-example losses, which can"
+            f" disagree with the objective; return 'per_example_{evaluator.metric}' to judge the objective itself"
+        )
+    result = EvaluationResult(evaluator.metric, evaluator.mode, evaluated, comparisons, soup, notes)
+    result.per_example_name = evaluator.per_example_name
+    return result

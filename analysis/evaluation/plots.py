@@ -39,7 +39,8 @@ def plot_evaluation(result: EvaluationResult, path: str | os.PathLike[str]) -> N
     right.set_yticks(range(len(comps)), [c.baseline for c in comps])
     right.invert_yaxis()
     right.axvline(0.0, color="black", linewidth=0.8)
-    right.set_xlabel("combination − baseline, per-example test loss (95% bootstrap interval)")
+    per_example = "loss" if result.per_example_name == "per_example_losses" else result.per_example_name
+    right.set_xlabel(f"combination − baseline, test {per_example}\n(95% paired bootstrap interval)")
     right.set_title("Below 0: combination better")
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

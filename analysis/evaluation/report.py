@@ -112,7 +112,7 @@ def headline(result: EvaluationResult) -> str:
     comparison = next(c for c in result.comparisons if c.baseline == best.candidate.name)
     i = comparison.test_interval
     pct = comparison.percent["test"][metric]
-    interval = f"95% interval of the per-example loss difference [{_num(i.low)}, {_num(i.high)}]"
+    interval = f"95% interval of the {_per_example(result)} difference [{_num(i.low)}, {_num(i.high)}]"
     if comparison.verdict == "no significant difference":
         judged = f"**no significant difference** ({_pct(pct)} {metric}; {interval} contains 0)"
     elif comparison.verdict == "combination better":
@@ -133,6 +133,12 @@ def headline(result: EvaluationResult) -> str:
     return f"{lead} Combination vs the best baseline on test, {best.candidate.name}: {judged}.{survived}"
 
 
+def _per_example(result: EvaluationResult) -> str:
+    """How the report names the bootstrapped per-example values."""
+    name = result.per_example_name
+    return "per-example loss" if name == "per_example_losses" else f"`{name}`"
+
+
 def _nan(value: float | None) -> float:
     return math.nan if value is None else value
 
@@ -150,7 +156,7 @@ def report_markdown(result: EvaluationResult) -> str:
         "",
         f"Objective `{metric}` ({direction}); chosen on validation, reported on the held-out test split."
         f" Intervals: 95% paired bootstrap over {n} test examples ({resamples} resamples) of the"
-        " combination's per-example loss minus the baseline's; below 0 favours the combination.",
+        f" combination's {_per_example(result)} minus the baseline's; below 0 favours the combination.",
         "",
         f"| candidate | test {metric} | val {metric} | gap (val − train) | combination vs it, test | 95% interval | verdict |",
         "| --- | ---: | ---: | ---: | ---: | --- | --- |",
