@@ -25,8 +25,28 @@ def has_batchnorm(model: nn.Module) -> bool:
     return bool(batchnorm_layers(model))
 
 
+def to_device(inputs: Any, device: torch.device) -> Any:
+    """``inputs`` (a tensor, or tuples, lists and mappings of them) moved to ``device``."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device)
+    if isinstance(inputs, Mapping):
+        return {k: to_device(v, device) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(to_device(v, device) for v in inputs)
+    return inputs
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def call_model(model: nn.Module, inputs: Any) -> Any:
-    """``model(*inputs)`` for tuples/lists, ``model(**inputs)`` for mappings, ``model(inputs)`` otherwise."""
+    """``model(*inputs)`` for tuples/lists, ``model(**inputs)`` for mappings, ``model(inputs)`` otherwise.
+
+    Inputs are moved to the model's device first, so CPU batches serve a model on a GPU.
+    """
+    inputs = to_device(inputs, model_device(model))
     if isinstance(inputs, Mapping):
         return model(**inputs)
     if isinstance(inputs, (tuple, list)):

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from modules.batchnorm import call_model
+from modules.batchnorm import call_model, to_device
 from modules.errors import SpecError
 from modules.rundir import RunDir, RunWriter
 from modules.spec import MODEL_GROUP, Spec, dump_spec
@@ -42,16 +42,6 @@ def confusion_stability(current: torch.Tensor, previous: torch.Tensor | None) ->
         return NAN
     distance = 0.5 * (a[rows] / sums_a[rows] - b[rows] / sums_b[rows]).abs().sum(1)
     return float(1.0 - distance.mean())
-
-
-def _to_device(inputs: Any, device: torch.device) -> Any:
-    if isinstance(inputs, torch.Tensor):
-        return inputs.to(device)
-    if isinstance(inputs, Mapping):
-        return {k: _to_device(v, device) for k, v in inputs.items()}
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(_to_device(v, device) for v in inputs)
-    return inputs
 
 
 def _scalar(value: Any) -> float | None:
@@ -263,4 +253,4 @@ class Recorder:
         if first is None:
             return {}
         device = next(self.model.parameters()).device
-        return dead_fractions(self.model, self.spec, _to_device(first, device), self.groups)
+        return dead_fractions(self.model, self.spec, to_device(first, device), self.groups)

@@ -21,6 +21,7 @@ from analysis.evaluation.baselines import (
 from analysis.evaluation.evaluate import CandidateEvaluator, run_evaluation
 from analysis.evaluation.report import headline, write_report
 from modules.combine import read_provenance, selection_epochs
+from modules.devices import DEVICE_HELP, resolve_device
 from modules.errors import CombineError, EvaluationError
 from modules.importer import open_run
 from modules.rundir import RunDir
@@ -50,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--output", type=Path, required=True, metavar="DIR", help="folder for evaluation.json, the report and the PNG")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace, run_dir: RunDir, spec: Spec, source: Path) -> int:
     single_epochs = parse_epochs(args.baselines)
-    evaluator = CandidateEvaluator(spec, run_dir)
+    evaluator = CandidateEvaluator(spec, run_dir, device=resolve_device(args.device))
     analysis, analysis_note = analysis_for(run_dir, args.analysis, spec)
     extra: dict[str, object] = {"run_dir": str(source), "spec": spec.name, "analysis": analysis_note}
     if args.model is not None:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from modules.devices import DEVICE_HELP, resolve_device
 from rayjobs._entry import run_entry
 
 DESCRIPTION = (
@@ -23,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--epochs", type=int, default=60, help="training epochs (default 60)")
     parser.add_argument("--every", type=int, default=2, help="save a checkpoint every k epochs (default 2)")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = train_demo(
         args.out, seed=args.seed, width=args.width, epochs=args.epochs, every=args.every,
-        progress=not args.no_progress,
+        progress=not args.no_progress, device=resolve_device(args.device),
     )
     run_dir = RunDir(out)
     megabytes = sum(run_dir.group_nbytes(g) for g in run_dir.groups) / 1e6

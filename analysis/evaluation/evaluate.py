@@ -88,11 +88,14 @@ def _as_array(values: Any) -> np.ndarray:
 class CandidateEvaluator:
     """Holds one model instance and the data; loads each candidate into it and evaluates it."""
 
-    def __init__(self, spec: Any, run: RunDir, splits: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, spec: Any, run: RunDir, splits: dict[str, Any] | None = None, device: str | torch.device = "cpu"
+    ) -> None:
         self.spec, self.run = spec, run
         self.splits = splits if splits is not None else spec.load_data()
         self.evaluate_fn = spec.evaluator()
-        self.model = spec.build_model()
+        # One model instance for every candidate: weights are copied into it (CPU -> device).
+        self.model = spec.build_model().to(device)
         self.metric = spec.objective.metric
         self.mode = spec.objective.mode
         self.notes: list[str] = []

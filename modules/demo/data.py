@@ -38,6 +38,15 @@ class DemoSplit:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
+    def to(self, device: str | torch.device) -> DemoSplit:
+        """The split with every tensor on ``device``."""
+        return DemoSplit(
+            self.x.to(device),
+            self.signal.to(device),
+            {k: v.to(device) for k, v in self.labels.items()},
+            {k: v.to(device) for k, v in self.masks.items()},
+        )
+
     def subset(self, index: torch.Tensor) -> DemoSplit:
         """The examples at ``index`` (labels and masks follow)."""
         return DemoSplit(

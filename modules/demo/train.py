@@ -63,6 +63,7 @@ def train_demo(
     epochs: int = 60,
     every: int = 2,
     progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> Path:
     """Train the demo for ``epochs`` epochs, saving every ``every``; returns the run directory."""
     out = Path(out)
@@ -70,24 +71,26 @@ def train_demo(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise SpecError(f"train-demo --{name} must be a positive integer, got {value!r}")
     check_out(out)
-    with torch_threads(1 if width <= SINGLE_THREAD_MAX_WIDTH else None):
-        _train(out, seed, width, epochs, every, progress)
+    device = torch.device(device)
+    one_thread = device.type == "cpu" and width <= SINGLE_THREAD_MAX_WIDTH
+    with torch_threads(1 if one_thread else None):
+        _train(out, seed, width, epochs, every, progress, device)
     if not (out / SPEC_NAME).is_file():
         raise RunDirError(f"{out / SPEC_NAME} was not written; re-run train-demo into an empty folder")
     return out
 
 
-def _train(out: Path, seed: int, width: int, epochs: int, every: int, progress: bool) -> None:
+def _train(out: Path, seed: int, width: int, epochs: int, every: int, progress: bool, device: torch.device) -> None:
     spec = demo_spec(width=width, seed=seed)
     splits = load_splits(seed=seed)
-    train, val = splits["train"], splits["val"]
-    model = build_model(width=width, seed=seed)
+    train, val = splits["train"].to(device), splits["val"]
+    model = build_model(width=width, seed=seed).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     recorder = Recorder(out, spec, model, optimizer, every=every, evaluate=evaluate, val_split=val)
     generator = torch.Generator().manual_seed(seed + 101)
     model.train()
     for epoch in tqdm(range(1, epochs + 1), desc="train-demo", unit="epoch", disable=not progress):
-        order = torch.randperm(len(train), generator=generator)
+        order = torch.randperm(len(train), generator=generator).to(device)
         for start in range(0, len(train) - BATCH_SIZE + 1, BATCH_SIZE):
             batch = train.subset(order[start : start + BATCH_SIZE])
             optimizer.zero_grad(set_to_none=True)
