@@ -10,6 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from modules.errors import SweetspotError
+
+
+class OutputPathError(SweetspotError, ValueError):
+    """An output path that cannot be written as asked (a file where a folder is needed, or back)."""
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
@@ -47,3 +53,21 @@ def write_text_atomic(target: str | os.PathLike[str], text: str) -> None:
 def write_json_atomic(target: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``target`` atomically."""
     write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def check_output_folder(path: str | os.PathLike[str], option: str = "--output") -> Path:
+    """An output folder: new or an existing folder, never an existing file (checked before any work)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{option} {path} is an existing file; pass a folder for the results (new or existing)")
+    return path
+
+
+def check_output_file(path: str | os.PathLike[str], option: str = "--output") -> Path:
+    """An output file: new or an existing file, never a folder; its parent folder is created if missing."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{option} {path} is a folder; pass a file name, e.g. {path / 'combined.safetensors'}")
+    if path.name in ("", ".", ".."):
+        raise OutputPathError(f"{option} {path} names no file; pass a file name such as combined.safetensors")
+    return path
