@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import importlib
 import re
@@ -137,17 +138,38 @@ class Spec(BaseModel):
     def assign_groups(self, keys: Iterable[str]) -> dict[str, list[str]]:
         """Map every group to its keys (in the given order); all problems raised in one error."""
         assigned: dict[str, list[str]] = {g: [] for g in self.groups}
-        problems: list[str] = []
+        unmatched: list[str] = []
+        ambiguous: list[str] = []
         for key in keys:
-            try:
-                assigned[self.group_of(key)].append(key)
-            except SpecError as error:
-                problems.append(str(error))
+            matches = [g for g, patterns in self.groups.items() if _matches_any(key, patterns)]
+            if len(matches) == 1:
+                assigned[matches[0]].append(key)
+            elif matches:
+                ambiguous.append(key)
+            else:
+                unmatched.append(key)
+        problems = []
+        if unmatched:
+            shown = ", ".join(repr(k) for k in unmatched[:8]) + (f" and {len(unmatched) - 8} more" if len(unmatched) > 8 else "")
+            verb = "matches" if len(unmatched) == 1 else f"({len(unmatched)} keys) match"
+            problems.append(
+                f"{shown} {verb} no group in spec {self.name!r}; add a pattern for them to one group"
+                f" (patterns: {self.groups}){_pattern_hint(unmatched, self.groups)}"
+            )
+        problems += [self._ambiguity(key) for key in ambiguous[:5]]
+        if len(ambiguous) > 5:
+            problems.append(f"... and {len(ambiguous) - 5} more keys that match more than one group")
         if problems:
-            shown = problems[:20]
-            more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
-            raise SpecError("\n".join(shown) + more)
+            raise SpecError("\n".join(problems))
         return assigned
+
+    def _ambiguity(self, key: str) -> str:
+        matches = [g for g, patterns in self.groups.items() if _matches_any(key, patterns)]
+        detail = {g: [p for p in self.groups[g] if _matches(key, p)] for g in matches}
+        return (
+            f"parameter {key!r} matches more than one group in spec {self.name!r}: {detail};"
+            " make the patterns disjoint so each key is in exactly one group"
+        )
 
     def judging_metrics(self, group: str) -> list[JudgingMetric]:
         """Metrics that judge ``group``; empty when the spec names none."""
@@ -188,6 +210,18 @@ class Spec(BaseModel):
     def evaluator(self) -> Callable[..., dict[str, Any]]:
         """The evaluate callable: ``evaluate(model, split) -> dict of metrics``."""
         return resolve_callable(self.evaluate, "evaluate")
+
+
+def _pattern_hint(unmatched: list[str], groups: dict[str, list[str]]) -> str:
+    """' (did you mean ...)' when an unmatched key's first component is close to a pattern's."""
+    patterns = [p for ps in groups.values() for p in ps]
+    stems = {p.rstrip(".*").split(".")[0]: p for p in patterns}
+    hints = []
+    for prefix in dict.fromkeys(k.split(".")[0] for k in unmatched):
+        close = difflib.get_close_matches(prefix, list(stems), n=1, cutoff=0.75)
+        if close and close[0] != prefix:
+            hints.append(f"keys start with {prefix!r} but the pattern is {stems[close[0]]!r}")
+    return f"; {'; '.join(hints)}: a typo?" if hints else ""
 
 
 def _matches(key: str, pattern: str) -> bool:
@@ -231,8 +265,29 @@ def parse_spec(data: Any, source: str = "<spec>") -> Spec:
         lines = []
         for item in error.errors():
             where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-            lines.append(f"  {where}: {item['msg']}")
+            lines.append(f"  {where}: {_explain(item)}")
         raise SpecError(f"{source} is not a valid sweetspot spec:\n" + "\n".join(lines)) from None
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    """The keys the spec allows at the mapping that holds ``loc``'s last key."""
+    model: type[BaseModel] = Spec
+    if len(loc) > 1:
+        model = {"objective": Objective, "couplings": Coupling, "group_metrics": JudgingMetric}.get(str(loc[0]), Spec)
+    return list(model.model_fields)
+
+
+def _explain(item: dict) -> str:
+    """A pydantic error in words a spec author can act on (unknown keys get the allowed ones)."""
+    if item["type"] == "extra_forbidden":
+        allowed = _allowed_keys(tuple(item["loc"]))
+        key = str(item["loc"][-1])
+        close = difflib.get_close_matches(key, allowed, n=1)
+        guess = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown key {key!r}{guess} (allowed keys: {allowed})"
+    if item["type"] == "missing":
+        return "this key is required"
+    return item["msg"]
 
 
 def load_spec(path: str | Path) -> Spec:

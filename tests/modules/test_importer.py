@@ -312,7 +312,7 @@ def test_key_matching_no_group_is_a_spec_error(tmp_path: Path) -> None:
     write_seed_run(source, epochs=[1])
     spec = parse_spec({**SPEC_DATA, "groups": {"backbone": ["backbone."], "embed": ["embed."]}})
     out = tmp_path / "run"
-    with pytest.raises(SpecError, match=r"checkpoint_epoch_1.pt.*'head.weight' matches no group"):
+    with pytest.raises(SpecError, match=r"checkpoint_epoch_1.pt: 'head.weight', 'head.bias', 'head.scale' \(3 keys\) match no group"):
         import_checkpoints(source, spec, out, progress=False)
     _assert_nothing_written(out)
 

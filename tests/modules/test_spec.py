@@ -169,3 +169,29 @@ def test_resolve_callable_and_its_errors() -> None:
 def test_missing_batches_callable_says_how_to_add_it() -> None:
     with pytest.raises(SpecError, match="no 'batches' callable"):
         parse_spec(BASE).batch_iterator()
+
+
+def test_keys_matching_no_group_come_in_one_message_with_a_typo_hint() -> None:
+    spec = parse_spec(_with(groups={"backbone": ["backbon."], "heads": ["heads."]}, couplings=[], group_metrics={}))
+    keys = [f"backbone.{i}.weight" for i in range(12)] + ["heads.w"]
+    with pytest.raises(SpecError) as caught:
+        spec.assign_groups(keys)
+    message = str(caught.value)
+    assert message.count("\n") == 0  # one problem, one line, not twelve
+    assert "'backbone.0.weight'" in message and "and 4 more" in message and "(12 keys) match no group" in message
+    assert "keys start with 'backbone' but the pattern is 'backbon.'" in message
+
+
+def test_unknown_spec_key_lists_the_allowed_keys_and_the_likely_one() -> None:
+    data = _with()
+    data["group_metric"] = data.pop("group_metrics")
+    with pytest.raises(SpecError) as caught:
+        parse_spec(data, "my.yaml")
+    message = str(caught.value)
+    assert "my.yaml" in message and "unknown key 'group_metric'; did you mean 'group_metrics'?" in message
+    assert "'couplings'" in message  # the allowed keys are listed
+
+
+def test_unknown_nested_key_lists_that_mappings_keys() -> None:
+    with pytest.raises(SpecError, match=r"unknown key 'direction'.*allowed keys: \['metric', 'mode'\]"):
+        parse_spec(_with(objective={"metric": "loss", "direction": "min"}))
