@@ -78,10 +78,21 @@ class Selection(RootModel[dict[str, GroupChoice]]):
 
 def parse_selection(data: object, source: str = "<selection>") -> Selection:
     """Validate a selection mapping; errors name ``source``."""
+    if not isinstance(data, dict):
+        raise SelectionError(
+            f"{source} must be a JSON object of group -> epoch or {{\"average\": [first, last]}},"
+            f" got {type(data).__name__}"
+        )
     try:
         return Selection.model_validate(data)
     except ValidationError as error:
-        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
+        bad_groups = list(dict.fromkeys(str(e["loc"][0]) for e in error.errors() if e["loc"]))
+        lines = []
+        for group in bad_groups:
+            value = data.get(group)
+            ordered = [e["msg"] for e in error.errors() if e["loc"] and str(e["loc"][0]) == group and "first <= last" in e["msg"]]
+            why = ordered[0].removeprefix("Value error, ") if ordered else "it is neither an epoch (an integer) nor {\"average\": [first, last]}"
+            lines.append(f"  group {group!r}: {json.dumps(value)}: {why}")
         raise SelectionError(
             f"{source} is not a valid selection (group -> epoch, or group -> {{\"average\": [first, last]}}):\n"
             + "\n".join(lines)
