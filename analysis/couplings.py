@@ -67,5 +67,6 @@ def apply_couplings(results: dict[str, GroupAnalysis], spec: Spec, epochs: list[
             )
             results[group].pick = after
             results[group].coupling_note = note
+            results[group].moved_by.append(name)
             notes.append(f"{group}: {note}")
     return notes

@@ -40,11 +40,23 @@ class GroupAnalysis:
     plateau_window: tuple[int, int] | None
     #: Why the pick differs from the ensemble's (a coupling moved it), else None.
     coupling_note: str | None = None
+    #: The couplings that moved the pick away from the ensemble's, in the order they did.
+    moved_by: list[str] = field(default_factory=list)
 
     @property
     def final(self) -> Recommendation:
-        """The ensemble's recommendation (the pick, its confidence and reasons)."""
+        """The ensemble's recommendation (its pick, confidence and reasons)."""
         return self.recommendations["ensemble"]
+
+    @property
+    def ensemble_pick(self) -> int | tuple[int, int]:
+        """The ensemble's own pick, before any coupling moved it."""
+        return self.final.average if self.final.average is not None else int(self.final.epoch)
+
+    @property
+    def moved(self) -> bool:
+        """Whether a coupling moved the pick: then ``final.confidence`` is the ensemble pick's, not this one's."""
+        return self.pick != self.ensemble_pick
 
     def pick_json(self) -> int | dict[str, list[int]]:
         return self.pick if isinstance(self.pick, int) else {"average": list(self.pick)}
@@ -102,11 +114,15 @@ def analyze_metrics(
     thresholds: Thresholds | None = None,
     weight_health_by_group: dict[str, dict[str, np.ndarray]] | None = None,
     source: str = "run",
+    spec_file: str | None = None,
 ) -> RunAnalysis:
-    """Analyse a long-form metrics frame (``epoch, group, metric, value``) at checkpoint ``epochs``."""
+    """Analyse a long-form metrics frame (``epoch, group, metric, value``) at checkpoint ``epochs``.
+
+    ``source`` names the run and ``spec_file`` the spec's file (when known) in messages.
+    """
     thresholds = thresholds or Thresholds()
     thresholds.check_run(len(epochs), f"thresholds for {source}")
-    run_series = build_run_series(metrics, epochs, groups, spec, weight_health_by_group, source)
+    run_series = build_run_series(metrics, epochs, groups, spec, weight_health_by_group, source, spec_file)
     results = {group: analyze_group(series, thresholds) for group, series in run_series.groups.items()}
     notes = list(run_series.notes)
     notes += apply_couplings(results, spec, run_series.epochs.tolist())
@@ -124,32 +140,47 @@ def groups_without_gradients(metrics: pd.DataFrame, groups: list[str]) -> list[s
     return [g for g in groups if g not in have]
 
 
-def analyze_run(run: RunDir, spec: Spec | None = None, thresholds: Thresholds | None = None) -> RunAnalysis:
-    """Analyse a run directory; ``spec`` defaults to its stored sweetspot.yaml, thresholds to defaults."""
+def analyze_run(
+    run: RunDir,
+    spec: Spec | None = None,
+    thresholds: Thresholds | None = None,
+    source: str | None = None,
+    spec_file: str | None = None,
+) -> RunAnalysis:
+    """Analyse a run directory; ``spec`` defaults to its stored sweetspot.yaml, thresholds to defaults.
+
+    ``source`` is how messages and the results name the run (default: ``run.path``): a caller that
+    imported the user's checkpoint folder into a temporary run passes the folder the user gave.
+    ``spec_file`` names the spec's file in messages (default: the stored copy when it is used).
+    """
+    label = source or str(run.path)
     if spec is None:
         stored = run.spec_path()
         if stored is None:
-            raise AnalysisError(f"{run.path} stores no sweetspot.yaml; pass the spec (--spec sweetspot.yaml)")
+            raise AnalysisError(f"{label} stores no sweetspot.yaml; pass the spec (--spec sweetspot.yaml)")
         spec = load_spec(stored)
+        spec_file = spec_file or str(stored).replace(str(run.path), label, 1)
     missing = [g for g in spec.groups if g not in run.groups]
     if missing:
         raise AnalysisError(
-            f"spec {spec.name!r} names groups {missing} that run {run.path} does not have (its groups:"
+            f"spec {spec.name!r} names groups {missing} that run {label} does not have (its groups:"
             f" {run.groups}); pass the spec the run was recorded with"
         )
     epochs = run.epochs
     if len(epochs) < MIN_CHECKPOINTS:
-        check_epochs(epochs, str(run.path))  # raises, before any weights are read
-    (thresholds or Thresholds()).check_run(len(epochs), f"thresholds for {run.path}")
+        check_epochs(epochs, label)  # raises, before any weights are read
+    (thresholds or Thresholds()).check_run(len(epochs), f"thresholds for {label}")
     metrics = run.metrics()
     if metrics.empty:
+        where = "metrics.parquet" if source else str(Path(run.path) / "metrics.parquet")
         raise AnalysisError(
-            f"{run.path} has no recorded metrics ({Path(run.path) / 'metrics.parquet'} is missing or empty);"
+            f"{label} has no recorded metrics ({where} is missing or empty);"
             " record the run with the Recorder or import a metrics file with the checkpoints"
         )
     no_grads = groups_without_gradients(metrics, run.groups)
     try:
         proxies = weight_health(run, no_grads, list(epochs)) if no_grads else None
     except RunDirError as error:
-        raise AnalysisError(f"cannot compute weight-based health for {no_grads}: {error}") from None
-    return analyze_metrics(metrics, epochs, run.groups, spec, thresholds, proxies, str(run.path))
+        message = str(error).replace(str(run.path), label)
+        raise AnalysisError(f"cannot compute weight-based health for {no_grads}: {message}") from None
+    return analyze_metrics(metrics, epochs, run.groups, spec, thresholds, proxies, label, spec_file)

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from analysis.report import confidence_text  # noqa: E402
 from modules.atomic import atomic_path  # noqa: E402
 
 if TYPE_CHECKING:
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 PICK_MARKERS = {"plateau": "s", "task_metrics": "D", "mcda": "^", "gradient_health": "v", "ensemble": "*"}
 #: Height of one technique's row in the pick strip above the curves (axis units, curves span 0..1).
 ROW = 0.07
+#: Heatmap cells without a value (NaN): grey, hatched.
+NAN_COLOR = "lightgrey"
 
 
 def _save(figure: plt.Figure, path: Path) -> None:
@@ -74,15 +77,18 @@ def group_figure(group: str, result: GroupAnalysis) -> plt.Figure:
     axes.set_yticks(np.linspace(0, 1, 6))
     axes.set_xlabel("epoch")
     axes.set_ylabel("normalised metric (1 = best)")
-    moved = " after coupling" if result.coupling_note else ""
-    axes.set_title(f"{group}: {pick_text(result.pick)}{moved} ({result.final.confidence:.0%}); picks per technique above the curves")
+    axes.set_title(f"{group}: {pick_text(result.pick)} ({confidence_text(result)})\npicks per technique above the curves", fontsize=10)
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     return figure
 
 
 def heatmap_figure(analysis: RunAnalysis) -> plt.Figure:
-    """Groups x epochs heatmap of each group's normalised goodness."""
+    """Groups x epochs heatmap of each group's normalised goodness.
+
+    A cell without a value (the group's judging metric was missing or NaN there, so the epoch was
+    not analysed) is grey and hatched, and the title says so, rather than an unexplained blank.
+    """
     epochs = np.asarray(analysis.epochs)
     groups = list(analysis.groups)
     grid = np.full((len(groups), len(epochs)), np.nan)
@@ -90,7 +96,12 @@ def heatmap_figure(analysis: RunAnalysis) -> plt.Figure:
         series = analysis.groups[group].series
         grid[row, np.searchsorted(epochs, series.epochs)] = series.composite
     figure, axes = plt.subplots(figsize=(max(6, len(epochs) * 0.25), 1 + 0.5 * len(groups)))
-    image = axes.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    cmap = plt.get_cmap("viridis").with_extremes(bad=NAN_COLOR)
+    image = axes.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=cmap, vmin=0, vmax=1)
+    for row, column in zip(*np.nonzero(~np.isfinite(grid))):
+        axes.add_patch(
+            plt.Rectangle((column - 0.5, row - 0.5), 1, 1, facecolor=NAN_COLOR, edgecolor="dimgrey", hatch="///", linewidth=0)
+        )
     axes.set_yticks(range(len(groups)), groups)
     step = max(1, len(epochs) // 15)
     axes.set_xticks(range(0, len(epochs), step), [str(e) for e in epochs[::step]])
@@ -102,7 +113,10 @@ def heatmap_figure(analysis: RunAnalysis) -> plt.Figure:
         axes.add_patch(
             plt.Rectangle((columns[0] - 0.5, row - 0.45), columns[1] - columns[0] + 1, 0.9, fill=False, edgecolor="red", linewidth=2)
         )
-    axes.set_title("goodness per group and epoch; red box = recommended epoch or average window")
+    title = "goodness per group and epoch; red box = recommended epoch or average window"
+    if not np.isfinite(grid).all():
+        title += "\ngrey hatched = no value (judging metric missing or NaN; epoch skipped for that group)"
+    axes.set_title(title, fontsize=9)
     figure.colorbar(image, ax=axes, label="normalised goodness (1 = best)")
     figure.tight_layout()
     return figure

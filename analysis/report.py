@@ -30,7 +30,9 @@
             details:    technique-specific figures (plateau window, p-values, MCDA criteria,
                         vote shares, ...)}}
         pick:           epoch | {"average": [first, last]}   the ensemble's pick, kept within its couplings (= selection.json)
-        confidence:     the ensemble's confidence, 0..1
+        confidence:     the ensemble's confidence in its own pick, 0..1; when a coupling moved the
+                        pick (coupling_note is set) it is still the confidence of the ensemble's
+                        epoch (techniques.ensemble.epoch/average), not of ``pick``
         plateau_window: [first, last] | null   the plateau technique's window
         coupling_note:  why the pick differs from the ensemble's epoch (a coupling moved it) | null
         notes:          [this group's notes]}}
@@ -38,6 +40,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -119,6 +122,26 @@ def module_title(group: str) -> str:
     return " ".join(part.capitalize() for part in group.replace("-", "_").split("_") if part)
 
 
+def pick_label(pick: int | tuple[int, int]) -> str:
+    """``44`` -> ``"44"``, ``(42, 48)`` -> ``"average 42-48"``."""
+    return str(pick) if isinstance(pick, int) else f"average {fmt_window(pick)}"
+
+
+def confidence_text(result: GroupAnalysis) -> str:
+    """``"89%"``, or for a pick a coupling moved, whose confidence that percentage was:
+    ``"moved by coupling A from 18, which had 52%"`` (the ensemble rated its own pick, not this one)."""
+    if not result.moved:
+        return f"{result.final.confidence:.0%}"
+    couplings = ", ".join(result.moved_by) or "a coupling"
+    word = "couplings" if len(result.moved_by) > 1 else "coupling"
+    return f"moved by {word} {couplings} from {pick_label(result.ensemble_pick)}, which had {result.final.confidence:.0%}"
+
+
+def pick_summary(group: str, result: GroupAnalysis) -> str:
+    """One line per group: ``"backbone: 10 (89%)"`` or ``"heads: 10 (moved by coupling A from 18, which had 52%)"``."""
+    return f"{group}: {pick_label(result.pick)} ({confidence_text(result)})"
+
+
 def group_block(group: str, result: GroupAnalysis) -> str:
     """One seed phase 3.2 block: module, recommended epoch, numbered reasons, confidence."""
     final = result.final
@@ -135,7 +158,10 @@ def group_block(group: str, result: GroupAnalysis) -> str:
     # its verdict (degradation, or healthy throughout, and from which signals) and gradient stability
     seen += [reason for reason in (health.reasons[:2] if health else []) if reason not in seen]
     lines += [f"  {i}. {reason}" for i, reason in enumerate(seen, 1)]
-    lines.append(f"- Confidence: {round(final.confidence * 100)}%")
+    if result.moved:
+        lines.append(f"- Confidence: not rated for {pick_label(result.pick)} ({confidence_text(result)})")
+    else:
+        lines.append(f"- Confidence: {round(final.confidence * 100)}%")
     return "\n".join(lines)
 
 
@@ -143,7 +169,7 @@ def report_markdown(analysis: RunAnalysis) -> str:
     """``analysis_report.md``: one block per group, then a table of every technique's pick."""
     parts = [f"# Sweet-spot analysis of {analysis.source}", ""]
     parts.append(f"Spec `{analysis.spec_name}`, {len(analysis.epochs)} checkpoints (epochs {analysis.epochs[0]}-{analysis.epochs[-1]}).")
-    parts.append(f"Thresholds: `{analysis.thresholds.to_json()}`")
+    parts.append(f"Thresholds: `{json.dumps(analysis.thresholds.to_json())}`")
     parts.append("")
     parts.append("```")
     parts.append("\n\n".join(group_block(g, r) for g, r in analysis.groups.items()))
@@ -157,8 +183,11 @@ def report_markdown(analysis: RunAnalysis) -> str:
         for name in names:
             rec = result.recommendations[name]
             text = f"avg {fmt_window(rec.average)}" if rec.average else str(rec.epoch)
-            cells.append(f"{text} ({rec.confidence:.0%})")
+            abstains = rec.confidence <= 0 and name != "ensemble"
+            cells.append("abstains" if abstains else f"{text} ({rec.confidence:.0%})")
         pick = str(result.pick) if isinstance(result.pick, int) else f"avg {fmt_window(result.pick)}"
+        if result.moved:
+            pick += f" (moved by {', '.join(result.moved_by)} from {pick_label(result.ensemble_pick)})"
         parts.append(f"| {group} | " + " | ".join(cells) + f" | {pick} | {fmt_window(result.plateau_window)} |")
     if analysis.notes:
         parts += ["", "## Notes", ""] + [f"- {note}" for note in analysis.notes]

@@ -1,14 +1,18 @@
 """Long-form metrics -> per-group series over the recorded checkpoint epochs.
 
 Each group is judged by its spec metrics (``spec.group_metrics``), read from the whole-model
-rows (group ``model``); a group without any falls back to ``val_<objective.metric>``. Epochs
-where a judging metric is missing or NaN are skipped for that group, with a warning.
+rows (group ``model``); a group without any falls back to ``val_<objective.metric>``. A judging
+metric recorded at no checkpoint epoch is an error (most often a typo in the spec); epochs where
+a judging metric is missing or NaN are skipped for that group, with a warning.
 """
 
 from __future__ import annotations
 
+import difflib
+import sys
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -54,10 +58,23 @@ class RunSeries:
     even_spacing: bool
 
 
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside the analysis package
+    (the code that called the analysis), not at a line inside it."""
+    frame, level = sys._getframe(1), 1  # the caller of this function, i.e. the one calling warn()
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _note(notes: list[str], message: str, warn: bool = True) -> None:
+    """Record ``message`` in ``notes`` (the report's) and, unless ``warn`` is False, warn with it."""
     notes.append(message)
     if warn:
-        warnings.warn(message, AnalysisWarning, stacklevel=3)
+        warnings.warn(message, AnalysisWarning, stacklevel=_caller_stacklevel())
 
 
 def wide_metrics(metrics: pd.DataFrame, epochs: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
@@ -100,8 +117,12 @@ def build_run_series(
     spec: Spec,
     weight_health: dict[str, dict[str, np.ndarray]] | None = None,
     source: str = "run",
+    spec_file: str | None = None,
 ) -> RunSeries:
-    """Per-group series of a run; ``weight_health`` supplies health for groups without gradients."""
+    """Per-group series of a run; ``weight_health`` supplies health for groups without gradients.
+
+    ``source`` names the run and ``spec_file`` the spec's file (when known) in messages.
+    """
     epochs, notes = check_epochs(epochs, source)
     wide = wide_metrics(metrics, epochs)
     model = wide.get(MODEL_GROUP, {})
@@ -114,7 +135,8 @@ def build_run_series(
     series = {}
     for group in groups:
         series[group] = _group_series(
-            group, epochs, model, wide.get(group, {}), spec, loss_metric, (weight_health or {}).get(group), source
+            group, epochs, model, wide.get(group, {}), spec, loss_metric, (weight_health or {}).get(group), source,
+            spec_file,
         )
     return RunSeries(epochs, series, model, notes, len(set(np.diff(epochs).tolist())) <= 1)
 
@@ -128,14 +150,17 @@ def _group_series(
     loss_metric: str,
     weight_health: dict[str, np.ndarray] | None,
     source: str,
+    spec_file: str | None = None,
 ) -> GroupSeries:
     notes: list[str] = []
-    judging = [m for m in spec.judging_metrics(group) if _known(m.metric, model, group, notes)]
+    judging = spec.judging_metrics(group)
+    for metric in judging:
+        _check_recorded(metric.metric, model, group, spec.name, spec_file, source)
     fallback = not judging
     if fallback:
         if loss_metric not in model:
             raise AnalysisError(
-                f"{source}: group {group!r} has no recorded judging metric and the fallback"
+                f"{source}: group {group!r} has no judging metric in the spec's group_metrics and the fallback"
                 f" {loss_metric!r} (val_ + objective.metric) is not recorded either; recorded model"
                 f" metrics are {sorted(model)}. Add group_metrics for {group!r} to the spec"
             )
@@ -173,11 +198,23 @@ def _group_series(
     )
 
 
-def _known(metric: str, model: dict[str, np.ndarray], group: str, notes: list[str]) -> bool:
+def _check_recorded(
+    metric: str, model: dict[str, np.ndarray], group: str, spec_name: str, spec_file: str | None, source: str
+) -> None:
+    """Raise when a judging metric has no finite value at any checkpoint epoch (usually a typo):
+    judging the group by something else instead would silently answer another question."""
     if metric in model and np.isfinite(model[metric]).any():
-        return True
-    _note(notes, f"group {group!r}: judging metric {metric!r} is not recorded in this run; it is skipped")
-    return False
+        return
+    recorded = sorted(m for m, values in model.items() if np.isfinite(values).any())
+    close = difflib.get_close_matches(metric, recorded, n=3, cutoff=0.6)
+    state = "is NaN at every checkpoint epoch" if metric in model else "is recorded at no checkpoint epoch"
+    where = spec_file or f"spec {spec_name!r}"
+    hint = f"did you mean {' or '.join(repr(m) for m in close)}? " if close else ""
+    raise AnalysisError(
+        f"{where}: group_metrics for group {group!r} names metric {metric!r}, which {state} of {source};"
+        f" {hint}the run's recorded whole-model metrics are {recorded}. Fix the metric name in the spec's"
+        f" group_metrics for {group!r} (or remove it to judge the group by the others)"
+    )
 
 
 def _health(

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from analysis.errors import AnalysisError, AnalysisWarning
 from analysis.pipeline import analyze_run
-from analysis.report import write_outputs
+from analysis.report import pick_summary, write_outputs
 from analysis.thresholds import load_thresholds
+from modules.atomic import check_output_folder
 from modules.importer import open_run
 from modules.spec import load_spec
 from rayjobs._entry import run_entry
@@ -47,7 +48,8 @@ def _is_inside(path: Path, folder: Path) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Analyse the run and write the results; errors are raised as SweetspotError."""
-    source, output = Path(args.checkpoint_dir), Path(args.output)
+    output = check_output_folder(args.output)  # an existing file is refused before any work
+    source = Path(args.checkpoint_dir)
     if source.is_dir() and _is_inside(output, source):
         raise AnalysisError(
             f"--output {output} is inside the run directory {source}; inputs are never modified, so"
@@ -59,14 +61,13 @@ def run(args: argparse.Namespace) -> int:
         thresholds = load_thresholds(args.thresholds, len(run_dir.epochs)) if args.thresholds else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", AnalysisWarning)
-            analysis = analyze_run(run_dir, spec, thresholds)
+            # messages name the folder the user gave, not the temporary import of it
+            analysis = analyze_run(run_dir, spec, thresholds, source=str(source), spec_file=args.spec)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    analysis.source = str(source)
     written = write_outputs(analysis, output, plots=not args.no_plots)
     for group, result in analysis.groups.items():
-        pick = result.pick if isinstance(result.pick, int) else f"average {result.pick[0]}-{result.pick[1]}"
-        print(f"{group}: {pick} ({result.final.confidence:.0%})")
+        print(pick_summary(group, result))
     for name, path in written.items():
         print(f"wrote {name}: {path}")
     return 0

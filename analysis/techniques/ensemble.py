@@ -20,6 +20,24 @@ from analysis.techniques.base import (
 )
 
 
+def vote_reason(backers: dict[str, Recommendation], voters: dict[str, Recommendation], epoch: int, share: float) -> str:
+    """What the winning techniques picked and how they reach ``epoch``, e.g. ``"vote: mcda 10,
+    task_metrics 10, plateau 8 agree within one checkpoint on epoch 10 (100% of the confidence-weighted vote)"``."""
+    if not backers:
+        return f"vote: every technique abstains; epoch {epoch}, the last checkpoint, by default"
+    order = sorted(backers, key=lambda n: (abs(backers[n].epoch - epoch), n))
+    tail = f"({share:.0%} of the confidence-weighted vote"
+    others = sorted((n for n in voters if n not in backers), key=lambda n: (voters[n].epoch, n))
+    tail += f"; elsewhere: {', '.join(f'{n} {voters[n].epoch}' for n in others)})" if others else ")"
+    if len(backers) == 1:
+        return f"vote: {order[0]} alone picks epoch {epoch} {tail}"
+    if all(backers[n].epoch == epoch for n in backers):
+        names = f"{order[0]} and {order[1]} both" if len(order) == 2 else f"{', '.join(order)} all"
+        return f"vote: {names} pick epoch {epoch} {tail}"
+    picks = ", ".join(f"{n} {backers[n].epoch}" for n in order)
+    return f"vote: {picks} agree within one checkpoint on epoch {epoch} {tail}"
+
+
 class EnsembleTechnique(Technique):
     """Confidence-weighted vote; falls back to the plateau's average window on a split vote."""
 
@@ -54,10 +72,7 @@ class EnsembleTechnique(Technique):
             "abstained": sorted(set(eligible) - set(voters)),
             "voting_confidence": context.thresholds.voting_confidence,
         }
-        reasons = [
-            f"vote: {', '.join(sorted(backers)) or 'none'} agree on epoch {epoch}"
-            f" ({share:.0%} of the confidence-weighted vote)"
-        ]
+        reasons = [vote_reason(backers, voters, epoch, share)]
         for name in sorted(backers, key=lambda n: -backers[n].confidence):
             reasons.append(backers[name].reasons[0])
         confidence = backing / len(voters) if voters else 0.0

@@ -62,3 +62,33 @@ def test_coupled_picks_end_within_the_gap_and_the_report_says_why() -> None:
     name = "heads" if moved is heads else "backbone"
     assert "1. moved from" in group_block(name, moved)
     assert any("coupling A" in note for note in coupled.notes)
+
+
+def test_a_moved_pick_does_not_borrow_the_old_picks_confidence(tmp_path) -> None:
+    # backbone: loss minimum at 12, every voter on 12 -> 97%, the coupling's lead. heads: f1 peak at 40;
+    # plateau 40 (0.848) and task_metrics 40 (0.994) back it, mcda 36 (0.907) votes elsewhere ->
+    # ensemble 40 at (0.848 + 0.994) / 3 voters = 61%. Gap 4 moves heads to 16, nearest to 40 within 12 +- 4.
+    import matplotlib.pyplot as plt
+
+    from analysis.plots import group_figure
+    from analysis.report import pick_summary, report_markdown
+
+    loss = (E - 12) ** 2 / 900
+    f1 = 1 - (E - 40) ** 2 / 900
+    coupled = analyze_metrics(frame(EPOCHS, {"val_loss": loss, "val_f1": f1}), EPOCHS, ["backbone", "heads"], coupled_spec(4))
+    backbone, heads = coupled.groups["backbone"], coupled.groups["heads"]
+    assert (backbone.pick, heads.pick, heads.ensemble_pick, heads.moved_by) == (12, 16, 40, ["A"])
+    assert not backbone.moved and heads.moved
+    assert pick_summary("backbone", backbone) == "backbone: 12 (97%)"
+    assert pick_summary("heads", heads) == "heads: 16 (moved by coupling A from 40, which had 61%)"
+    block = group_block("heads", heads)
+    assert block.splitlines()[1] == "- Recommended epoch: 16"
+    assert block.endswith("\n- Confidence: not rated for 16 (moved by coupling A from 40, which had 61%)")
+    assert "| 16 (moved by A from 40) |" in report_markdown(coupled)
+    figure = group_figure("heads", heads)
+    assert figure.axes[0].get_title().startswith("heads: epoch 16 (moved by coupling A from 40, which had 61%)")
+    plt.close(figure)
+    # module_metrics.json keeps the ensemble's confidence (of its own epoch 40), as documented
+    entry = coupled.to_json()["groups"]["heads"]
+    assert entry["pick"] == 16 and entry["techniques"]["ensemble"]["epoch"] == 40
+    assert entry["confidence"] == round(heads.final.confidence, 4) and abs(entry["confidence"] - (0.848 + 0.994) / 3) < 1e-3

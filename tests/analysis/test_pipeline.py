@@ -97,3 +97,25 @@ def test_demo_run_end_to_end(demo_run, demo_spec, tmp_path) -> None:
     written = write_outputs(analysis, tmp_path / "analysis_results")
     assert written["report"].read_text().count("[Module: ") == len(demo_spec.groups)
     assert len(list(written["visualizations"].glob("*.png"))) == len(demo_spec.groups) + 1
+
+
+def test_source_names_the_run_in_messages_and_results(tmp_path) -> None:
+    # a caller that imported the user's folder into a temporary run passes the folder the user gave
+    spec = make_spec({"g": [("val_loss", "min")]})
+    short = write_run(tmp_path / "tmp-import" / "run", spec, frame([2, 4, 6, 8], {"val_loss": [4, 3, 2, 1]}), [2, 4, 6, 8])
+    with pytest.raises(AnalysisError, match=r"^my_checkpoints has 4 checkpoint\(s\) \(epochs \[2, 4, 6, 8\]\)") as caught:
+        analyze_run(RunDir(short), source="my_checkpoints")
+    assert "tmp-import" not in str(caught.value)
+    path = write_run(tmp_path / "tmp-import" / "full", spec, frame(EPOCHS, {"val_loss": (E - 30) ** 2}), EPOCHS)
+    assert analyze_run(RunDir(path), source="my_checkpoints").source == "my_checkpoints"
+    assert analyze_run(RunDir(path)).source == str(path)
+
+
+def test_a_typo_in_the_stored_spec_names_the_stored_spec_file(tmp_path) -> None:
+    spec = make_spec({"heads": [("val_f1_macro", "max")]})
+    path = write_run(tmp_path / "run", spec, frame(EPOCHS, {"val_loss": E, "val_f1": E}), EPOCHS)
+    with pytest.raises(AnalysisError, match=r"names metric 'val_f1_macro', which is recorded at no checkpoint epoch") as caught:
+        analyze_run(RunDir(path))
+    message = str(caught.value)
+    assert message.startswith(f"{path / 'sweetspot.yaml'}: group_metrics for group 'heads'")
+    assert "did you mean 'val_f1'?" in message and "['val_f1', 'val_loss']" in message

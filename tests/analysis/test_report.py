@@ -52,6 +52,16 @@ def test_report_lists_blocks_and_a_table() -> None:
     assert "| group | plateau | task_metrics | mcda | gradient_health | ensemble | pick | plateau window |" in text
     assert re.search(r"^\| backbone \| 30 \(\d+%\) \|", text, re.M)
     assert re.search(r"^\| emotion_head \| 46 \(\d+%\) .* \| 32-60 \|$", text, re.M)
+    # gradient health is flat (healthy throughout): it abstains, and the table says so, not "60 (0%)"
+    assert re.search(r"^\| backbone \| 30 \(\d+%\) \| 30 \(\d+%\) \| 30 \(\d+%\) \| abstains \| 30 \(\d+%\) \| 30 \|", text, re.M)
+    assert "(0%)" not in text
+
+
+def test_thresholds_are_printed_as_json() -> None:
+    analysis = small_analysis()
+    line = next(line for line in report_markdown(analysis).splitlines() if line.startswith("Thresholds: "))
+    assert line.startswith("Thresholds: `{\"plateau_variance\": 0.01, ") and line.endswith("`")
+    assert json.loads(line.removeprefix("Thresholds: `").removesuffix("`")) == analysis.thresholds.to_json()
 
 
 def test_outputs_written(tmp_path) -> None:

@@ -49,11 +49,39 @@ def test_group_without_judging_metric_falls_back_to_validation_loss() -> None:
     assert analysis.groups["judged"].recommendations["task_metrics"].epoch == 30
 
 
-def test_unrecorded_judging_metric_warns_and_falls_back() -> None:
-    spec = make_spec({"g": [("val_missing", "max")]})
-    with pytest.warns(AnalysisWarning, match="judging metric 'val_missing' is not recorded"):
-        series = build_run_series(frame(EPOCHS, {"val_loss": E / 60}), EPOCHS, ["g"], spec).groups["g"]
-    assert series.judged_by_fallback
+def test_a_judging_metric_recorded_at_no_epoch_is_an_error_naming_the_fix() -> None:
+    # a typo in group_metrics: judging 'heads' by val_loss instead would answer another question
+    spec = make_spec({"heads": [("val_regret_cf_acc", "max")]})
+    metrics = frame(EPOCHS, {"val_loss": E / 60, "val_regret_cf_accuracy": E / 60, "val_emotion_f1": E / 60})
+    with pytest.raises(AnalysisError) as caught:
+        build_run_series(metrics, EPOCHS, ["heads"], spec, source="runs/r1", spec_file="my/sweetspot.yaml")
+    assert str(caught.value) == (
+        "my/sweetspot.yaml: group_metrics for group 'heads' names metric 'val_regret_cf_acc', which is recorded"
+        " at no checkpoint epoch of runs/r1; did you mean 'val_regret_cf_accuracy'? the run's recorded"
+        " whole-model metrics are ['val_emotion_f1', 'val_loss', 'val_regret_cf_accuracy']. Fix the metric"
+        " name in the spec's group_metrics for 'heads' (or remove it to judge the group by the others)"
+    )
+
+
+def test_a_judging_metric_nan_at_every_epoch_is_an_error_and_the_spec_is_named_without_a_file() -> None:
+    spec = make_spec({"g": [("val_f1", "max")]})
+    metrics = frame(EPOCHS, {"val_loss": E / 60, "val_f1": np.full(len(E), np.nan)})
+    with pytest.raises(AnalysisError, match=r"^spec 'synthetic': group_metrics for group 'g' names metric 'val_f1',"
+                       r" which is NaN at every checkpoint epoch of run; the run's recorded whole-model metrics"
+                       r" are \['val_loss'\]"):
+        build_run_series(metrics, EPOCHS, ["g"], spec)
+
+
+def test_warnings_point_at_the_caller_not_inside_the_analysis() -> None:
+    f1 = 0.9 - ((E - 30) / 40) ** 2
+    f1[3] = np.nan  # epoch 8
+    spec = make_spec({"g": [("val_f1", "max")]})
+    with pytest.warns(AnalysisWarning) as records:
+        analyze_metrics(frame(EPOCHS, {"val_loss": 1 - f1, "val_f1": f1}), EPOCHS, ["g"], spec)
+    assert [str(r.message) for r in records] == [
+        "group 'g': metric 'val_f1' is missing or NaN at epochs [8]; those epochs are skipped for this group"
+    ]
+    assert records[0].filename == __file__
 
 
 def test_no_model_metrics_is_an_error() -> None:

@@ -105,3 +105,67 @@ def test_unreadable_run_directory_is_reported(tmp_path, capsys) -> None:
     (broken / "manifest.json").write_text("{not json")
     assert analyze_sweetspots.main(["--checkpoint-dir", str(broken), "--output", str(tmp_path / "o")]) == 2
     assert "manifest.json is unreadable" in capsys.readouterr().err
+
+
+def test_an_existing_file_as_output_is_refused_before_any_work(tmp_path, capsys) -> None:
+    taken = tmp_path / "results.txt"
+    taken.write_text("keep me")
+    # the run does not even exist: the output is checked first, so that is the error reported
+    assert analyze_sweetspots.main(["--checkpoint-dir", str(tmp_path / "no_run"), "--output", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert f"--output {taken} is an existing file; pass a folder for the results" in err
+    assert "Traceback" not in err and taken.read_text() == "keep me"
+
+
+def write_seed_folder(folder, epochs) -> None:
+    import torch
+
+    folder.mkdir()
+    for epoch in epochs:
+        weight = torch.full((6, 3), float(epoch))
+        torch.save({"model_state_dict": {"a.weight": weight, "b.weight": 2 * weight}}, folder / f"checkpoint_epoch_{epoch}.pt")
+    lines = ["epoch,val_loss"] + [f"{e},{(e - 10) ** 2 / 100 + 0.5}" for e in epochs]
+    (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_errors_about_an_imported_folder_name_that_folder_not_the_temporary_import(tmp_path, capsys) -> None:
+    from modules.spec import dump_spec
+
+    spec_path = tmp_path / "sweetspot.yaml"
+    spec_path.write_text(dump_spec(make_spec({"a": [("val_loss", "min")], "b": [("val_loss", "min")]})))
+    seed = tmp_path / "checkpoints_final"
+    write_seed_folder(seed, [2, 4, 6, 8])
+    code = analyze_sweetspots.main(["--checkpoint-dir", str(seed), "--output", str(tmp_path / "o"), "--spec", str(spec_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"error: {seed} has 4 checkpoint(s) (epochs [2, 4, 6, 8]); the statistics need at least 5" in err
+    assert "sweetspot-import-" not in err
+
+
+def test_a_typo_in_group_metrics_names_the_spec_file_and_the_close_metric(tmp_path, capsys) -> None:
+    from modules.spec import dump_spec
+
+    run = make_run(tmp_path)
+    spec_path = tmp_path / "sweetspot.yaml"
+    spec_path.write_text(dump_spec(make_spec({"a": [("val_loss", "min")], "b": [("val_f1_score", "max")]})))
+    out = tmp_path / "o"
+    code = analyze_sweetspots.main(["--checkpoint-dir", str(run), "--output", str(out), "--spec", str(spec_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"error: {spec_path}: group_metrics for group 'b' names metric 'val_f1_score', which is recorded at no" in err
+    assert "did you mean 'val_f1'?" in err and "Fix the metric name in the spec's group_metrics for 'b'" in err
+    assert not out.exists()
+
+
+def test_summary_says_when_a_coupling_moved_a_pick(tmp_path, capsys) -> None:
+    # as in tests/analysis/test_couplings: backbone's 12 leads coupling A (gap 4); heads' ensemble
+    # pick 40 (61%) is moved to 16 (here health comes from the run's weights, so backbone has 96%)
+    from tests.analysis.test_couplings import coupled_spec
+
+    metrics = frame(EPOCHS, {"val_loss": (E - 12) ** 2 / 900, "val_f1": 1 - (E - 40) ** 2 / 900})
+    run = write_run(tmp_path / "run", coupled_spec(4), metrics, EPOCHS)
+    out = tmp_path / "o"
+    assert analyze_sweetspots.main(["--checkpoint-dir", str(run), "--output", str(out), "--no-plots"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["backbone: 12 (96%)", "heads: 16 (moved by coupling A from 40, which had 61%)"]
+    assert json.loads((out / "selection.json").read_text()) == {"backbone": 12, "heads": 16}

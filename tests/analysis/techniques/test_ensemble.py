@@ -28,7 +28,11 @@ def test_agreeing_majority_wins() -> None:
     assert rec.epoch == 44 and rec.average is None
     assert abs(rec.details["winning_share"] - 2.4 / 2.9) < 1e-9
     assert abs(rec.confidence - 0.6) < 1e-9
-    assert rec.reasons[0].startswith("vote: mcda, plateau, task_metrics agree on epoch 44 (83%")
+    # the reason says what each backer picked (plateau's 42 is only near 44) and who voted elsewhere
+    assert rec.reasons[0] == (
+        "vote: mcda 44, task_metrics 44, plateau 42 agree within one checkpoint on epoch 44"
+        " (83% of the confidence-weighted vote; elsewhere: gradient_health 20)"
+    )
 
 
 def test_split_vote_falls_back_to_the_plateau_average() -> None:
@@ -42,6 +46,11 @@ def test_split_vote_without_plateau_keeps_the_top_epoch() -> None:
     rec = vote({"plateau": (10, 0.2), "task_metrics": (30, 0.6), "mcda": (50, 0.5), "gradient_health": (60, 0.5)}, None)
     assert rec.average is None and rec.epoch == 30
     assert "no plateau to average" in rec.reasons[0]
+    # task_metrics alone backs 30: share 0.6 / (0.2 + 0.6 + 0.5 + 0.5) = 33%
+    assert rec.reasons[1] == (
+        "vote: task_metrics alone picks epoch 30 (33% of the confidence-weighted vote;"
+        " elsewhere: plateau 10, mcda 50, gradient_health 60)"
+    )
 
 
 def test_threshold_controls_the_fallback() -> None:
@@ -59,3 +68,13 @@ def test_abstaining_technique_does_not_dilute_the_vote() -> None:
     assert abs(rec.details["winning_share"] - 0.8) < 1e-9
     assert abs(rec.confidence - 0.4) < 1e-9
     assert rec.details["abstained"] == ["gradient_health"]
+    assert rec.reasons[0] == (
+        "vote: plateau and task_metrics both pick epoch 30 (80% of the confidence-weighted vote; elsewhere: mcda 50)"
+    )
+
+
+def test_every_technique_abstaining_says_so() -> None:
+    # no voter: no support anywhere, the last checkpoint (60) by default, share 0% -> split
+    rec = vote({"plateau": (30, 0.0), "task_metrics": (30, 0.0), "mcda": (50, 0.0), "gradient_health": (60, 0.0)}, None)
+    assert rec.epoch == 60 and rec.confidence == 0.0
+    assert rec.reasons[1] == "vote: every technique abstains; epoch 60, the last checkpoint, by default"
