@@ -13,6 +13,9 @@ from safetensors.torch import load_file
 
 from modules.errors import CheckpointImportError, UnsafeCheckpointError
 
+#: The advice on unreadable files that only ``sweetspot import`` can follow; see ``without_skip_advice``.
+SKIP_BAD_ADVICE = ", or pass --skip-bad to import without it"
+
 #: Keys under which training scripts commonly wrap the model's state dict.
 WRAPPER_KEYS = ("model_state_dict", "state_dict", "model")
 
@@ -46,7 +49,7 @@ def _torch_load_weights_only(path: Path) -> object:
         if any(sign in str(error) for sign in _CORRUPT_PICKLE_SIGNS):
             raise CheckpointImportError(
                 f"{path} is truncated or corrupt and cannot be read (its pickle is malformed);"
-                " restore it from a backup, or pass --skip-bad to import without it"
+                f" restore it from a backup{SKIP_BAD_ADVICE}"
             ) from None
         raise UnsafeCheckpointError(
             f"{path} needs arbitrary unpickling to load (it stores objects other than tensors and plain"
@@ -58,8 +61,14 @@ def _torch_load_weights_only(path: Path) -> object:
         detail = (str(error).splitlines() or [type(error).__name__])[0]
         raise CheckpointImportError(
             f"{path} is truncated or corrupt and cannot be read ({detail});"
-            " restore it from a backup, or pass --skip-bad to import without it"
+            f" restore it from a backup{SKIP_BAD_ADVICE}"
         ) from None
+
+
+def without_skip_advice(message: str) -> str:
+    """``message`` without the --skip-bad advice: for listings of skipped files and for commands
+    (combine, evaluate) that have no --skip-bad option."""
+    return message.replace(SKIP_BAD_ADVICE, "")
 
 
 def _refused_what(message: str) -> str:

@@ -20,10 +20,11 @@ import torch
 from tqdm import tqdm
 
 from modules import __version__
-from modules.atomic import atomic_path, write_json_atomic
+from modules.atomic import atomic_path, check_output_file, write_json_atomic
 from modules.batchnorm import stale_batchnorm, update_bn
-from modules.checkpoint_io import load_state_dict
-from modules.errors import CombineError
+from modules.checkpoint_io import load_state_dict, without_skip_advice
+from modules.errors import CheckpointImportError, CombineError, UnsafeCheckpointError
+from modules.importer import CHECKPOINT_RE
 from modules.rundir import RunDir, TensorInfo, sha256_file
 from modules.safetensors_stream import CODE_DTYPES, SafetensorsReader, read_header, write_streaming
 from modules.selection import Selection, SelectionError
@@ -140,9 +141,15 @@ def plan_from_files(
         infos = infos_by_path[paths[0]][group]
         if not infos:
             raise CombineError(f"{paths[0]} holds no tensor of group {group!r} (patterns {spec.groups[group]}); pick a full-model checkpoint")
-        groups.append(GroupPlan(group, infos, tuple(SourceFile(p, sha_by_path[p]) for p in paths)))
+        groups.append(GroupPlan(group, infos, tuple(SourceFile(p, sha_by_path[p], epoch_of_file(p)) for p in paths)))
     choices = {g: str(p[0]) if len(p) == 1 else [str(x) for x in p] for g, p in chosen.items()}
     return CombinePlan(tuple(groups), choices, None)
+
+
+def epoch_of_file(path: Path) -> int | None:
+    """The epoch in a ``checkpoint_epoch_<N>.pt`` (.pth, .safetensors) file name; None for other names."""
+    match = CHECKPOINT_RE.match(Path(path).name)
+    return int(match.group(1)) if match else None
 
 
 def _paths(value: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -173,7 +180,12 @@ class _Source:
         if path.suffix == ".safetensors":
             self._reader = SafetensorsReader(path)
         else:
-            self._state = load_state_dict(path)  # weights_only, memory-mapped for zip files
+            try:
+                self._state = load_state_dict(path)  # weights_only, memory-mapped for zip files
+            except UnsafeCheckpointError:
+                raise
+            except CheckpointImportError as error:  # combine and evaluate have no --skip-bad
+                raise CheckpointImportError(without_skip_advice(str(error))) from None
 
     def infos(self) -> dict[str, tuple[tuple[int, ...], str]]:
         if self._reader is not None:
@@ -257,8 +269,104 @@ def iter_plan(plan: CombinePlan) -> Iterator[tuple[str, torch.Tensor]]:
 # -- loading into a model ------------------------------------------------------------------------
 
 
-def load_into_model(model: torch.nn.Module, tensors: Iterable[tuple[str, torch.Tensor]], source: str) -> None:
-    """Copy ``tensors`` into ``model`` one at a time, strictly: every key present, shapes equal."""
+def describe_spec_model(spec: Any, path: str | os.PathLike[str] | None = None) -> str:
+    """How messages name a spec's model: ``the model of spec 'demo' (sweetspot.yaml: pkg:build with model_args {...})``."""
+    where = f"{path}: " if path is not None else ""
+    args = f" with model_args {spec.model_args}" if spec.model_args else " (no model_args)"
+    return f"the model of spec {spec.name!r} ({where}{spec.model}{args})"
+
+
+def misfit_text(missing: Sequence[str], unexpected: Sequence[str], wrong: Sequence[str]) -> str:
+    """``3 keys missing [...]; 1 unexpected key [...]; ...``: only the kinds that occur, at most 10 of each."""
+
+    def part(items: Sequence[str], one: str, many: str) -> str | None:
+        if not items:
+            return None
+        more = f" and {len(items) - 10} more" if len(items) > 10 else ""
+        return f"{len(items)} {one if len(items) == 1 else many} {list(items[:10])}{more}"
+
+    parts = [
+        part(missing, "key the model has but the weights lack", "keys the model has but the weights lack"),
+        part(unexpected, "key the weights have but the model lacks", "keys the weights have but the model lacks"),
+        part(wrong, "shape mismatch", "shape mismatches"),
+    ]
+    return "; ".join(p for p in parts if p)
+
+
+def model_layout(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of every entry of the model's state dict."""
+    return {k: tuple(t.shape) for k, t in model.state_dict().items()}
+
+
+def spec_model_layout(spec: Any) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the spec's model, built on the ``meta`` device (no memory) where the factory allows."""
+    try:
+        with torch.device("meta"):
+            model = spec.build_model()
+    except Exception:  # noqa: BLE001 - a factory that cannot build on meta is built for real
+        model = spec.build_model()
+    return model_layout(model)
+
+
+def layout_misfit(
+    infos: Mapping[str, Sequence[int]], layout: Mapping[str, Sequence[int]]
+) -> tuple[list[str], list[str], list[str]]:
+    """``(missing, unexpected, wrong shape)`` of weights ``infos`` against a model ``layout`` (key -> shape)."""
+    missing = [k for k in layout if k not in infos]
+    unexpected = [k for k in infos if k not in layout]
+    wrong = [
+        f"{k} {list(shape)} vs model {list(layout[k])}"
+        for k, shape in infos.items()
+        if k in layout and tuple(shape) != tuple(layout[k])
+    ]
+    return missing, unexpected, wrong
+
+
+def misfit_error(source: str, problems: str, model_desc: str, fix: str) -> CombineError:
+    return CombineError(f"the weights in {source} do not fit {model_desc}: {problems}. {fix}")
+
+
+#: What to do when weights do not fit the model, unless a caller knows better.
+FIT_FIX = "Pass the --spec the weights were recorded with (its model and model_args must build the same model)"
+
+
+def check_file_fits(
+    path: str | os.PathLike[str],
+    layout: Mapping[str, Sequence[int]],
+    model_desc: str = "the spec's model",
+    fix: str = FIT_FIX,
+) -> None:
+    """Raise before any work when the keys or shapes stored in ``path`` do not fit ``layout`` (nothing is loaded)."""
+    path = Path(path)
+    with open_source(path) as source:
+        infos = {k: shape for k, (shape, _) in source.infos().items()}
+    problems = misfit_text(*layout_misfit(infos, layout))
+    if problems:
+        raise misfit_error(str(path), problems, model_desc, fix)
+
+
+def check_run_fits(
+    run: RunDir, layout: Mapping[str, Sequence[int]], model_desc: str = "the spec's model", fix: str = FIT_FIX
+) -> None:
+    """Raise before any work when the run's recorded keys or shapes do not fit ``layout``."""
+    infos = {k: i.shape for group in run.groups for k, i in run.tensor_infos(group).items()}
+    problems = misfit_text(*layout_misfit(infos, layout))
+    if problems:
+        raise misfit_error(f"run directory {run.path}", problems, model_desc, fix)
+
+
+def load_into_model(
+    model: torch.nn.Module,
+    tensors: Iterable[tuple[str, torch.Tensor]],
+    source: str,
+    model_desc: str = "the spec's model",
+    fix: str = FIT_FIX,
+) -> None:
+    """Copy ``tensors`` into ``model`` one at a time, strictly: every key present, shapes equal.
+
+    ``source`` names where the weights come from ("run directory /x", a file path), ``model_desc``
+    the model, ``fix`` what to do: they make the error message.
+    """
     target = model.state_dict(keep_vars=True)
     seen: set[str] = set()
     unexpected: list[str] = []
@@ -275,18 +383,28 @@ def load_into_model(model: torch.nn.Module, tensors: Iterable[tuple[str, torch.T
             seen.add(key)
     missing = [k for k in target if k not in seen and k not in wrong]
     if unexpected or missing or wrong:
-        raise CombineError(
-            f"{source} does not fit the spec's model: missing keys {missing[:10]}, unexpected keys"
-            f" {unexpected[:10]}, shape mismatches {list(wrong.values())[:10]}; combine with the same spec the run was"
-            " recorded with"
-        )
+        raise misfit_error(source, misfit_text(missing, unexpected, list(wrong.values())), model_desc, fix)
 
 
-def load_file_into_model(path: str | os.PathLike[str], model: torch.nn.Module) -> None:
+def load_file_into_model(
+    path: str | os.PathLike[str],
+    model: torch.nn.Module,
+    model_desc: str = "the spec's model",
+    fix: str = FIT_FIX,
+) -> None:
     """Strictly load a combined (or any full-model) checkpoint file into ``model``."""
     path = Path(path)
     with open_source(path) as source:
-        load_into_model(model, ((k, source.get(k)) for k in source.infos()), str(path))
+        load_into_model(model, ((k, source.get(k)) for k in source.infos()), str(path), model_desc, fix)
+
+
+def plan_source_text(plan: CombinePlan) -> str:
+    """Where a plan's weights come from, for messages: ``run /x`` or the checkpoint files."""
+    if plan.run_dir is not None:
+        return f"run directory {plan.run_dir}"
+    files = list(dict.fromkeys(str(s.path) for g in plan.groups for s in g.sources))
+    more = f" and {len(files) - 1} other file{'s' if len(files) > 2 else ''}" if len(files) > 1 else ""
+    return f"{files[0]}{more}"
 
 
 # -- provenance and writing ----------------------------------------------------------------------
@@ -356,13 +474,14 @@ def combine(
     bn_batches: Callable[[], Iterable[Any]] | None = None,
     model_factory: Callable[[], torch.nn.Module] | None = None,
     progress: bool = False,
+    model_desc: str = "the spec's model",
 ) -> dict[str, Any]:
     """Write the planned model to ``output`` atomically, with provenance; return the provenance.
 
     With ``bn_batches`` (training-split inputs) and ``model_factory``, BatchNorm statistics of
     averaged or crossed groups are recomputed in a fresh model before its state is written.
     """
-    output = Path(output)
+    output = check_output_file(output)
     fmt = output_format(output, fmt)
     check_output_path(output, plan)
     provenance = provenance_of(plan, fmt, bn_batches is not None)
@@ -372,7 +491,7 @@ def combine(
         if model_factory is None:
             raise CombineError("recomputing BatchNorm statistics needs the spec's model; pass --spec")
         model = model_factory()
-        load_into_model(model, tensors, "the combined weights")
+        load_into_model(model, tensors, plan_source_text(plan), model_desc)
         provenance["batchnorm_recomputed"] = recompute_batchnorm(model, plan, bn_batches)
         state = model.state_dict()
         tensors = ((k, state[k].detach().to(getattr(torch, dtype))) for k, (_, dtype) in layout.items())

@@ -6,6 +6,7 @@ All inputs are checked before the first tensor is written, the run is written in
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -19,7 +20,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from modules.checkpoint_io import load_state_dict
+from modules.checkpoint_io import SKIP_BAD_ADVICE, load_state_dict, without_skip_advice
 from modules.errors import CheckpointImportError, RunDirError, SpecError, UnsafeCheckpointError
 from modules.rundir import MANIFEST_NAME, METRIC_COLUMNS, RunDir, RunWriter, TensorInfo, sync_tree
 from modules.spec import MODEL_GROUP, Spec, dump_spec
@@ -64,6 +65,10 @@ class ImportReport:
     metrics_file: str | None = None
     metric_rows: int = 0
     metric_problems: list[MetricProblem] = field(default_factory=list)
+    #: Columns like ``backbon/grad_norm`` whose prefix looks like a misspelt group: (column, likely group).
+    metric_near_groups: list[tuple[str, str]] = field(default_factory=list)
+    #: Epochs of metrics rows with no checkpoint: stored, but the analysis reads checkpoint epochs only.
+    metric_epochs_without_checkpoint: list[int] = field(default_factory=list)
     total_bytes: int = 0
 
     def summary(self) -> str:
@@ -76,6 +81,21 @@ class ImportReport:
         else:
             lines.append(f"metrics: none ({' or '.join(METRICS_FILES)} not found in {self.source})")
         lines.extend(problem.describe() for problem in self.metric_problems)
+        for column, group in self.metric_near_groups:
+            prefix, _, metric = column.partition("/")
+            lines.append(
+                f"{self.metrics_file}: column {column!r}: {prefix!r} is not a group of the spec but looks like"
+                f" group {group!r}; it was imported as a whole-model metric. Rename the column to"
+                f" '{group}/{metric}' (or fix the spec's group name) and import again to attach it to {group!r}"
+            )
+        orphans = self.metric_epochs_without_checkpoint
+        if orphans:
+            shown = ", ".join(map(str, orphans[:10])) + (f" and {len(orphans) - 10} more" if len(orphans) > 10 else "")
+            lines.append(
+                f"{self.metrics_file}: rows for {len(orphans)} epoch{'s' if len(orphans) != 1 else ''} without a"
+                f" checkpoint ({shown}) are stored but not analysed: the analysis reads metrics at checkpoint"
+                " epochs only"
+            )
         return "\n".join(lines)
 
 
@@ -128,7 +148,7 @@ def _scan(source: Path, paths: dict[int, Path], skip_bad: bool, report: ImportRe
         except CheckpointImportError as error:
             if not skip_bad:
                 raise
-            report.skipped.append(SkippedFile(str(path), str(error)))
+            report.skipped.append(SkippedFile(str(path), without_skip_advice(str(error))))
             continue
         infos = {k: TensorInfo.of(t) for k, t in state.items()}
         found.append(_Checkpoint(epoch, path, infos, state if _is_memory_mapped(path) else None))
@@ -214,6 +234,9 @@ def import_checkpoints(
     _check_consistent(checkpoints)
     group_keys = _group_keys(spec, checkpoints[0])
     metrics = read_wide_metrics(source, spec, report)
+    if metrics is not None:
+        have = {item.epoch for item in checkpoints}
+        report.metric_epochs_without_checkpoint = sorted({int(e) for e in metrics["epoch"]} - have)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f"{out.name}{PARTIAL_SUFFIX}{os.getpid()}")
@@ -356,6 +379,16 @@ def _column_target(column: str, spec: Spec) -> tuple[str, str]:
     return MODEL_GROUP, column
 
 
+def near_group(column: str, spec: Spec) -> str | None:
+    """The group a ``prefix/metric`` column probably meant when ``prefix`` is a near miss of one
+    (``backbon/grad_norm`` -> ``backbone``); None for exact groups and for names like ``val/loss``."""
+    prefix, slash, metric = column.partition("/")
+    if not slash or not metric or prefix in spec.groups or prefix == MODEL_GROUP:
+        return None
+    close = difflib.get_close_matches(prefix, [*spec.groups, MODEL_GROUP], n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
 def _to_long(rows: list[dict[str, object]], path: Path, spec: Spec, report: ImportReport) -> pd.DataFrame:
     if not rows:
         raise CheckpointImportError(f"{path} holds no rows; remove it or write one row per epoch")
@@ -378,6 +411,8 @@ def _to_long(rows: list[dict[str, object]], path: Path, spec: Spec, report: Impo
         if column == "epoch":
             continue
         group, metric = _column_target(column, spec)
+        if (likely := near_group(column, spec)) is not None:
+            report.metric_near_groups.append((column, likely))
         if (group, metric) in targets:
             raise CheckpointImportError(
                 f"{path}: columns {targets[group, metric]!r} and {column!r} both give metric {metric!r}"
@@ -421,5 +456,11 @@ def open_run(
     if progress:
         print(f"importing {source} into a temporary run directory", file=sys.stderr)
     target = Path(scratch) / "run"
-    import_checkpoints(source, spec, target, skip_bad=False, progress=progress)
+    try:
+        import_checkpoints(source, spec, target, skip_bad=False, progress=progress)
+    except UnsafeCheckpointError:
+        raise
+    except CheckpointImportError as error:  # only `sweetspot import` has --skip-bad
+        advice = f", or move it out of {source} (or import the rest with `sweetspot import --skip-bad`)"
+        raise CheckpointImportError(str(error).replace(SKIP_BAD_ADVICE, advice)) from None
     return RunDir(target)

@@ -19,7 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from modules.combine import combine, plan_from_files, plan_from_run, selection_epochs
+from modules.atomic import check_output_file
+from modules.combine import (
+    combine,
+    describe_spec_model,
+    plan_from_files,
+    plan_from_run,
+    selection_epochs,
+)
 from modules.errors import CombineError, SpecError
 from modules.importer import CHECKPOINT_RE
 from modules.rundir import RunDir
@@ -29,6 +36,8 @@ from rayjobs._entry import run_entry
 
 DESCRIPTION = "Combine module groups from different epochs (or epoch averages) into one model"
 GROUP_FILE_PREFIX = "group_file__"
+#: Options not known when the parser was built (e.g. ``--backbone`` without ``--spec``): reported by run().
+UNKNOWN_PREFIX = "unknown_option__"
 EPILOG = """examples:
   sweetspot combine --checkpoint-dir runs/demo --selection analysis/selection.json --output combined.safetensors
   sweetspot combine --checkpoint-dir runs/demo --group backbone=44 --group heads=40-48 \\
@@ -73,17 +82,56 @@ def _spec_in_argv(argv: Sequence[str]) -> Spec | None:
     return None
 
 
+def _unknown_options(argv: Sequence[str], taken: set[str]) -> list[str]:
+    """``--name`` options in ``argv`` that are neither in ``taken`` nor an abbreviation of one."""
+    found: list[str] = []
+    for item in argv:
+        if item == "--":
+            break
+        name = item.partition("=")[0]
+        if not name.startswith("--") or len(name) <= 2 or name in taken or name in found:
+            continue
+        if not any(option.startswith(name) for option in taken):
+            found.append(name)
+    return found
+
+
 def add_group_file_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
-    """``--<group> FILE`` for each group of the spec named by ``--spec`` in ``argv``."""
+    """``--<group> FILE`` for each group of the spec named by ``--spec`` in ``argv``.
+
+    Other unknown ``--name`` options are accepted here and reported by ``run`` with advice (a
+    ``--backbone FILE`` without ``--spec`` would otherwise be argparse's bare "unrecognized arguments").
+    """
     spec = _spec_in_argv(argv)
-    if spec is None:
-        return
     taken = {option for action in parser._actions for option in action.option_strings}
-    for group in spec.groups:
+    for group in spec.groups if spec is not None else ():
         if f"--{group}" not in taken:
             parser.add_argument(
                 f"--{group}", dest=GROUP_FILE_PREFIX + group, metavar="FILE", help=f"checkpoint for group {group!r}"
             )
+            taken.add(f"--{group}")
+    for name in _unknown_options(argv, taken):
+        parser.add_argument(name, dest=UNKNOWN_PREFIX + name[2:], nargs="?", const="", help=argparse.SUPPRESS)
+
+
+def check_unknown_options(args: argparse.Namespace) -> None:
+    """Report options that are neither combine's own nor groups of the spec, with what to do."""
+    unknown = [f"--{k[len(UNKNOWN_PREFIX):]}" for k, v in vars(args).items() if k.startswith(UNKNOWN_PREFIX) and v is not None]
+    if not unknown:
+        return
+    listed = ", ".join(unknown)
+    if args.spec is None:
+        raise CombineError(
+            f"{listed}: no such option without a spec. The --<group> FILE options come from the groups of"
+            f" the spec, so pass --spec sweetspot.yaml first, e.g. python -m rayjobs.combine_modules --spec"
+            f" sweetspot.yaml {unknown[0]} FILE [--<group> FILE ...] [--default FILE] --output combined_model.pt"
+        )
+    spec = load_spec(args.spec)
+    groups = " ".join(f"--{g}" for g in spec.groups)
+    raise CombineError(
+        f"{listed}: neither an option of combine nor a group of spec {spec.name!r} ({args.spec}); its groups"
+        f" give {groups} (each FILE); see --help for the other options"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> None:
@@ -176,6 +224,8 @@ def load_run_spec(spec_path: Path | None, run: RunDir | None) -> Spec:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_file(args.output)
+    check_unknown_options(args)
     parsed = [parse_group_option(text) for text in args.group]
     files = {g: v for g, v in parsed if isinstance(v, Path)}
     files.update({k[len(GROUP_FILE_PREFIX):]: Path(v) for k, v in vars(args).items() if k.startswith(GROUP_FILE_PREFIX) and v})
@@ -189,7 +239,10 @@ def run(args: argparse.Namespace) -> int:
     run_dir = None
     if seed_form:
         if args.spec is None:
-            raise CombineError("the checkpoint-file form needs --spec sweetspot.yaml to know the groups")
+            raise CombineError(
+                "the checkpoint-file form (--<group> FILE / --default FILE) needs the spec's groups: pass"
+                " --spec sweetspot.yaml first"
+            )
         spec = load_spec(args.spec)
         files = analysis_files(spec, files, args.default, args.analysis)
         plan = plan_from_files(spec, files, args.default)
@@ -201,8 +254,10 @@ def run(args: argparse.Namespace) -> int:
         plan = plan_from_run(run_dir, selection_epochs(selection, run_dir), selection.to_json())
         spec = None
     bn_batches = factory = None
+    model_desc = "the spec's model"
     if args.update_bn:
         spec = spec or load_run_spec(args.spec, run_dir)
+        model_desc = describe_spec_model(spec, args.spec or (run_dir.spec_path() if run_dir is not None else None))
         train = spec.load_data()["train"]
         batches = spec.batch_iterator()
         factory = spec.build_model
@@ -210,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
         def bn_batches() -> Any:
             return batches(train)
 
-    provenance = combine(plan, args.output, args.format, bn_batches, factory, progress=True)
+    provenance = combine(plan, args.output, args.format, bn_batches, factory, progress=True, model_desc=model_desc)
     print(f"wrote {args.output} ({plan.nbytes / 1e6:.1f} MB, {provenance['format']})")
     for group, choice in plan.choices.items():
         print(f"  {group}: {choice}")

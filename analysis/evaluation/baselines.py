@@ -28,6 +28,8 @@ class Candidate:
     model_path: Path | None = None
     recompute_bn: bool = False
     notes: list[str] = field(default_factory=list)
+    #: For a model file: the provenance ``sweetspot combine`` stored in it (None when it has none).
+    provenance: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {

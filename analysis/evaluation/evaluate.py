@@ -20,6 +20,8 @@ from analysis.evaluation.baselines import (
 from analysis.evaluation.bootstrap import PairedInterval, paired_bootstrap
 from modules.batchnorm import has_batchnorm, update_bn
 from modules.combine import (
+    FIT_FIX,
+    describe_spec_model,
     iter_plan,
     load_file_into_model,
     load_into_model,
@@ -89,9 +91,16 @@ class CandidateEvaluator:
     """Holds one model instance and the data; loads each candidate into it and evaluates it."""
 
     def __init__(
-        self, spec: Any, run: RunDir, splits: dict[str, Any] | None = None, device: str | torch.device = "cpu"
+        self,
+        spec: Any,
+        run: RunDir,
+        splits: dict[str, Any] | None = None,
+        device: str | torch.device = "cpu",
+        model_desc: str | None = None,
     ) -> None:
         self.spec, self.run = spec, run
+        #: How errors name the model weights must fit, e.g. "the model of spec 'demo' (sweetspot.yaml: ...)".
+        self.model_desc = model_desc or describe_spec_model(spec)
         self.splits = splits if splits is not None else spec.load_data()
         self.evaluate_fn = spec.evaluator()
         # One model instance for every candidate: weights are copied into it (CPU -> device).
@@ -115,13 +124,13 @@ class CandidateEvaluator:
         """Put the candidate's weights (and recomputed BatchNorm statistics) into the model."""
         recompute = candidate.recompute_bn and self.batches is not None
         if candidate.model_path is not None:
-            load_file_into_model(candidate.model_path, self.model)
+            load_file_into_model(candidate.model_path, self.model, self.model_desc, FIT_FIX)
             if recompute:  # sources unknown: every BatchNorm layer
                 update_bn(self.model, self._train_batches(), "the train split")
         else:
             assert candidate.epochs is not None
             plan = plan_from_run(self.run, candidate.epochs)
-            load_into_model(self.model, iter_plan(plan), candidate.name)
+            load_into_model(self.model, iter_plan(plan), f"run directory {self.run.path}", self.model_desc, FIT_FIX)
             if recompute:
                 recompute_batchnorm(self.model, plan, self._train_batches)
 
@@ -177,7 +186,7 @@ class CandidateEvaluator:
 
     def val_objective(self, epochs: EpochSet, recompute_bn: bool) -> float:
         """Validation objective of an epoch set (cached)."""
-        candidate = Candidate("probe", "probe", epochs, recompute_bn=recompute_bn and self.has_bn)
+        candidate = Candidate("validation check", "validation", epochs, recompute_bn=recompute_bn and self.has_bn)
         key = self._key(candidate)
         if key not in self._val_cache:
             self.load(candidate)

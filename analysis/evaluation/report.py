@@ -46,7 +46,7 @@ def best_baseline_on_val(result: EvaluationResult) -> Evaluated:
 def shrinkage(result: EvaluationResult) -> dict[str, Any]:
     """The combination's advantage over the best-on-validation baseline, on validation and on test.
 
-    Picks made on validation look better there than they are; the test figure is what survives.
+    Both were chosen on validation, so the validation difference is optimistic; the test figure is the honest one.
     """
     metric = result.objective_metric
     baseline = best_baseline_on_val(result)
@@ -97,46 +97,160 @@ def evaluation_json(result: EvaluationResult, extra: dict[str, Any] | None = Non
 
 
 def _num(value: float) -> str:
-    return "n/a" if not math.isfinite(value) else f"{value:.4g}"
+    """4 significant digits, trailing zeros kept (2.600, 0.09397, -1.650), so columns read alike."""
+    if not math.isfinite(value):
+        return "n/a"
+    text = f"{value:#.4g}"
+    mantissa, e, exponent = text.partition("e")
+    return mantissa.rstrip(".") + (e + exponent if e else "")
 
 
 def _pct(value: float) -> str:
     return "n/a" if not math.isfinite(value) else f"{value:+.2f}%"
 
 
-def headline(result: EvaluationResult) -> str:
-    """Two sentences: the test winner, and the combination against the best baseline with its interval."""
+def _interval(low: float, high: float) -> str:
+    return f"[{_num(low)}, {_num(high)}]"
+
+
+def headline(result: EvaluationResult, markdown: bool = True) -> str:
+    """Two sentences: the test winner, and the combination against the best baseline with its interval.
+
+    ``markdown=False`` gives the same text without ``**`` emphasis (for a terminal).
+    """
+
+    def bold(text: str) -> str:
+        return f"**{text}**" if markdown else text
+
     metric = result.objective_metric
     winner = winner_on_test(result)
     best = best_baseline(result)
     comparison = next(c for c in result.comparisons if c.baseline == best.candidate.name)
     i = comparison.test_interval
     pct = comparison.percent["test"][metric]
-    interval = f"95% interval of the {_per_example(result)} difference [{_num(i.low)}, {_num(i.high)}]"
+    interval = f"95% interval of the {_per_example(result, markdown)} difference {_interval(i.low, i.high)}"
     if comparison.verdict == "no significant difference":
-        judged = f"**no significant difference** ({_pct(pct)} {metric}; {interval} contains 0)"
+        judged = f"{bold('no significant difference')} ({_pct(pct)} {metric}; {interval} contains 0)"
     elif comparison.verdict == "combination better":
-        judged = f"**the combination is better** by {_pct(pct)} {metric} ({interval})"
+        judged = f"{bold('the combination is better')} by {_pct(pct)} {metric} ({interval})"
     else:
-        judged = f"**the baseline is better**: the combination differs by {_pct(pct)} {metric} ({interval})"
+        judged = f"{bold('the baseline is better')}: the combination differs by {_pct(pct)} {metric} ({interval})"
     lead = (
-        f"Lowest test {metric}: **{winner.candidate.name}** ({_num(winner.metrics['test'][metric])})."
-        if result.objective_mode == "min"
-        else f"Highest test {metric}: **{winner.candidate.name}** ({_num(winner.metrics['test'][metric])})."
+        f"{'Lowest' if result.objective_mode == 'min' else 'Highest'} test {metric}:"
+        f" {bold(winner.candidate.name)} ({_num(winner.metrics['test'][metric])})."
     )
     kept = shrinkage(result)
-    survived = (
+    honest = (
         f" Against {kept['baseline']} (the best baseline on validation) the combination's difference was"
         f" {_pct(_nan(kept['val_percent']))} {metric} on validation and {_pct(_nan(kept['test_percent']))}"
-        " on test: the test figure is what survives selection."
+        " on test. Both were chosen on validation, so the validation difference is optimistic; the test"
+        " figure is the honest one."
     )
-    return f"{lead} Combination vs the best baseline on test, {best.candidate.name}: {judged}.{survived}"
+    return f"{lead} Combination vs the best baseline on test, {best.candidate.name}: {judged}.{honest}"
 
 
-def _per_example(result: EvaluationResult) -> str:
+def _per_example(result: EvaluationResult, markdown: bool = True) -> str:
     """How the report names the bootstrapped per-example values."""
     name = result.per_example_name
-    return "per-example loss" if name == "per_example_losses" else f"`{name}`"
+    if name == "per_example_losses":
+        return "per-example loss"
+    return f"`{name}`" if markdown else name
+
+
+# -- what each candidate is ---------------------------------------------------------------------
+
+
+def _checkpoints(count: int) -> str:
+    return f"{count} checkpoint{'s' if count != 1 else ''}"
+
+
+def _group_epochs(epochs: list[int]) -> str:
+    """``10`` for a pick, ``average of 20–24 (3 checkpoints)`` for a window."""
+    epochs = sorted(epochs)
+    if len(epochs) == 1:
+        return str(epochs[0])
+    return f"average of {epochs[0]}–{epochs[-1]} ({_checkpoints(len(epochs))})"
+
+
+def _per_group(epochs: dict[str, list[int]]) -> str:
+    return ", ".join(f"{group} {_group_epochs(list(e))}" for group, e in epochs.items())
+
+
+def _common_epochs(epochs: dict[str, list[int]] | None) -> list[int] | None:
+    """The epochs when every group uses the same ones (a whole-model candidate), else None."""
+    if not epochs:
+        return None
+    lists = {tuple(sorted(e)) for e in epochs.values()}
+    return list(lists.pop()) if len(lists) == 1 else None
+
+
+def _epoch_span(epochs: list[int]) -> str:
+    epochs = sorted(epochs)
+    if len(epochs) <= 6:
+        return ", ".join(map(str, epochs))
+    return f"{epochs[0]}–{epochs[-1]}"
+
+
+def _combination_text(item: Evaluated) -> str:
+    candidate = item.candidate
+    bn = " BatchNorm statistics recomputed on the train split." if candidate.recompute_bn else ""
+    if candidate.model_path is None:
+        return f"built here from the selection: {_per_group(candidate.epochs or {})}.{bn}"
+    provenance = candidate.provenance
+    if not provenance:
+        return (
+            f"model file `{candidate.model_path}`; it records no provenance, so which epochs it holds is"
+            f" unknown.{bn}"
+        )
+    groups = []
+    for group, sources in (provenance.get("sources") or {}).items():
+        epochs = [s.get("epoch") for s in sources]
+        if sources and all(isinstance(e, int) for e in epochs):
+            groups.append(f"{group} {_group_epochs(epochs)}")
+        else:
+            names = [Path(str(s.get("path"))).name for s in sources]
+            groups.append(f"{group} {names[0]}" if len(names) == 1 else f"{group} average of {', '.join(names)}")
+    origin = f" from run `{provenance['run_dir']}`" if provenance.get("run_dir") else " from checkpoint files"
+    recomputed = provenance.get("batchnorm_recomputed")
+    if recomputed:
+        bn = f" BatchNorm statistics recomputed at combine time for {', '.join(recomputed)}." + (
+            " Recomputed again here." if candidate.recompute_bn else ""
+        )
+    listed = ("; " if any("," in g for g in groups) else ", ").join(groups)
+    return f"model file `{candidate.model_path}`, combined{origin}: {listed}.{bn}"
+
+
+def describe_candidate(item: Evaluated, result: EvaluationResult) -> str:
+    """One sentence saying which checkpoints a candidate is (and what the number in its name counts)."""
+    candidate, metric = item.candidate, result.objective_metric
+    kind = candidate.kind
+    if kind == "combination":
+        return _combination_text(item)
+    common = _common_epochs(candidate.epochs)
+    if kind == "plateau":
+        return (
+            "each group averaged over the plateau window the analysis found for it (a group without one"
+            f" takes its pick): {_per_group(candidate.epochs or {})}."
+        )
+    if common is None:  # not one of the known whole-model candidates
+        return f"per group: {_per_group(candidate.epochs or {})}."
+    if kind == "single":
+        return f"the checkpoint of epoch {common[0]}, every group."
+    if kind == "best_single":
+        return f"the single checkpoint with the best validation {metric}: epoch {common[0]}."
+    if kind == "last":
+        return f"the last recorded checkpoint, epoch {common[0]}."
+    if kind == "uniform":
+        return f"all {len(common)} recorded checkpoints averaged with equal weight (epochs {_epoch_span(common)})."
+    if kind == "lawa":
+        return f"latest weight averaging: the last {_checkpoints(len(common))} averaged (epochs {_epoch_span(common)})."
+    if kind == "greedy":
+        return (
+            f"{_checkpoints(len(common))} averaged: starting from the best checkpoint on validation, each next"
+            f" best was added only if the average's validation {metric} improved; kept epochs"
+            f" {', '.join(map(str, common))}."
+        )
+    return f"epochs {_epoch_span(common)}, every group."
 
 
 def _nan(value: float | None) -> float:
@@ -171,8 +285,10 @@ def report_markdown(result: EvaluationResult) -> str:
         lines.append(
             f"| {item.candidate.name} | {_num(item.metrics['test'][metric])} | {_num(item.metrics['val'][metric])} |"
             f" {_num(overfitting_gap(item, metric))} | {_pct(comp.percent['test'][metric])} |"
-            f" [{_num(i.low)}, {_num(i.high)}] | {comp.verdict} |"
+            f" {_interval(i.low, i.high)} | {comp.verdict} |"
         )
+    lines += ["", "## Candidates", ""]
+    lines += [f"- **{item.candidate.name}**: {describe_candidate(item, result)}" for item in result.evaluated]
     task_metrics = [m for m in combination.metrics["test"] if m != metric]
     if task_metrics:
         lines += ["", "## Task metrics on test", "", "| candidate | " + " | ".join(task_metrics) + " |",

@@ -11,16 +11,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from modules.atomic import OutputPathError
 from modules.combine import (
+    check_file_fits,
     combine,
+    describe_spec_model,
     load_file_into_model,
+    model_layout,
     plan_from_files,
     plan_from_run,
     read_provenance,
     selection_epochs,
     sidecar_path,
 )
-from modules.errors import CombineError, UnsafeCheckpointError
+from modules.errors import CheckpointImportError, CombineError, UnsafeCheckpointError
 from modules.rundir import RunDir
 from modules.selection import SelectionError, parse_selection
 from tests.modules import _tiny
@@ -126,6 +130,14 @@ def test_seed_form_over_raw_checkpoints(tiny_run: Path, tmp_path: Path) -> None:
             assert torch.equal(state[key], tensor), key
     sources = json.loads(sidecar_path(out).read_text())["sources"]
     assert sources["encoder"][0]["sha256"] == hashlib.sha256(paths[4].read_bytes()).hexdigest()
+    # the epoch comes from the checkpoint_epoch_<N> file name; other names have none
+    assert {g: [s["epoch"] for s in v] for g, v in sources.items()} == {"encoder": [4], "middle": [6], "head": [2]}
+    renamed = tmp_path / "final_model.pt"
+    renamed.write_bytes(paths[6].read_bytes())
+    plan = plan_from_files(_tiny.spec(), {"encoder": [paths[4], paths[6]]}, default=renamed)
+    combine(plan, tmp_path / "out" / "b.pt")
+    sources = json.loads(sidecar_path(tmp_path / "out" / "b.pt").read_text())["sources"]
+    assert [s["epoch"] for s in sources["encoder"]] == [4, 6] and [s["epoch"] for s in sources["head"]] == [None]
     with pytest.raises(CombineError, match=r"\['middle'\]"):
         plan_from_files(_tiny.spec(), {"encoder": paths[4], "head": paths[2]})
 
@@ -169,10 +181,55 @@ def test_combined_file_not_matching_model_names_keys(tiny_run: Path, tmp_path: P
     state["extra.weight"] = torch.zeros(2)
     bad = tmp_path / "bad.pt"
     torch.save(state, bad)
+    desc = describe_spec_model(_tiny.spec(), "tiny.yaml")
+    with pytest.raises(CombineError) as info:
+        load_file_into_model(bad, _tiny.build_model(), desc)
+    text = str(info.value)
+    assert text.startswith(f"the weights in {bad} do not fit the model of spec 'tiny' (tiny.yaml: tests.modules._tiny:build_model")
+    assert "1 key the model has but the weights lack ['head.bias']" in text
+    assert "1 key the weights have but the model lacks ['extra.weight']" in text
+    assert "1 shape mismatch ['middle.0.weight [3, 3] vs model [8, 16]']" in text
+    # the header-only check (nothing loaded) says the same
+    with pytest.raises(CombineError) as header:
+        check_file_fits(bad, model_layout(_tiny.build_model()), desc)
+    assert str(header.value) == text
+
+    # only one kind of problem: the other kinds are not listed as empty lists
+    del state["extra.weight"]
+    state["middle.0.weight"] = RunDir(tiny_run).state_dict(3)["middle.0.weight"]
+    torch.save(state, bad)
     with pytest.raises(CombineError) as info:
         load_file_into_model(bad, _tiny.build_model())
     text = str(info.value)
-    assert "head.bias" in text and "middle.0.weight [3, 3]" in text and "extra.weight" in text and "bad.pt" in text
+    assert "[]" not in text and "shape mismatch" not in text and "weights lack ['head.bias']" in text
+    assert "probe" not in text and "combine with" not in text
+
+
+def test_update_bn_with_a_model_that_does_not_fit_names_run_and_model(tiny_run: Path, tmp_path: Path) -> None:
+    plan = plan_for(tiny_run, {"encoder": 1, "middle": 2, "head": 3})
+    out = tmp_path / "c.safetensors"
+    with pytest.raises(CombineError) as info:
+        combine(plan, out, bn_batches=_tiny_bn_batches, model_factory=lambda: torch.nn.Linear(4, 16), model_desc="the model X")
+    text = str(info.value)
+    assert text.startswith(f"the weights in run directory {tiny_run} do not fit the model X: 2 keys the model has")
+    assert "does not fit" not in text and not out.exists()
+
+
+def test_output_that_is_a_folder_is_refused_before_reading(tiny_run: Path, tmp_path: Path) -> None:
+    plan = plan_for(tiny_run, {"encoder": 1, "middle": 2, "head": 3})
+    for target in (tmp_path, f"{tmp_path}/"):
+        with pytest.raises(OutputPathError, match="is a folder; pass a file name"):
+            combine(plan, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_unreadable_seed_file_gives_no_skip_bad_advice(tmp_path: Path) -> None:
+    broken = tmp_path / "checkpoint_epoch_3.pt"
+    broken.write_bytes(b"PK\x03\x04broken")
+    with pytest.raises(CheckpointImportError) as info:
+        plan_from_files(_tiny.spec(), {}, default=broken)
+    assert "checkpoint_epoch_3.pt is truncated or corrupt" in str(info.value)
+    assert "--skip-bad" not in str(info.value)  # combine has no such option
 
 
 def _tiny_bn_batches():

@@ -179,6 +179,27 @@ def test_metrics_csv_becomes_long_form_and_problems_are_reported(tmp_path: Path)
     assert problems["loss", "missing"].epochs == [3]
     assert "metrics.csv" in problems["loss", "missing"].file
     assert "head/acc" in report.summary() and "oops" in report.summary()
+    # rows for epochs 1 and 3 have no checkpoint (only epoch 2 was saved): said once
+    assert report.metric_epochs_without_checkpoint == [1, 3]
+    assert report.summary().count("without a checkpoint") == 1
+    assert "rows for 2 epochs without a checkpoint (1, 3) are stored but not analysed" in report.summary()
+    assert report.metric_near_groups == []  # 'unknown' is like no group
+
+
+def test_metrics_column_with_a_misspelt_group_is_reported(tmp_path: Path) -> None:
+    source = tmp_path / "seed"
+    csv = "epoch,backbon/grad_norm,val/loss,head/acc,heads/x\n2,1.5,0.5,0.25,1\n4,1.25,0.4,0.5,2\n"
+    write_seed_run(source, epochs=[2, 4], metrics=csv)
+    report = import_checkpoints(source, _spec(tmp_path), tmp_path / "run", progress=False)
+    # 'backbon' and 'heads' are near misses of groups; 'val' is like no group and stays a model metric
+    assert report.metric_near_groups == [("backbon/grad_norm", "backbone"), ("heads/x", "head")]
+    summary = report.summary()
+    assert "column 'backbon/grad_norm': 'backbon' is not a group of the spec but looks like group 'backbone'" in summary
+    assert "Rename the column to 'backbone/grad_norm'" in summary
+    assert "val/loss" not in summary and "without a checkpoint" not in summary
+    frame = RunDir(tmp_path / "run").metrics()
+    stored = {(r.group, r.metric) for r in frame.itertuples()}
+    assert stored == {("model", "backbon/grad_norm"), ("model", "val/loss"), ("head", "acc"), ("model", "heads/x")}
 
 
 def test_metrics_jsonl_with_null_and_text(tmp_path: Path) -> None:
@@ -234,6 +255,9 @@ def test_truncated_file_is_an_error_or_skipped_with_skip_bad(tmp_path: Path) -> 
     assert report.epochs == [1, 3]
     assert [Path(s.path).name for s in report.skipped] == ["checkpoint_epoch_2.pt"]
     assert "truncated or corrupt" in report.skipped[0].reason
+    # the listing of skipped files does not advise --skip-bad, which was passed
+    assert "--skip-bad" not in report.skipped[0].reason and "--skip-bad" not in report.summary()
+    assert report.summary().count("skipped") == 1
     assert RunDir(out).epochs == [1, 3]
 
 
@@ -406,7 +430,7 @@ def test_cli_imports_and_prints_summary(tmp_path: Path, capsys: pytest.CaptureFi
     printed = capsys.readouterr().out
     assert code == 0
     assert "imported 2 epochs [1, 2]" in printed
-    assert "skipped" in printed and "checkpoint_epoch_3.pt" in printed
+    assert "skipped" in printed and "checkpoint_epoch_3.pt" in printed and "--skip-bad" not in printed
     assert "'loss' has non-numeric values at epochs [2]" in printed
     assert RunDir(out).epochs == [1, 2]
 
@@ -427,3 +451,17 @@ def test_legacy_format_checkpoint_is_re_read_and_bit_exact(tmp_path: Path) -> No
     for epoch in (1, 2):
         stored = run.state_dict(epoch)
         assert all(_same_bits(stored[k], t) for k, t in saved[epoch].items()), epoch
+
+
+def test_on_the_fly_import_advises_moving_a_bad_file_out(tmp_path: Path) -> None:
+    from modules.importer import open_run
+
+    source = tmp_path / "seed"
+    write_seed_run(source, epochs=[1, 2])
+    (source / "checkpoint_epoch_3.pt").write_bytes(b"")
+    with pytest.raises(CheckpointImportError) as caught:
+        open_run(source, _spec(tmp_path), tmp_path / "scratch", progress=False)
+    text = str(caught.value)
+    assert "checkpoint_epoch_3.pt is truncated or corrupt" in text
+    assert f"restore it from a backup, or move it out of {source}" in text
+    assert "pass --skip-bad" not in text  # analyze and evaluate have no --skip-bad

@@ -37,9 +37,16 @@ def test_demo_analyse_combine_evaluate(demo_run: Path, tmp_path: Path, capsys) -
                 assert torch.equal(state[key], tensor), key
 
     out = tmp_path / "eval"
-    code = cli.main(["evaluate", "--checkpoint-dir", str(demo_run), "--model", str(combined), "--analysis", str(analysis),
+    capsys.readouterr()
+    # no --analysis: evaluate analyses the run itself; its warnings come as plain `warning:` lines
+    code = cli.main(["evaluate", "--checkpoint-dir", str(demo_run), "--model", str(combined),
                      "--output", str(out), "--resamples", "300", "--no-progress"])
-    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "warning: group 'wrapper_emotion'" in printed.err
+    assert "AnalysisWarning" not in printed.err and "series[group]" not in printed.err
+    assert all(line.startswith("warning: ") for line in printed.err.splitlines())
+    assert printed.out.startswith("Lowest test loss: ") and "**" not in printed.out
     data = json.loads((out / "evaluation.json").read_text())
     kinds = [c["kind"] for c in data["candidates"]]
     assert kinds == ["combination", "single", "single", "single", "best_single", "last", "plateau", "uniform", "lawa", "greedy"]
@@ -50,6 +57,13 @@ def test_demo_analyse_combine_evaluate(demo_run: Path, tmp_path: Path, capsys) -
         assert {"loss"} <= set(cand["metrics"]["test"]) and len(cand["metrics"]["test"]) > 3
     report = (out / "evaluation_report.md").read_text()
     assert "| candidate | test loss | val loss |" in report and "greedy soup" in report
+    described = report.split("## Candidates", 1)[1]
+    combination_line = next(line for line in described.splitlines() if line.startswith("- **combination**"))
+    assert f"model file `{combined}`, combined from run `{demo_run}`: " in combination_line
+    for group, choice in picked.items():
+        assert f"{group} {choice}" in combination_line
+    assert "- **uniform soup (30)**: all 30 recorded checkpoints averaged" in described
+    assert "- **LAWA (last 5)**: latest weight averaging: the last 5 checkpoints averaged (epochs 52, 54, 56, 58, 60)." in described
     assert (out / "evaluation.png").read_bytes().startswith(b"\x89PNG")
     assert (out / "evaluation.png").stat().st_size > 5000
 
@@ -126,3 +140,94 @@ def test_help_shows_examples_of_both_forms(capsys) -> None:
         text = capsys.readouterr().out
         for needle in needles:
             assert needle in text, (main, needle)
+
+
+def test_output_paths_are_refused_before_any_work(demo_run: Path, tmp_path: Path, capsys) -> None:
+    existing_file = tmp_path / "report.txt"
+    existing_file.write_text("keep me")
+    # evaluate --output is a folder: an existing file is refused at once (before the --model check too)
+    code = cli.main(["evaluate", "--checkpoint-dir", str(demo_run), "--model", str(tmp_path / "missing.safetensors"),
+                     "--output", str(existing_file)])
+    assert code == 2
+    assert f"--output {existing_file} is an existing file; pass a folder" in capsys.readouterr().err
+    assert existing_file.read_text() == "keep me"
+    # combine --output is a file: an existing folder (with or without the trailing slash) is refused
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for target in (str(folder), f"{folder}/"):
+        code = cli.main(["combine", "--checkpoint-dir", str(demo_run), "--group", "backbone=44", "--output", target])
+        assert code == 2
+        assert f"--output {folder} is a folder; pass a file name, e.g. {folder / 'combined.safetensors'}" in capsys.readouterr().err
+    assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out", "report.txt"]
+
+
+def test_seed_form_without_spec_says_to_pass_the_spec_first(tmp_path: Path, capsys) -> None:
+    from rayjobs import combine_modules
+
+    out = tmp_path / "c.pt"
+    assert combine_modules.main(["--backbone", "x.pt", "--heads", "y.pt", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --backbone, --heads: no such option without a spec.")
+    assert "The --<group> FILE options come from the groups of the spec, so pass --spec sweetspot.yaml first" in err
+    # the same through the `sweetspot` command (options read from the real command line)
+    done = subprocess.run([sys.executable, "-m", "rayjobs.cli", "combine", "--backbone", "x.pt", "--output", str(out)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and "pass --spec sweetspot.yaml first" in done.stderr
+    assert "unrecognized arguments" not in done.stderr and not out.exists()
+
+
+def test_seed_form_option_that_is_no_group_of_the_spec(demo_run: Path, tmp_path: Path, capsys) -> None:
+    from rayjobs import combine_modules
+
+    spec = demo_run / "sweetspot.yaml"
+    code = combine_modules.main(["--spec", str(spec), "--decoder", "x.pt", "--output", str(tmp_path / "c.pt")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"--decoder: neither an option of combine nor a group of spec 'demo' ({spec})" in err
+    assert "--backbone --heads --analyzers" in err
+
+
+def test_evaluate_checks_the_model_file_before_the_analysis(demo_run: Path, tmp_path: Path, capsys) -> None:
+    from tests.modules import _tiny
+
+    out = tmp_path / "eval"
+    missing = tmp_path / "combined.safetensors"
+    code = cli.main(["evaluate", "--checkpoint-dir", str(demo_run), "--model", str(missing), "--output", str(out)])
+    printed = capsys.readouterr()
+    assert code == 2
+    assert printed.err == (
+        f"error: --model {missing} does not exist; pass the file `sweetspot combine --output` wrote (e.g."
+        " combined.safetensors), or evaluate a selection with --selection selection.json instead\n"
+    )
+    assert not out.exists()
+
+    # weights of another model: named with the spec (file and model_args) and the run's stored spec
+    other = tmp_path / "other.pt"
+    torch.save(_tiny.build_model().state_dict(), other)
+    code = cli.main(["evaluate", "--checkpoint-dir", str(demo_run), "--model", str(other), "--output", str(out)])
+    printed = capsys.readouterr()
+    assert code == 2 and not out.exists() and "warning" not in printed.err  # the analysis never ran
+    err = printed.err
+    assert err.startswith(
+        f"error: the weights in {other} do not fit the model of spec 'demo' ({demo_run / 'sweetspot.yaml'}:"
+        " modules.demo.model:build_model with model_args {'width': 64, 'seed': 0}): "
+    )
+    assert "keys the model has but the weights lack ['backbone.0.weight'" in err
+    assert "keys the weights have but the model lacks ['encoder.0.weight'" in err
+    assert "[]" not in err and "probe" not in err and "combine with" not in err and "shape mismatch" not in err
+
+
+def test_evaluate_with_a_spec_that_builds_another_model(demo_run: Path, tmp_path: Path, capsys) -> None:
+    spec = tmp_path / "narrow.yaml"
+    spec.write_text((demo_run / "sweetspot.yaml").read_text().replace("width: 64", "width: 32"))
+    out = tmp_path / "eval"
+    code = cli.main(["evaluate", "--checkpoint-dir", str(demo_run), "--spec", str(spec), "--group", "backbone=10",
+                     "--group", "heads=20", "--output", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert err.startswith(
+        f"error: the weights in run directory {demo_run} do not fit the model of spec 'demo' ({spec}:"
+        " modules.demo.model:build_model with model_args {'width': 32, 'seed': 0}): "
+    )
+    assert "shape mismatches ['backbone.0.weight [256, 24] vs model [128, 24]'" in err
+    assert "[]" not in err and "Pass the --spec the run was recorded with" in err

@@ -56,6 +56,9 @@ def test_seed_workflow_analyse_combine_evaluate(seed_folder: Path, demo_run: Pat
     ) == 0
     provenance = read_provenance(combined)
     assert provenance["selection"]["backbone"].endswith("checkpoint_epoch_44.pt")
+    # the epoch of each seed file is read from its checkpoint_epoch_<N> name
+    assert [s["epoch"] for s in provenance["sources"]["backbone"]] == [44]
+    assert [s["epoch"] for s in provenance["sources"]["heads"]] == [40]
     state = torch.load(combined, weights_only=True)
     run = RunDir(demo_run)
     for key, tensor in run.read_group(44, "backbone").items():
@@ -87,12 +90,22 @@ def test_seed_workflow_analyse_combine_evaluate(seed_folder: Path, demo_run: Pat
     kinds = {c["kind"] for c in report["candidates"]}
     assert {"combination", "single", "best_single", "last", "plateau", "uniform", "lawa", "greedy"} <= kinds
     assert report["run_dir"] == str(seed_folder)
-    assert (evaluation / "evaluation_report.md").read_text().startswith("# Evaluation")
+    text = (evaluation / "evaluation_report.md").read_text()
+    assert text.startswith("# Evaluation")
+    assert "combined from checkpoint files: backbone 44, heads 40, analyzers 46, " in text
 
 
 def test_evaluate_on_a_seed_folder_needs_the_spec(seed_folder: Path, tmp_path: Path, capsys) -> None:
+    # a missing --model is said first, plainly (nothing is imported)
     code = evaluate_combined.main(
-        ["--model", "unused.pt", "--checkpoint-dir", str(seed_folder), "--output", str(tmp_path / "e")]
+        ["--model", str(tmp_path / "unused.pt"), "--checkpoint-dir", str(seed_folder), "--output", str(tmp_path / "e")]
+    )
+    assert code == 2
+    assert f"--model {tmp_path / 'unused.pt'} does not exist" in capsys.readouterr().err
+    model = tmp_path / "combined_model.pt"
+    model.write_bytes((seed_folder / "checkpoint_epoch_44.pt").read_bytes())
+    code = evaluate_combined.main(
+        ["--model", str(model), "--checkpoint-dir", str(seed_folder), "--output", str(tmp_path / "e")]
     )
     assert code == 2
     assert "pass --spec sweetspot.yaml" in capsys.readouterr().err

@@ -16,7 +16,15 @@ from analysis.evaluation.evaluate import (
     compare,
     run_evaluation,
 )
-from analysis.evaluation.report import headline, report_markdown, shrinkage, write_report
+from analysis.evaluation.plots import MEAN_MARKER, VERDICT_COLOURS, evaluation_figure
+from analysis.evaluation.report import (
+    _num,
+    describe_candidate,
+    headline,
+    report_markdown,
+    shrinkage,
+    write_report,
+)
 from modules.rundir import RunDir
 from modules.selection import parse_selection
 from tests.modules import _tiny
@@ -80,6 +88,71 @@ def test_report_table_and_png(evaluated) -> None:
     assert png.startswith(b"\x89PNG") and len(png) > 5000
 
 
+def test_report_says_what_each_candidate_is(evaluated) -> None:
+    result, paths = evaluated
+    text = paths["report"].read_text()
+    section = text.split("## Candidates\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    lines = {line.split("**")[1]: line.split("**: ", 1)[1] for line in section}
+    assert list(lines) == [e.candidate.name for e in result.evaluated]
+    assert lines["combination"] == (
+        "built here from the selection: encoder average of 3–5 (3 checkpoints), middle 4, head 6."
+        " BatchNorm statistics recomputed on the train split."
+    )
+    assert lines["epoch 4"] == "the checkpoint of epoch 4, every group."
+    assert "encoder average of 3–5 (3 checkpoints), middle 4, head average of 5–6 (2 checkpoints)." in lines["plateau average"]
+    assert lines["uniform soup (6)"] == "all 6 recorded checkpoints averaged with equal weight (epochs 1, 2, 3, 4, 5, 6)."
+    assert lines["LAWA (last 5)"] == "latest weight averaging: the last 5 checkpoints averaged (epochs 2, 3, 4, 5, 6)."
+    kept = result.greedy.epochs
+    greedy = lines[f"greedy soup ({len(kept)})"]
+    assert greedy.startswith(f"{len(kept)} checkpoint") and greedy.endswith(f"kept epochs {', '.join(map(str, kept))}.")
+    best = next(e for e in result.evaluated if e.candidate.kind == "best_single")
+    assert lines[best.candidate.name] == f"the single checkpoint with the best validation loss: epoch {best.candidate.epochs['head'][0]}."
+    assert "what survives selection" not in text and "the test figure is the honest one" in text
+
+
+def test_combination_from_a_file_is_described_from_its_provenance() -> None:
+    provenance = {
+        "run_dir": None,
+        "sources": {
+            "backbone": [{"path": "ck/checkpoint_epoch_44.pt", "epoch": 44, "sha256": "x"}],
+            "heads": [{"path": "ck/checkpoint_epoch_40.pt", "epoch": 40}, {"path": "ck/checkpoint_epoch_42.pt", "epoch": 42}],
+            "tail": [{"path": "ck/final.pt", "epoch": None}],
+        },
+        "batchnorm_recomputed": ["backbone.1"],
+    }
+    losses = np.ones(4)
+    metrics = {s: {"loss": 1.0} for s in ("train", "val", "test")}
+    result = EvaluationResult("loss", "min", [], [], None)
+    item = Evaluated(Candidate("combination", "combination", model_path=Path("c.pt"), provenance=provenance), metrics, losses)
+    assert describe_candidate(item, result) == (
+        "model file `c.pt`, combined from checkpoint files: backbone 44, heads average of 40–42 (2 checkpoints),"
+        " tail final.pt. BatchNorm statistics recomputed at combine time for backbone.1."
+    )
+    bare = Evaluated(Candidate("combination", "combination", model_path=Path("c.pt")), metrics, losses)
+    assert "records no provenance" in describe_candidate(bare, result)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(2.6, "2.600"), (-1.65, "-1.650"), (0.09397, "0.09397"), (1234.0, "1234"), (12345.6, "1.235e+04"),
+     (-0.0098641, "-0.009864"), (float("nan"), "n/a"), (float("inf"), "n/a")],
+)
+def test_numbers_have_four_significant_digits(value: float, text: str) -> None:
+    assert _num(value) == text
+
+
+def test_table_intervals_use_four_significant_digits(evaluated) -> None:
+    import re
+
+    _, paths = evaluated
+    intervals = re.findall(r"\| \[([^\]]+)\] \|", paths["report"].read_text())
+    assert len(intervals) == 9
+    for pair in intervals:
+        for number in pair.split(", "):
+            digits = number.lstrip("-").replace(".", "").lstrip("0")
+            assert len(digits) == 4, number
+
+
 def synthetic(comb_losses: np.ndarray, base_losses: np.ndarray) -> EvaluationResult:
     def item(name: str, losses: np.ndarray) -> Evaluated:
         metrics = {s: {"loss": float(losses.mean())} for s in ("train", "val", "test")}
@@ -98,6 +171,8 @@ def test_report_says_no_significant_difference_when_interval_contains_zero() -> 
     assert result.comparisons[0].verdict == "no significant difference"
     line = headline(result)
     assert "**no significant difference**" in line and "better" not in line
+    plain = headline(result, markdown=False)
+    assert "*" not in plain and "no significant difference" in plain and plain == line.replace("**", "")
     assert "| epoch 40 |" in report_markdown(result) and "no significant difference |" in report_markdown(result)
 
 
@@ -132,3 +207,37 @@ def test_shrinkage_compares_with_the_baseline_best_on_validation() -> None:
     assert kept["val_percent"] == pytest.approx(-10.0)  # (0.90 - 1.00) / 1.00
     assert kept["test_percent"] == pytest.approx((1.00 - 1.05) / 1.05 * 100)
     assert "on validation and -4.76% on test" in headline(result)
+
+
+def test_plot_colours_each_difference_by_its_verdict() -> None:
+    rng = np.random.default_rng(0)
+    comb = rng.exponential(1.0, 300)
+
+    def item(name: str, losses: np.ndarray) -> Evaluated:
+        return Evaluated(Candidate(name, name), {s: {"loss": float(losses.mean())} for s in ("train", "val", "test")}, losses)
+
+    combination = item("combination", comb)
+    noise = rng.normal(0, 0.2, 300)
+    baselines = [item("worse", comb * 2), item("better", comb * 0.5), item("same", comb + noise - noise.mean() + 0.0005)]
+    comparisons = [compare(combination, b, 300, 0) for b in baselines]
+    assert [c.verdict for c in comparisons] == ["combination better", "baseline better", "no significant difference"]
+    fig = evaluation_figure(EvaluationResult("loss", "min", [combination, *baselines], comparisons, None))
+    right = fig.axes[1]
+    assert [t.get_text() for t in right.get_legend().get_texts()] == list(VERDICT_COLOURS)
+    from matplotlib.colors import to_rgba
+
+    markers = [line for line in right.get_lines() if line.get_gid() == "mean"]
+    assert len(markers) == 3
+    for row, (line, comp) in enumerate(zip(markers, comparisons)):
+        # a marker at the mean, in the verdict's colour, so even a tiny difference is visible
+        assert list(line.get_xdata()) == [comp.test_interval.mean_difference] and list(line.get_ydata()) == [row]
+        assert line.get_marker() == MEAN_MARKER
+        assert to_rgba(line.get_markerfacecolor()) == to_rgba(VERDICT_COLOURS[comp.verdict])
+    intervals = [line for line in right.get_lines() if line.get_gid() == "interval"]
+    assert [list(line.get_xdata()) for line in intervals] == [[c.test_interval.low, c.test_interval.high] for c in comparisons]
+    assert [to_rgba(line.get_color()) for line in intervals] == [to_rgba(VERDICT_COLOURS[c.verdict]) for c in comparisons]
+    bars = [to_rgba(patch.get_facecolor())[:3] for patch in right.patches]
+    assert bars == [to_rgba(VERDICT_COLOURS[c.verdict])[:3] for c in comparisons]
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
