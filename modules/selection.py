@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Union
 
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, RootModel, ValidationError, model_va
 
 from modules.atomic import write_json_atomic
 from modules.errors import SweetspotError
+from modules.spec import Coupling
 
 
 class SelectionError(SweetspotError, ValueError):
@@ -114,3 +116,20 @@ def load_selection(path: str | os.PathLike[str]) -> Selection:
 def save_selection(selection: Selection, path: str | os.PathLike[str]) -> None:
     """Write ``selection.json`` atomically."""
     write_json_atomic(path, selection.to_json())
+
+
+def coupling_violations(epochs: Mapping[str, list[int]], couplings: Iterable[Coupling]) -> list[str]:
+    """Couplings whose groups' chosen epochs (window centres for averages) lie further apart than allowed."""
+    problems = []
+    for index, coupling in enumerate(couplings):
+        centres = {g: sum(epochs[g]) / len(epochs[g]) for g in coupling.groups if epochs.get(g)}
+        if len(centres) < 2:
+            continue
+        spread = max(centres.values()) - min(centres.values())
+        if spread > coupling.max_epoch_gap:
+            chosen = ", ".join(f"{g} at {c:g}" for g, c in centres.items())
+            problems.append(
+                f"coupling {coupling.name or f'couplings[{index}]'} allows {coupling.max_epoch_gap} epochs between"
+                f" its groups, but the selection puts {chosen} ({spread:g} apart)"
+            )
+    return problems

@@ -30,7 +30,13 @@ from modules.combine import (
 from modules.errors import CombineError, SpecError
 from modules.importer import CHECKPOINT_RE
 from modules.rundir import RunDir
-from modules.selection import AverageWindow, Selection, load_selection, parse_selection
+from modules.selection import (
+    AverageWindow,
+    Selection,
+    coupling_violations,
+    load_selection,
+    parse_selection,
+)
 from modules.spec import Spec, load_spec
 from rayjobs._entry import run_entry
 
@@ -251,8 +257,15 @@ def run(args: argparse.Namespace) -> int:
             raise CombineError("pass --checkpoint-dir RUN with --selection/--group, or --spec with --<group> FILE options")
         run_dir = RunDir(args.checkpoint_dir)
         selection = resolve_selection(run_dir, args.selection, epochs, args.analysis)
-        plan = plan_from_run(run_dir, selection_epochs(selection, run_dir), selection.to_json())
+        chosen_epochs = selection_epochs(selection, run_dir)
+        plan = plan_from_run(run_dir, chosen_epochs, selection.to_json())
         spec = None
+        coupling_spec = load_spec(args.spec) if args.spec else (
+            load_spec(run_dir.spec_path()) if run_dir.spec_path() is not None else None
+        )
+        for problem in coupling_violations(chosen_epochs, coupling_spec.couplings if coupling_spec else []):
+            print(f"warning: {problem}; groups trained together co-adapt, so check the result with"
+                  " `sweetspot evaluate`", file=sys.stderr)
     bn_batches = factory = None
     model_desc = "the spec's model"
     if args.update_bn:

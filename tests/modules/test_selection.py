@@ -50,3 +50,15 @@ def test_a_reversed_window_says_first_must_not_exceed_last() -> None:
 def test_not_a_mapping() -> None:
     with pytest.raises(SelectionError, match="must be a JSON object"):
         parse_selection([44, 40], "sel.json")
+
+
+def test_coupling_violations_compare_centres_with_the_allowed_gap() -> None:
+    from modules.selection import coupling_violations
+    from modules.spec import Coupling
+
+    couplings = [Coupling(name="A", groups=["backbone", "heads"], max_epoch_gap=4), Coupling(groups=["solo"])]
+    assert coupling_violations({"backbone": [44], "heads": [40], "solo": [2]}, couplings) == []
+    problems = coupling_violations({"backbone": [44], "heads": [36, 38]}, couplings)  # centre 37: 7 apart
+    assert problems == [
+        "coupling A allows 4 epochs between its groups, but the selection puts backbone at 44, heads at 37 (7 apart)"
+    ]

@@ -231,3 +231,17 @@ def test_evaluate_with_a_spec_that_builds_another_model(demo_run: Path, tmp_path
     )
     assert "shape mismatches ['backbone.0.weight [256, 24] vs model [128, 24]'" in err
     assert "[]" not in err and "Pass the --spec the run was recorded with" in err
+
+
+def test_combine_warns_when_a_selection_breaks_a_coupling(demo_run: Path, tmp_path: Path, capsys) -> None:
+    # the demo couples backbone and heads with max_epoch_gap 0
+    others = [
+        f"--group={g}=60"
+        for g in ("analyzers", "dsp_kalman", "wrapper_emotion", "wrapper_bentham", "wrapper_surd", "wrapper_regret")
+    ]
+    base = ["combine", "--checkpoint-dir", str(demo_run), "--group", "backbone=10", *others]
+    assert cli.main([*base, "--group", "heads=40", "--output", str(tmp_path / "apart.safetensors")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: coupling A allows 0 epochs between its groups, but the selection puts backbone at 10, heads at 40" in err
+    assert cli.main([*base, "--group", "heads=10", "--output", str(tmp_path / "together.safetensors")]) == 0
+    assert "coupling" not in capsys.readouterr().err
