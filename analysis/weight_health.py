@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from modules.recorder import update_ratio
 from modules.rundir import RunDir
 
 COLLAPSE = 1e-3
@@ -39,9 +40,7 @@ def weight_health(run: RunDir, groups: list[str], epochs: list[int]) -> dict[str
         for index, epoch in enumerate(epochs):
             state = {k: t for k, t in run.read_group(epoch, group).items() if t.is_floating_point()}
             if previous is not None:
-                diff_sq = sum(float(((t.double() - previous[k].double()) ** 2).sum()) for k, t in state.items())
-                prev_sq = sum(float((previous[k].double() ** 2).sum()) for k in state)
-                update[index] = np.sqrt(diff_sq) / np.sqrt(prev_sq) if prev_sq > 0 else np.nan
+                update[index] = update_ratio(state, previous)
             dead_rows, all_rows = 0, 0
             for key, tensor in state.items():
                 if tensor.dim() >= 2 and tensor.shape[0] > 1:

@@ -44,7 +44,7 @@ _CORRUPT_PICKLE_SIGNS = ("Unsupported operand", "String is too long", "persisten
 
 def _torch_load_weights_only(path: Path) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip_file(path))
     except pickle.UnpicklingError as error:
         if any(sign in str(error) for sign in _CORRUPT_PICKLE_SIGNS):
             raise CheckpointImportError(
@@ -77,7 +77,8 @@ def _refused_what(message: str) -> str:
     return found.group(0) if found else (message.splitlines() or [""])[0]
 
 
-def _is_zip(path: Path) -> bool:
+def is_zip_file(path: Path) -> bool:
+    """Whether ``path`` is a zip-format ``torch.save`` file (the format torch can memory-map)."""
     with open(path, "rb") as handle:
         return handle.read(4) == b"PK\x03\x04"
 

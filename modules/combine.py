@@ -24,7 +24,7 @@ from modules.atomic import atomic_path, check_output_file, write_json_atomic
 from modules.batchnorm import stale_batchnorm, update_bn
 from modules.checkpoint_io import load_state_dict, without_skip_advice
 from modules.errors import CheckpointImportError, CombineError, UnsafeCheckpointError
-from modules.importer import CHECKPOINT_RE
+from modules.importer import epoch_of_file
 from modules.rundir import RunDir, TensorInfo, sha256_file
 from modules.safetensors_stream import CODE_DTYPES, SafetensorsReader, read_header, write_streaming
 from modules.selection import Selection, SelectionError
@@ -144,12 +144,6 @@ def plan_from_files(
         groups.append(GroupPlan(group, infos, tuple(SourceFile(p, sha_by_path[p], epoch_of_file(p)) for p in paths)))
     choices = {g: str(p[0]) if len(p) == 1 else [str(x) for x in p] for g, p in chosen.items()}
     return CombinePlan(tuple(groups), choices, None)
-
-
-def epoch_of_file(path: Path) -> int | None:
-    """The epoch in a ``checkpoint_epoch_<N>.pt`` (.pth, .safetensors) file name; None for other names."""
-    match = CHECKPOINT_RE.match(Path(path).name)
-    return int(match.group(1)) if match else None
 
 
 def _paths(value: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:

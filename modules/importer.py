@@ -20,7 +20,12 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from modules.checkpoint_io import SKIP_BAD_ADVICE, load_state_dict, without_skip_advice
+from modules.checkpoint_io import (
+    SKIP_BAD_ADVICE,
+    is_zip_file,
+    load_state_dict,
+    without_skip_advice,
+)
 from modules.errors import CheckpointImportError, RunDirError, SpecError, UnsafeCheckpointError
 from modules.rundir import MANIFEST_NAME, METRIC_COLUMNS, RunDir, RunWriter, TensorInfo, sync_tree
 from modules.spec import MODEL_GROUP, Spec, dump_spec
@@ -109,19 +114,22 @@ class _Checkpoint:
 
 def _is_memory_mapped(path: Path) -> bool:
     """Whether ``load_state_dict`` maps ``path`` lazily (zip-format .pt and safetensors) rather than reading it."""
-    if path.suffix == ".safetensors":
-        return True
-    with open(path, "rb") as handle:
-        return handle.read(4) == b"PK\x03\x04"
+    return path.suffix == ".safetensors" or is_zip_file(path)
+
+
+def epoch_of_file(path: str | os.PathLike[str]) -> int | None:
+    """The epoch in a ``checkpoint_epoch_<N>.pt`` (.pth, .safetensors) file name; None for other names."""
+    match = CHECKPOINT_RE.match(Path(path).name)
+    return int(match.group(1)) if match else None
 
 
 def find_checkpoints(source_dir: Path) -> dict[int, Path]:
     """Map epoch -> checkpoint file in ``source_dir``; two files for one epoch is an error."""
     by_epoch: dict[int, list[Path]] = {}
     for path in source_dir.iterdir():
-        match = CHECKPOINT_RE.match(path.name)
-        if match and path.is_file():
-            by_epoch.setdefault(int(match.group(1)), []).append(path)
+        epoch = epoch_of_file(path)
+        if epoch is not None and path.is_file():
+            by_epoch.setdefault(epoch, []).append(path)
     duplicates = {e: sorted(p.name for p in paths) for e, paths in by_epoch.items() if len(paths) > 1}
     if duplicates:
         listed = "; ".join(f"epoch {e}: {names}" for e, names in sorted(duplicates.items()))
@@ -443,7 +451,7 @@ def open_run(
         raise RunDirError(f"--checkpoint-dir {source} is not a folder; pass a run directory or a checkpoint folder")
     if (source / MANIFEST_NAME).is_file():
         return RunDir(source)
-    if not any(CHECKPOINT_RE.match(p.name) for p in source.iterdir()):
+    if not any(epoch_of_file(p) is not None for p in source.iterdir()):
         raise RunDirError(
             f"--checkpoint-dir {source} has neither {MANIFEST_NAME} (a run directory) nor"
             " checkpoint_epoch_<N>.pt files; pass a recorded run or the folder of your checkpoints"

@@ -22,9 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from modules.batchnorm import call_model, to_device
+from modules.batchnorm import call_model
 from modules.errors import SpecError
 from modules.rundir import RunDir, RunWriter
+from modules.scalars import as_scalar
 from modules.spec import MODEL_GROUP, Spec, dump_spec
 
 NAN = float("nan")
@@ -42,17 +43,6 @@ def confusion_stability(current: torch.Tensor, previous: torch.Tensor | None) ->
         return NAN
     distance = 0.5 * (a[rows] / sums_a[rows] - b[rows] / sums_b[rows]).abs().sum(1)
     return float(1.0 - distance.mean())
-
-
-def _scalar(value: Any) -> float | None:
-    """``value`` as a float if it is a number or a one-element tensor; None otherwise."""
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return float(value.item())
-    return None
 
 
 def module_group(spec: Spec, module_name: str, keys: list[str]) -> str | None:
@@ -236,7 +226,7 @@ class Recorder:
     def _validation_rows(self, epoch: int) -> list[tuple[int, str, str, float]]:
         rows = []
         for name, value in self.evaluate(self.model, self.val_split).items():
-            number = _scalar(value)
+            number = as_scalar(value)
             if number is not None:
                 rows.append((epoch, MODEL_GROUP, f"val_{name}", number))
             elif isinstance(value, torch.Tensor) and value.dim() == 2 and name.endswith("_confusion"):
@@ -252,5 +242,4 @@ class Recorder:
             first = next(iter(self.spec.batch_iterator()(self.val_split)), None)
         if first is None:
             return {}
-        device = next(self.model.parameters()).device
-        return dead_fractions(self.model, self.spec, to_device(first, device), self.groups)
+        return dead_fractions(self.model, self.spec, first, self.groups)  # call_model moves it to the device

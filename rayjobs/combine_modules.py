@@ -28,7 +28,7 @@ from modules.combine import (
     selection_epochs,
 )
 from modules.errors import CombineError, SpecError
-from modules.importer import CHECKPOINT_RE
+from modules.importer import epoch_of_file
 from modules.rundir import RunDir
 from modules.selection import (
     AverageWindow,
@@ -177,7 +177,7 @@ def analysis_files(
     if named is None:
         raise CombineError("with --analysis in the checkpoint-file form, name at least one --<group> FILE")
     folder = named.parent
-    found = {int(m.group(1)): p for p in folder.iterdir() if (m := CHECKPOINT_RE.match(p.name))}
+    found = {e: p for p in folder.iterdir() if (e := epoch_of_file(p)) is not None}
     out: dict[str, Path | list[Path]] = dict(files)
     for group in spec.groups:
         choice = picks.root.get(group)
@@ -259,11 +259,8 @@ def run(args: argparse.Namespace) -> int:
         selection = resolve_selection(run_dir, args.selection, epochs, args.analysis)
         chosen_epochs = selection_epochs(selection, run_dir)
         plan = plan_from_run(run_dir, chosen_epochs, selection.to_json())
-        spec = None
-        coupling_spec = load_spec(args.spec) if args.spec else (
-            load_spec(run_dir.spec_path()) if run_dir.spec_path() is not None else None
-        )
-        for problem in coupling_violations(chosen_epochs, coupling_spec.couplings if coupling_spec else []):
+        spec = load_run_spec(args.spec, run_dir) if args.spec or run_dir.spec_path() else None
+        for problem in coupling_violations(chosen_epochs, spec.couplings if spec else []):
             print(f"warning: {problem}; groups trained together co-adapt, so check the result with"
                   " `sweetspot evaluate`", file=sys.stderr)
     bn_batches = factory = None

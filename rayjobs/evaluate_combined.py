@@ -114,22 +114,31 @@ def run(args: argparse.Namespace) -> int:
     if args.analysis is not None:
         read_analysis_dir(args.analysis)
     spec, spec_path = (load_spec(args.spec), args.spec) if args.spec else (None, None)
+    stored_run = None
     if spec is None and (source / MANIFEST_NAME).is_file():
         stored_run = RunDir(source)
         spec, spec_path = load_run_spec(None, stored_run), stored_run.spec_path()
     model_desc = describe_spec_model(spec, spec_path) if spec is not None else None
-    if args.model is not None and spec is not None:
-        check_file_fits(args.model, spec_model_layout(spec), model_desc or "the spec's model", MODEL_FIX)
+    layout = spec_model_layout(spec) if spec is not None else None
+    if args.model is not None and layout is not None:
+        check_file_fits(args.model, layout, model_desc or "the spec's model", MODEL_FIX)
     with tempfile.TemporaryDirectory(prefix="sweetspot-import-") as scratch:
-        run_dir = open_run(source, spec if args.spec else None, scratch, progress=not args.no_progress)
+        run_dir = stored_run or open_run(source, spec if args.spec else None, scratch, progress=not args.no_progress)
         spec = spec or load_run_spec(None, run_dir)
-        return _evaluate(args, run_dir, spec, source, single_epochs, model_desc)
+        return _evaluate(args, run_dir, spec, source, single_epochs, model_desc, layout)
 
 
 def _evaluate(
-    args: argparse.Namespace, run_dir: RunDir, spec: Spec, source: Path, single_epochs: list[int], model_desc: str | None
+    args: argparse.Namespace,
+    run_dir: RunDir,
+    spec: Spec,
+    source: Path,
+    single_epochs: list[int],
+    model_desc: str | None,
+    layout: dict[str, tuple[int, ...]] | None = None,
 ) -> int:
-    check_run_fits(run_dir, spec_model_layout(spec), model_desc or describe_spec_model(spec, run_dir.spec_path()), RUN_FIX)
+    layout = layout if layout is not None else spec_model_layout(spec)
+    check_run_fits(run_dir, layout, model_desc or describe_spec_model(spec, run_dir.spec_path()), RUN_FIX)
     combination_epochs = None
     if args.model is None:
         groups = dict(parse_group_option(text) for text in args.group)

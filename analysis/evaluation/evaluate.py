@@ -30,6 +30,7 @@ from modules.combine import (
 )
 from modules.errors import EvaluationError
 from modules.rundir import RunDir
+from modules.scalars import as_scalar
 from modules.soups import EpochSet, GreedySoup, greedy_soup, same_epochs
 
 SPLITS = ("train", "val", "test")
@@ -70,17 +71,6 @@ class EvaluationResult:
     notes: list[str] = field(default_factory=list)
     #: The per-example values the intervals are over (lower is better), e.g. per_example_losses.
     per_example_name: str = LOSSES_KEY
-
-
-def _scalar(value: Any) -> float | None:
-    """A float for numbers and one-element tensors/arrays; None for anything else."""
-    if isinstance(value, (bool, int, float, np.integer, np.floating)):
-        return float(value)
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return float(value.item())
-    if isinstance(value, np.ndarray) and value.size == 1:
-        return float(value.item())
-    return None
 
 
 def _as_array(values: Any) -> np.ndarray:
@@ -149,7 +139,7 @@ class CandidateEvaluator:
             )
         per_metric = f"per_example_{self.metric}"
         metrics = {
-            k: s for k, v in raw.items() if k not in (LOSSES_KEY, per_metric) and (s := _scalar(v)) is not None
+            k: s for k, v in raw.items() if k not in (LOSSES_KEY, per_metric) and (s := as_scalar(v)) is not None
         }
         if per_metric in raw:
             # The objective itself per example (e.g. per_example_accuracy): the interval then judges
