@@ -108,7 +108,8 @@ class CandidateEvaluator:
         #: What the per-example values the bootstrap compares are (lower is better).
         self.per_example_name = LOSSES_KEY
         self._cache: dict[str, Evaluated] = {}
-        self._val_cache: dict[str, float] = {}
+        #: Validation scores already computed (greedy soup, best single), reused by ``evaluate``.
+        self._val_cache: dict[str, tuple[dict[str, float], np.ndarray | None]] = {}
 
     def load(self, candidate: Candidate) -> None:
         """Put the candidate's weights (and recomputed BatchNorm statistics) into the model."""
@@ -162,7 +163,8 @@ class CandidateEvaluator:
             self.load(candidate)
             metrics, test_losses = {}, None
             for split in SPLITS:
-                metrics[split], losses = self.score(split)
+                cached_val = self._val_cache.get(key) if split == "val" else None
+                metrics[split], losses = cached_val if cached_val is not None else self.score(split)
                 if split == "test":
                     test_losses = losses
             if test_losses is None:
@@ -180,8 +182,8 @@ class CandidateEvaluator:
         key = self._key(candidate)
         if key not in self._val_cache:
             self.load(candidate)
-            self._val_cache[key] = self.score("val")[0][self.metric]
-        return self._val_cache[key]
+            self._val_cache[key] = self.score("val")
+        return self._val_cache[key][0][self.metric]
 
     def better(self, a: float, b: float) -> bool:
         return a < b if self.mode == "min" else a > b
