@@ -237,17 +237,7 @@ class RunDir:
 
     def metrics(self) -> pd.DataFrame:
         """Recorded metrics in long form (``epoch, group, metric, value``)."""
-        path = self.path / METRICS_NAME
-        if not path.exists():
-            return _empty_metrics()
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as error:
-            raise RunDirError(f"{path} is unreadable ({error}); re-record or re-import the metrics") from None
-        missing = [c for c in METRIC_COLUMNS if c not in frame.columns]
-        if missing:
-            raise RunDirError(f"{path} lacks columns {missing}; expected {METRIC_COLUMNS}")
-        return frame[METRIC_COLUMNS].astype({"epoch": "int64", "value": "float64"})
+        return read_metrics(self.path / METRICS_NAME)
 
     def spec_path(self) -> Path | None:
         """The copy of the spec stored with the run, if any."""
@@ -267,6 +257,20 @@ class RunDir:
                 if sha256_file(path) != record.sha256:
                     problems.append(f"{path}: sha256 differs from the manifest; the file was changed or corrupted")
         return problems
+
+
+def read_metrics(path: Path) -> pd.DataFrame:
+    """A run's ``metrics.parquet`` in long form; empty (with the columns) when there is none."""
+    if not path.exists():
+        return _empty_metrics()
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as error:
+        raise RunDirError(f"{path} is unreadable ({error}); re-record or re-import the metrics") from None
+    missing = [c for c in METRIC_COLUMNS if c not in frame.columns]
+    if missing:
+        raise RunDirError(f"{path} lacks columns {missing}; expected {METRIC_COLUMNS}")
+    return frame[METRIC_COLUMNS].astype({"epoch": "int64", "value": "float64"})
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_bytes: int = 1 << 24) -> str:
@@ -465,7 +469,11 @@ class RunWriter:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        manifest = json.loads((self.path / MANIFEST_NAME).read_text(encoding="utf-8"))
+        manifest_path = self.path / MANIFEST_NAME
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise RunDirError(f"{manifest_path} is unreadable ({error}); record the run into a new folder") from None
         self._manifest = manifest
         self._infos: dict[str, dict[str, TensorInfo] | None] = {
             group: (
@@ -605,7 +613,7 @@ class RunWriter:
         new = pd.DataFrame(list(rows), columns=METRIC_COLUMNS)
         if new.empty:
             return
-        old = RunDir.metrics(self)  # type: ignore[arg-type]  # same path attribute
+        old = read_metrics(self.path / METRICS_NAME)
         merged = pd.concat([old, new.astype(old.dtypes.to_dict())], ignore_index=True)
         merged = merged.drop_duplicates(["epoch", "group", "metric"], keep="last")
         self.write_metrics(merged)

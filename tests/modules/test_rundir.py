@@ -285,3 +285,13 @@ def test_group_files_are_byte_identical_to_safetensors_own_writer(tmp_path):
         written = path.read_bytes()
         assert written == expected
         assert size == len(expected) and sha == hashlib.sha256(expected).hexdigest()
+
+
+def test_a_writer_on_a_corrupt_manifest_names_the_file(tmp_path):
+    from modules.errors import RunDirError
+    from modules.rundir import RunWriter
+
+    RunWriter.create(tmp_path / "run", "spec", {"g": ["g.w"]})
+    (tmp_path / "run" / "manifest.json").write_text("{ not json")
+    with pytest.raises(RunDirError, match=r"manifest.json is unreadable"):
+        RunWriter.create(tmp_path / "run", "spec", {"g": ["g.w"]}, exist_ok=True)
