@@ -55,17 +55,9 @@ def call_model(model: nn.Module, inputs: Any) -> Any:
 
 
 @torch.no_grad()
-def stale_batchnorm(
-    model: nn.Module, key_groups: Mapping[str, str], sources: Mapping[str, tuple[Any, ...]], inputs: Any
-) -> list[str]:
-    """BatchNorm layers whose statistics no longer fit the combined weights, in forward order.
-
-    A layer is stale when its group is averaged (more than one source) or when a group that runs
-    before it in the forward pass of ``inputs`` (one batch) comes from other sources (a crossover).
-    """
-    layers = batchnorm_layers(model)
-    if not layers:
-        return []
+def forward_order(model: nn.Module, key_groups: Mapping[str, str], inputs: Any) -> list[tuple[str, str]]:
+    """``(module name, group)`` of each module that owns parameters or buffers, in the order the
+    forward pass of ``inputs`` (one batch, in eval mode) calls it."""
 
     def group_of(name: str, module: nn.Module) -> str | None:
         for key, _ in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
@@ -75,9 +67,9 @@ def stale_batchnorm(
         return None
 
     groups = {name: group_of(name, m) for name, m in model.named_modules()}
-    order: list[str] = []
+    order: list[tuple[str, str]] = []
     handles = [
-        module.register_forward_pre_hook(lambda _m, _a, name=name: order.append(name))
+        module.register_forward_pre_hook(lambda _m, _a, name=name: order.append((name, groups[name])))
         for name, module in model.named_modules()
         if groups[name] is not None
     ]
@@ -90,14 +82,36 @@ def stale_batchnorm(
             handle.remove()
         for module, mode in was_training.items():
             module.training = mode
-    stale, upstream = [], set()
-    for name in order:
-        group = groups[name]
+    return order
+
+
+def stale_layers(
+    order: list[tuple[str, str]], layers: Collection[str], sources: Mapping[str, tuple[Any, ...]]
+) -> list[str]:
+    """The BatchNorm ``layers`` whose statistics no longer fit, given the forward ``order``.
+
+    A layer is stale when its group is averaged (more than one source) or when a group that runs
+    before it comes from other sources (a crossover).
+    """
+    stale: list[str] = []
+    upstream: set[str] = set()
+    for name, group in order:
         if name in layers and name not in stale:
             if len(sources[group]) > 1 or any(sources[g] != sources[group] for g in upstream):
                 stale.append(name)
         upstream.add(group)
     return stale
+
+
+def stale_batchnorm(
+    model: nn.Module, key_groups: Mapping[str, str], sources: Mapping[str, tuple[Any, ...]], inputs: Any
+) -> list[str]:
+    """BatchNorm layers whose statistics no longer fit the combined weights, in forward order
+    (see ``stale_layers``); ``inputs`` is one batch that drives the forward pass."""
+    layers = batchnorm_layers(model)
+    if not layers:
+        return []
+    return stale_layers(forward_order(model, key_groups, inputs), layers, sources)
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Union
 
-from pydantic import BaseModel, ConfigDict, RootModel, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, RootModel, StrictInt, ValidationError, model_validator
 
 from modules.atomic import write_json_atomic
 from modules.errors import SweetspotError
@@ -33,7 +33,24 @@ class AverageWindow(BaseModel):
         return self
 
 
-GroupChoice = Union[int, AverageWindow]  # noqa: UP007 - pydantic reads this at runtime
+class EpochList(BaseModel):
+    """Average a group's weights over exactly these recorded epochs (a greedy soup's set)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    epochs: tuple[StrictInt, ...]
+
+    @model_validator(mode="after")
+    def _nonempty(self) -> EpochList:
+        if not self.epochs:
+            raise ValueError("an epoch set needs at least one epoch")
+        if len(set(self.epochs)) != len(self.epochs):
+            raise ValueError(f"epoch set {list(self.epochs)} repeats an epoch")
+        return self
+
+
+GroupChoice = Union[StrictInt, AverageWindow, EpochList]  # noqa: UP007 - pydantic reads this at runtime
+#: Keys starting with this are annotations (e.g. a search's scores), not groups.
+ANNOTATION_PREFIX = "_"
 
 
 class Selection(RootModel[dict[str, GroupChoice]]):
@@ -51,6 +68,13 @@ class Selection(RootModel[dict[str, GroupChoice]]):
                     f"group {group!r}: epoch {choice} was not recorded; recorded epochs: {recorded}"
                 )
             return [choice]
+        if isinstance(choice, EpochList):
+            missing = [e for e in choice.epochs if e not in recorded]
+            if missing:
+                raise SelectionError(
+                    f"group {group!r}: epochs {missing} of its epoch set were not recorded; recorded epochs: {recorded}"
+                )
+            return sorted(choice.epochs)
         first, last = choice.average
         inside = [e for e in recorded if first <= e <= last]
         if not inside:
@@ -75,7 +99,25 @@ class Selection(RootModel[dict[str, GroupChoice]]):
             raise SelectionError("; ".join(problems))
 
     def to_json(self) -> dict[str, object]:
-        return {g: (c if isinstance(c, int) else {"average": list(c.average)}) for g, c in self.root.items()}
+        return {g: _choice_json(c) for g, c in self.root.items()}
+
+
+def _choice_json(choice: GroupChoice) -> object:
+    if isinstance(choice, int):
+        return choice
+    if isinstance(choice, EpochList):
+        return {"epochs": list(choice.epochs)}
+    return {"average": list(choice.average)}
+
+
+def choice_for_epochs(epochs: list[int], recorded: list[int]) -> GroupChoice:
+    """The plainest choice for a set of recorded epochs: one epoch, a window, or the set itself."""
+    chosen = sorted(set(epochs))
+    if len(chosen) == 1:
+        return chosen[0]
+    if [e for e in recorded if chosen[0] <= e <= chosen[-1]] == chosen:
+        return AverageWindow(average=(chosen[0], chosen[-1]))
+    return EpochList(epochs=tuple(chosen))
 
 
 def parse_selection(data: object, source: str = "<selection>") -> Selection:
@@ -85,6 +127,7 @@ def parse_selection(data: object, source: str = "<selection>") -> Selection:
             f"{source} must be a JSON object of group -> epoch or {{\"average\": [first, last]}},"
             f" got {type(data).__name__}"
         )
+    data = {k: v for k, v in data.items() if not str(k).startswith(ANNOTATION_PREFIX)}
     try:
         return Selection.model_validate(data)
     except ValidationError as error:
@@ -93,7 +136,9 @@ def parse_selection(data: object, source: str = "<selection>") -> Selection:
         for group in bad_groups:
             value = data.get(group)
             ordered = [e["msg"] for e in error.errors() if e["loc"] and str(e["loc"][0]) == group and "first <= last" in e["msg"]]
-            why = ordered[0].removeprefix("Value error, ") if ordered else "it is neither an epoch (an integer) nor {\"average\": [first, last]}"
+            why = ordered[0].removeprefix("Value error, ") if ordered else (
+                "it is neither an epoch (an integer), {\"average\": [first, last]} nor {\"epochs\": [e, ...]}"
+            )
             lines.append(f"  group {group!r}: {json.dumps(value)}: {why}")
         raise SelectionError(
             f"{source} is not a valid selection (group -> epoch, or group -> {{\"average\": [first, last]}}):\n"

@@ -1,0 +1,1 @@
+"""Everything on Ray: the checkpoint pool, the trial scorer, the Tune + Optuna search."""

@@ -1,0 +1,31 @@
+"""Search algorithms by the name ``--algo`` takes: one explicit registry.
+
+A new algorithm is one file: a subclass of ``Algorithm`` (ask / tell, optional warm_start), added
+to ``ALGORITHMS`` below; ``tests/search/algorithms/test_conformance.py`` runs over all of them.
+"""
+
+from __future__ import annotations
+
+from search.algorithms.base import Algorithm, Proposal, Scored, TrialState
+from search.algorithms.grid import Grid
+from search.algorithms.optuna_samplers import TPE, CmaEs, GaussianProcess, Random
+from search.algorithms.soups import GREEDY, SINGLE, GreedySoup, ModuleSoup
+from search.algorithms.staged import Points, Staged
+
+ALGORITHMS: dict[str, type[Algorithm]] = {
+    algorithm.name: algorithm for algorithm in (TPE, CmaEs, GaussianProcess, Random, Grid, ModuleSoup)
+}
+
+__all__ = [
+    "ALGORITHMS",
+    "GREEDY",
+    "SINGLE",
+    "Algorithm",
+    "GreedySoup",
+    "ModuleSoup",
+    "Points",
+    "Proposal",
+    "Scored",
+    "Staged",
+    "TrialState",
+]

@@ -1,0 +1,35 @@
+"""Grid: every distinct selection of a small space, once."""
+
+from __future__ import annotations
+
+from search.algorithms.base import Algorithm, Proposal, TrialState
+from search.space import CrossoverSpace
+
+#: A grid larger than this is refused: use a sampler instead.
+MAX_GRID = 100_000
+
+
+class Grid(Algorithm):
+    name = "grid"
+
+    def __init__(self, space: CrossoverSpace, mode: str, seed: int) -> None:
+        super().__init__(space, mode, seed)
+        if space.size() > MAX_GRID:
+            raise ValueError(
+                f"--algo grid would enumerate {space.size():,} parameter combinations (more than"
+                f" {MAX_GRID:,}); use --algo tpe, or narrow the space with --candidates analysis"
+            )
+        self._todo = space.enumerate()
+
+    def ask(self) -> Proposal | None:
+        if not self._todo:
+            return None
+        epochs = self._todo.pop(0)
+        return Proposal(epochs, self.name, self.space.encode(epochs))
+
+    def tell(self, proposal: Proposal, value: float | None, state: TrialState) -> None:
+        return None
+
+    @property
+    def finished(self) -> bool:
+        return not self._todo

@@ -1,0 +1,74 @@
+"""Phases in order: fixed points first (the analysis pick, the last epoch, every single epoch),
+then the global greedy soup, then the chosen algorithm, warm-started with all that was scored."""
+
+from __future__ import annotations
+
+from search.algorithms.base import Algorithm, Proposal, Scored, TrialState
+from search.space import CrossoverSpace
+
+
+class Points(Algorithm):
+    """A fixed list of selections, all proposed at once (they run in parallel)."""
+
+    name = "points"
+
+    def __init__(self, space: CrossoverSpace, mode: str, seed: int, points: list[Proposal]) -> None:
+        super().__init__(space, mode, seed)
+        self._todo = list(points)
+        self._open = 0
+
+    def ask(self) -> Proposal | None:
+        if not self._todo:
+            return None
+        self._open += 1
+        return self._todo.pop(0)
+
+    def tell(self, proposal: Proposal, value: float | None, state: TrialState) -> None:
+        self._open -= 1
+
+    @property
+    def finished(self) -> bool:
+        return not self._todo and self._open <= 0
+
+
+class Staged(Algorithm):
+    """Run ``phases`` one after the other; each starts once every trial of the one before ended."""
+
+    name = "staged"
+
+    def __init__(self, space: CrossoverSpace, mode: str, seed: int, phases: list[Algorithm]) -> None:
+        super().__init__(space, mode, seed)
+        self.phases = list(phases)
+        self.current = 0
+        self.scored: list[Scored] = []
+        self._owner: dict[int, int] = {}
+
+    def ask(self) -> Proposal | None:
+        while self.current < len(self.phases):
+            phase = self.phases[self.current]
+            proposal = phase.ask()
+            if proposal is not None:
+                self._owner[id(proposal)] = self.current
+                return proposal
+            if not phase.finished:
+                return None
+            self.current += 1
+            if self.current < len(self.phases):
+                self.phases[self.current].warm_start(list(self.scored))
+        return None
+
+    def tell(self, proposal: Proposal, value: float | None, state: TrialState) -> None:
+        owner = self._owner.pop(id(proposal), self.current)
+        if value is not None and state == "complete":
+            self.scored.append(Scored(proposal.epochs, value, proposal.origin))
+        self.phases[owner].tell(proposal, value, state)
+
+    def late_result(self, proposal: Proposal, value: float) -> None:
+        self.scored.append(Scored(proposal.epochs, value, proposal.origin))
+        self.phases[-1].late_result(proposal, value)
+
+    @property
+    def finished(self) -> bool:
+        return self.current >= len(self.phases) or (
+            self.current == len(self.phases) - 1 and self.phases[-1].finished
+        )

@@ -1,0 +1,21 @@
+"""ASHA over the search shards, for the sampler's trials only: baselines and soups always see
+every shard, because their full scores decide what the soups keep and what the report compares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+#: Origins ASHA may stop early (the trials proposed by a sampler or the grid).
+STOPPABLE = frozenset({"tpe", "cmaes", "gp", "random", "grid"})
+
+
+class SamplerASHA(ASHAScheduler):
+    """ASHA that lets every rung see baseline and soup scores but stops only sampler trials."""
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if trial.config.get("origin") not in STOPPABLE:
+            return TrialScheduler.CONTINUE
+        return decision

@@ -1,0 +1,157 @@
+"""The Tune trainable: score one selection with the worker's resident model, shard by shard.
+
+With ``reuse_actors=True`` a Tune worker keeps its process between trials, so the model, the
+evaluation data (on the device) and the scorer's state live in ``_WORKERS`` across trials.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from modules.rundir import RunDir
+from modules.spec import Spec
+from search.memo import NAMESPACE
+from search.pool import pool_on_this_node
+from search.scorer import SelectionScorer
+from search.splits import SearchSplits, weighted_mean
+
+#: Set in a test to make one trial's worker die mid-trial (a fault the search must survive).
+CRASH_ENV = "SWEETSPOT_TEST_CRASH_ONCE"
+
+
+@dataclass
+class TrialContext:
+    """What every trial needs; small, so Tune hands it over per trial without cost. The data
+    itself is one object in the store (``data_ref``), fetched once per worker."""
+
+    search_id: str
+    run_path: str
+    spec: Spec
+    data_ref: list[Any]
+    objective: str
+    mode: str
+    update_bn: bool
+    prefix_modules: list[str]
+    prefix_cache_bytes: int
+    pool_bytes: int
+    cpus_per_trial: int
+
+
+class _Worker:
+    """One per Tune worker process and search: the model on its device, the data, the scorer."""
+
+    def __init__(self, context: TrialContext) -> None:
+        gpu_ids = ray.get_gpu_ids()
+        self.device = torch.device("cuda") if gpu_ids and torch.cuda.is_available() else torch.device("cpu")
+        torch.set_num_threads(max(1, context.cpus_per_trial))
+        splits: SearchSplits = ray.get(context.data_ref[0])
+        self.splits = _to_device(splits, self.device)
+        run = RunDir(context.run_path)
+        key_groups = {key: group for group in run.groups for key in run.group_keys(group)}
+        pool = pool_on_this_node(context.search_id, context.run_path, context.pool_bytes)
+        self.node = ray.get_runtime_context().get_node_id()
+        self.fetched = 0
+
+        def fetch(group: str, epoch: int) -> Any:
+            self.fetched += 1
+            (ref,) = ray.get(pool.get.remote(group, epoch))
+            return ray.get(ref)
+
+        spec = context.spec
+        batches = spec.batch_iterator() if spec.batches else None
+        train = self.splits.train
+        model = spec.build_model().to(self.device)
+        self.scorer = SelectionScorer(
+            model,
+            key_groups,
+            fetch,
+            spec.evaluator(),
+            context.objective,
+            (lambda: batches(train)) if batches is not None else None,
+            context.update_bn,
+            context.prefix_modules,
+            context.prefix_cache_bytes,
+        )
+
+
+def _to_device(splits: SearchSplits, device: torch.device) -> SearchSplits:
+    if device.type == "cpu":
+        return splits
+
+    def move(value: Any) -> Any:
+        return value.to(device) if hasattr(value, "to") else value
+
+    return SearchSplits(
+        move(splits.search), [move(s) for s in splits.shards], splits.shard_sizes,
+        move(splits.confirm) if splits.confirm is not None else None, move(splits.train),
+        splits.search_size, splits.confirm_size,
+    )
+
+
+_WORKERS: dict[str, _Worker] = {}
+
+
+def worker_for(context: TrialContext) -> _Worker:
+    worker = _WORKERS.get(context.search_id)
+    if worker is None:
+        _WORKERS.clear()  # a new search in a reused process frees the previous model
+        worker = _WORKERS[context.search_id] = _Worker(context)
+    return worker
+
+
+def _maybe_crash() -> None:
+    marker = os.environ.get(CRASH_ENV)
+    if marker and not os.path.exists(marker):
+        with open(marker, "w") as handle:
+            handle.write(str(os.getpid()))
+        os._exit(1)
+
+
+def crossover_trial(config: dict[str, Any], context: TrialContext) -> None:
+    """Score ``config["epochs"]`` on the search shards, reporting after each; memo first."""
+    started = time.perf_counter()
+    key = config["key"]
+    memo = ray.get_actor(f"memo-{context.search_id}", namespace=NAMESPACE)
+    status, result = ray.get(memo.claim.remote(key))
+    base = {"selection": key, "origin": config["origin"], "host": socket.gethostname()}
+    if status == "hit":
+        tune.report({**result, **base, "from_memo": True, "groups_copied": 0, "trial_seconds": time.perf_counter() - started})
+        return
+    _maybe_crash()
+    worker = worker_for(context)
+    scorer = worker.scorer
+    before = scorer.stats.snapshot()
+    changed = scorer.load(config["epochs"])
+    splits = worker.splits
+    per_shard: list[dict[str, float]] = []
+    total = len(splits.shards)
+    for index, shard in enumerate(splits.shards):
+        per_shard.append(scorer.score(shard, f"search:{index}"))
+        metrics = weighted_mean(per_shard, splits.shard_sizes[: index + 1]) if total > 1 else per_shard[0]
+        after = scorer.stats.snapshot()
+        row = {
+            **{f"val/{k}": v for k, v in metrics.items()},
+            "objective": metrics[context.objective],
+            "shard": index + 1,
+            "shards": total,
+            "complete": index + 1 == total,
+            "from_memo": False,
+            "groups_copied": len(changed),
+            "bn_recomputed": after["bn_recomputes"] - before["bn_recomputes"],
+            "prefix_hits": after["prefix_hits"] - before["prefix_hits"],
+            "eval_seconds": (after["seconds_scoring"] - before["seconds_scoring"])
+            + (after["seconds_loading"] - before["seconds_loading"]),
+            "node": worker.node,
+        }
+        if index + 1 == total:
+            shared = {k: v for k, v in row.items() if k not in ("groups_copied", "bn_recomputed", "prefix_hits", "eval_seconds", "node")}
+            ray.get(memo.put.remote(key, shared))
+        tune.report({**row, **base, "trial_seconds": time.perf_counter() - started})

@@ -1,0 +1,79 @@
+"""Any registered algorithm as a Ray Tune searcher: each config carries its epoch set."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import ray
+from ray.tune.search import Searcher
+
+from search.algorithms import Algorithm, Proposal
+from search.memo import NAMESPACE
+from search.space import selection_key
+
+METRIC = "objective"
+
+
+class CrossoverSearcher(Searcher):
+    """Asks the algorithm for selections as Tune frees workers; tells it each trial's outcome.
+
+    A trial ASHA stopped is told as pruned (its partial score never reaches the sampler); a trial
+    re-run after ``Tuner.restore`` still reaches it (as a late result).
+    """
+
+    def __init__(self, algorithm: Algorithm, mode: str, search_id: str) -> None:
+        super().__init__(metric=METRIC, mode=mode)
+        self.algorithm = algorithm
+        self.search_id = search_id
+        self.live: dict[str, Proposal] = {}
+        self.ended: dict[str, Proposal] = {}
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if trial_id in self.live:
+            return self._config(self.live[trial_id])
+        proposal = self.algorithm.ask()
+        if proposal is None:
+            return Searcher.FINISHED if self.algorithm.finished and not self.live else None
+        self.live[trial_id] = proposal
+        return self._config(proposal)
+
+    @staticmethod
+    def _config(proposal: Proposal) -> dict[str, Any]:
+        return {
+            "epochs": {g: list(v) for g, v in proposal.epochs.items()},
+            "origin": proposal.origin,
+            "params": dict(proposal.params or {}),
+            "key": selection_key(proposal.epochs),
+        }
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        complete = bool(result and result.get("complete")) and not error
+        value = float(result[METRIC]) if complete and result is not None else None
+        proposal = self.live.pop(trial_id, None)
+        if proposal is None:
+            late = self.ended.get(trial_id)
+            if late is not None and value is not None:
+                self.algorithm.late_result(late, value)
+            return
+        self.ended[trial_id] = proposal
+        state = "complete" if complete else ("failed" if error else "pruned")
+        self.algorithm.tell(proposal, value, state)
+        if not complete:
+            self._release(selection_key(proposal.epochs))
+
+    def _release(self, key: str) -> None:
+        """Let a waiting duplicate score the selection this trial did not finish."""
+        try:
+            memo = ray.get_actor(f"memo-{self.search_id}", namespace=NAMESPACE)
+            memo.release.remote(key)
+        except ValueError:
+            pass
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(self.__dict__.copy(), handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as handle:
+            self.__dict__.update(pickle.load(handle))
