@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "analyze": "rayjobs.analyze_sweetspots",
     "combine": "rayjobs.combine_modules",
     "evaluate": "rayjobs.evaluate_combined",
+    "search": "rayjobs.search_crossover",
 }
 
 DESCRIPTION = "Find each module group's best training epoch and build one model from them."

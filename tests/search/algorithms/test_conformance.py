@@ -1,0 +1,111 @@
+"""One suite over every registered algorithm, driven as Tune would drive it (ask, tell)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from modules.spec import parse_spec
+from search.algorithms import ALGORITHMS, GREEDY, SINGLE, GreedySoup, Points, Proposal, Staged
+from search.space import CrossoverSpace, EpochSet, selection_key
+
+RECORDED = [1, 2, 3, 4, 5, 6]
+GROUPS = ["enc", "head", "aux"]
+BEST = {"enc": 4, "head": 4, "aux": 2}
+#: Trials per algorithm: GP's suggestions take about a second each here, so it gets fewer.
+BUDGET = {"gp": 15}
+
+
+def _space() -> CrossoverSpace:
+    spec = parse_spec(
+        {
+            "name": "s", "model": "m:f", "data": "m:f", "evaluate": "m:f",
+            "groups": {g: [f"{g}."] for g in GROUPS},
+            "couplings": [{"groups": ["enc", "head"], "max_epoch_gap": 0}],
+        },
+        "spec",
+    )
+    return CrossoverSpace.build(spec, GROUPS, RECORDED, max_half_width=1)
+
+
+def objective(epochs: EpochSet) -> float:
+    """A bowl around BEST, with averaging slightly rewarded (as soups often are)."""
+    total = 0.0
+    for group, chosen in epochs.items():
+        centre = sum(chosen) / len(chosen)
+        total += (centre - BEST[group]) ** 2 - 0.05 * (len(chosen) - 1)
+    return total
+
+
+def drive(algorithm, space: CrossoverSpace, budget: int, in_flight: int = 3) -> list[tuple[EpochSet, float]]:
+    """Up to ``in_flight`` proposals open at once, told in the order they were asked."""
+    seen: list[tuple[EpochSet, float]] = []
+    open_: list[Proposal] = []
+    while len(seen) < budget:
+        while len(open_) < in_flight and len(seen) + len(open_) < budget:
+            proposal = algorithm.ask()
+            if proposal is None:
+                break
+            open_.append(proposal)
+        if not open_:
+            break
+        proposal = open_.pop(0)
+        value = objective(proposal.epochs)
+        algorithm.tell(proposal, value, "complete")
+        seen.append((proposal.epochs, value))
+    return seen
+
+
+def _staged(name: str, space: CrossoverSpace, seed: int = 0) -> Staged:
+    singles = [Proposal(space.same_epoch(e), SINGLE) for e in RECORDED]
+    phases = [Points(space, "min", seed, singles), GreedySoup(space, "min", seed), ALGORITHMS[name](space, "min", seed)]
+    return Staged(space, "min", seed, phases)
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_every_algorithm_proposes_valid_selections_and_improves_on_the_baselines(name: str) -> None:
+    space = _space()
+    budget = BUDGET.get(name, 80)
+    seen = drive(_staged(name, space), space, budget=budget)
+    assert len(seen) >= min(budget, 20)
+    for epochs, _ in seen:
+        assert set(epochs) == set(GROUPS)
+        assert epochs["enc"] == epochs["head"]  # the coupling holds in every proposal
+        assert all(e in RECORDED for chosen in epochs.values() for e in chosen)
+    singles_best = min(objective(space.same_epoch(e)) for e in RECORDED)
+    assert min(v for _, v in seen) < singles_best
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_every_algorithm_is_deterministic_for_a_seed(name: str) -> None:
+    space = _space()
+    budget = BUDGET.get(name, 40)
+    first = [selection_key(e) for e, _ in drive(_staged(name, space, seed=3), space, budget=budget)]
+    again = [selection_key(e) for e, _ in drive(_staged(name, space, seed=3), space, budget=budget)]
+    assert first == again
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_pruned_and_failed_trials_do_not_stop_an_algorithm(name: str) -> None:
+    space = _space()
+    algorithm = ALGORITHMS[name](space, "min", 0)
+    algorithm.warm_start([])
+    for index in range(10):
+        proposal = algorithm.ask()
+        if proposal is None:
+            break
+        algorithm.tell(proposal, None, "pruned" if index % 2 else "failed")
+    assert not math.isnan(objective(space.same_epoch(1)))
+
+
+def test_the_greedy_soup_keeps_only_checkpoints_that_improve() -> None:
+    space = _space()
+    soup = GreedySoup(space, "min", 0)
+    from search.algorithms import Scored
+
+    soup.warm_start([Scored(space.same_epoch(e), objective(space.same_epoch(e)), SINGLE) for e in RECORDED])
+    drive(soup, space, budget=10, in_flight=1)
+    kept = soup.result()["enc"]
+    assert kept[0] in (3, 4) and objective(soup.result()) <= min(objective(space.same_epoch(e)) for e in RECORDED)
+    assert GREEDY == "greedy soup"
