@@ -15,22 +15,31 @@ from search.pool import NAMESPACE
 class SelectionMemo:
     """selection key -> full-split result; claims keep two trials from scoring the same selection."""
 
-    def __init__(self) -> None:
+    def __init__(self, wait_seconds: float = 600.0) -> None:
         self.results: dict[str, dict[str, Any]] = {}
-        self.pending: dict[str, asyncio.Event] = {}
+        self.pending: dict[str, tuple[str, asyncio.Event]] = {}
         self.answered = 0
+        self.wait_seconds = wait_seconds
 
-    async def claim(self, key: str) -> tuple[str, dict[str, Any] | None]:
-        """("hit", result), ("mine", None) to score it, after waiting out another trial's claim."""
+    async def claim(self, key: str, owner: str) -> tuple[str, dict[str, Any] | None]:
+        """("hit", result), or ("mine", None) to score it, after waiting out another trial's claim.
+
+        A trial retried after its worker died claims again under the same ``owner`` and gets it
+        back; a claim nobody finishes within ``wait_seconds`` passes to the waiting trial.
+        """
         while True:
             if key in self.results:
                 self.answered += 1
                 return "hit", self.results[key]
-            event = self.pending.get(key)
-            if event is None:
-                self.pending[key] = asyncio.Event()
+            held = self.pending.get(key)
+            if held is None or held[0] == owner:
+                self.pending[key] = (owner, held[1] if held else asyncio.Event())
                 return "mine", None
-            await event.wait()
+            try:
+                await asyncio.wait_for(held[1].wait(), self.wait_seconds)
+            except asyncio.TimeoutError:
+                self.pending[key] = (owner, held[1])
+                return "mine", None
 
     async def put(self, key: str, result: dict[str, Any]) -> None:
         self.results[key] = result
@@ -41,9 +50,9 @@ class SelectionMemo:
         self._release(key)
 
     def _release(self, key: str) -> None:
-        event = self.pending.pop(key, None)
-        if event is not None:
-            event.set()
+        held = self.pending.pop(key, None)
+        if held is not None:
+            held[1].set()
 
     async def stats(self) -> dict[str, int]:
         return {"scored": len(self.results), "answered": self.answered}

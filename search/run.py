@@ -92,8 +92,11 @@ def check_inputs(run: RunDir, output: Path, config: SearchConfig) -> None:
 
 
 def start_ray(address: str | None, config: SearchConfig) -> None:
-    """Join ``address`` (``auto`` or ``ray://...``), or start a local Ray; check GPUs exist."""
+    """Join ``address`` (``auto`` or ``ray://...``; inside a Ray job, the job's cluster), or start a
+    local Ray; check the GPUs asked for exist."""
     if not ray.is_initialized():
+        if address is None and not os.environ.get("RAY_ADDRESS"):
+            address = "local"  # never join a stray local cluster by accident
         try:
             ray.init(address=address, namespace=POOL_NAMESPACE, log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as error:
@@ -176,6 +179,7 @@ def _trial_rows(results: Any, groups: list[str]) -> pd.DataFrame:
             "bn_recomputed": metrics.get("bn_recomputed"),
             "prefix_hits": metrics.get("prefix_hits"),
             "node": metrics.get("node"),
+            "gpu_ids": metrics.get("gpu_ids"),
             "seconds": metrics.get("trial_seconds"),
             "eval_seconds": metrics.get("eval_seconds"),
             "finished_at": metrics.get("timestamp"),

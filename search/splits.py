@@ -16,6 +16,11 @@ class SplitError(SweetspotError, ValueError):
 
 
 def split_length(split: Any, name: str) -> int:
+    """Examples in a split: ``len(split)``, or the length of its tensors for tuples and mappings."""
+    if isinstance(split, Mapping) and split and all(isinstance(v, torch.Tensor) for v in split.values()):
+        return len(next(iter(split.values())))
+    if isinstance(split, (tuple, list)) and split and all(isinstance(v, torch.Tensor) for v in split):
+        return len(split[0])
     try:
         return len(split)
     except TypeError:
@@ -65,7 +70,7 @@ def cut_validation(
 ) -> SearchSplits:
     """A fixed, seeded cut: ``confirm_fraction`` of validation held back, the rest in ``shards``."""
     if confirm_fraction == 0 and shards == 1:
-        n = split_length(val, "val") if hasattr(val, "__len__") else 0
+        n = split_length(val, "val") if hasattr(val, "__len__") or isinstance(val, (tuple, list, Mapping)) else 0
         return SearchSplits(val, [val], [n], None, train, n, 0)
     n = split_length(val, "val")
     generator = torch.Generator().manual_seed(seed)

@@ -6,7 +6,6 @@ evaluation data (on the device) and the scorer's state live in ``_WORKERS`` acro
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from dataclasses import dataclass
@@ -22,9 +21,6 @@ from search.memo import NAMESPACE
 from search.pool import pool_on_this_node
 from search.scorer import SelectionScorer
 from search.splits import SearchSplits, weighted_mean
-
-#: Set in a test to make one trial's worker die mid-trial (a fault the search must survive).
-CRASH_ENV = "SWEETSPOT_TEST_CRASH_ONCE"
 
 
 @dataclass
@@ -107,25 +103,16 @@ def worker_for(context: TrialContext) -> _Worker:
     return worker
 
 
-def _maybe_crash() -> None:
-    marker = os.environ.get(CRASH_ENV)
-    if marker and not os.path.exists(marker):
-        with open(marker, "w") as handle:
-            handle.write(str(os.getpid()))
-        os._exit(1)
-
-
 def crossover_trial(config: dict[str, Any], context: TrialContext) -> None:
     """Score ``config["epochs"]`` on the search shards, reporting after each; memo first."""
     started = time.perf_counter()
     key = config["key"]
     memo = ray.get_actor(f"memo-{context.search_id}", namespace=NAMESPACE)
-    status, result = ray.get(memo.claim.remote(key))
+    status, result = ray.get(memo.claim.remote(key, tune.get_context().get_trial_id() or ""))
     base = {"selection": key, "origin": config["origin"], "host": socket.gethostname()}
     if status == "hit":
         tune.report({**result, **base, "from_memo": True, "groups_copied": 0, "trial_seconds": time.perf_counter() - started})
         return
-    _maybe_crash()
     worker = worker_for(context)
     scorer = worker.scorer
     before = scorer.stats.snapshot()
@@ -150,8 +137,9 @@ def crossover_trial(config: dict[str, Any], context: TrialContext) -> None:
             "eval_seconds": (after["seconds_scoring"] - before["seconds_scoring"])
             + (after["seconds_loading"] - before["seconds_loading"]),
             "node": worker.node,
+            "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()),
         }
         if index + 1 == total:
-            shared = {k: v for k, v in row.items() if k not in ("groups_copied", "bn_recomputed", "prefix_hits", "eval_seconds", "node")}
+            shared = {k: v for k, v in row.items() if k not in ("groups_copied", "bn_recomputed", "prefix_hits", "eval_seconds", "node", "gpu_ids")}
             ray.get(memo.put.remote(key, shared))
         tune.report({**row, **base, "trial_seconds": time.perf_counter() - started})

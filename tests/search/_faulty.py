@@ -1,0 +1,39 @@
+"""The tiny model with faults on request: a worker that dies once, evaluations that take a while."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from torch import nn
+
+from modules.spec import Spec, parse_spec
+from tests.modules import _tiny
+
+
+def build_model(seed: int = 0, crash_marker: str | None = None, delay: float = 0.0) -> nn.Module:
+    model = _tiny.build_model(seed)
+    model.crash_marker = crash_marker
+    model.delay = delay
+    return model
+
+
+def evaluate(model: nn.Module, split: Any) -> dict:
+    marker = getattr(model, "crash_marker", None)
+    if marker and not os.path.exists(marker):
+        with open(marker, "w") as handle:
+            handle.write(str(os.getpid()))
+        os._exit(1)  # the worker process dies mid-trial
+    if getattr(model, "delay", 0.0):
+        time.sleep(model.delay)
+    return _tiny.evaluate(model, split)
+
+
+def spec(couplings: list[dict] | None = None, **model_args: Any) -> Spec:
+    data = dict(_tiny.SPEC)
+    data.update(
+        model="tests.search._faulty:build_model", evaluate="tests.search._faulty:evaluate",
+        model_args=model_args, couplings=couplings or [],
+    )
+    return parse_spec(data, "faulty tiny spec")

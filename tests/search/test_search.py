@@ -1,0 +1,102 @@
+"""The search on a real local Ray with real Optuna: it finds the enumerated optimum, loads each
+group-epoch once per node, answers repeats from the memo, keeps couplings, survives a dying worker."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from modules.combine import iter_plan, load_into_model, plan_from_run
+from modules.rundir import RunDir
+from modules.selection import load_selection
+from search.api import search
+from search.config import SearchConfig
+from search.run import SearchError
+from tests.modules import _tiny
+from tests.search import _faulty
+
+COUPLED = [{"groups": ["encoder", "middle"], "max_epoch_gap": 0}]
+
+
+def brute_force_optimum(run: RunDir) -> tuple[dict[str, list[int]], float]:
+    """Every selection of the coupled space scored with combine's own loader, independently."""
+    data = _tiny.load_data()
+    model = _tiny.build_model()
+    best: tuple[dict[str, list[int]], float] | None = None
+    for shared, head in itertools.product(run.epochs, run.epochs):
+        epochs = {"encoder": [shared], "middle": [shared], "head": [head]}
+        load_into_model(model, iter_plan(plan_from_run(run, epochs)), "run")
+        value = _tiny.evaluate(model, data["val"])["loss"]
+        if best is None or value < best[1]:
+            best = (epochs, value)
+    assert best is not None
+    return best
+
+
+def test_grid_search_reaches_the_enumerated_optimum_once_per_selection(
+    ray_local: None, tiny_run_path: Path, tmp_path: Path
+) -> None:
+    run = RunDir(tiny_run_path)
+    optimum, value = brute_force_optimum(run)
+    result = search(
+        run, tmp_path / "out", _faulty.spec(COUPLED), algo="grid", num_samples=100, shards=1,
+        confirm_fraction=0.0, progress=False,
+    )
+    assert result.pick.epochs == optimum
+    assert result.pick.search_score == pytest.approx(value, rel=1e-12)
+    trials = pd.read_parquet(tmp_path / "out" / "trials.parquet")
+    seeds = trials["origin"].isin(["last epoch", "analysis pick"]).sum()
+    assert seeds == 2 and set(trials["status"]) == {"finished"}
+    assert len(trials) == 36 + seeds  # the seeds come back in the grid: answered from the memo
+    assert trials["from_memo"].sum() == seeds
+    assert trials.loc[~trials["from_memo"], "selection"].is_unique
+    (pool,) = result.pool  # one node: every group-epoch read from disk exactly once
+    assert pool["loads"] == pool["distinct"] == 3 * len(run.epochs) and pool["reloads"] == 0
+    selection = load_selection(tmp_path / "out" / "best_selection.json")
+    assert {g: selection.epochs_for(g, run.epochs) for g in run.groups} == optimum
+    assert json.loads((tmp_path / "out" / "best_selection.json").read_text())["_test_objective"] is not None
+    for name in ("search_report.md", "evaluation.json", "visualizations/convergence.png", "visualizations/per_group.png"):
+        assert (tmp_path / "out" / name).is_file(), name
+
+
+def test_tpe_on_fractional_gpus_keeps_couplings_and_retries_a_dead_worker(
+    ray_local: None, tiny_run_path: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "crashed"
+    gap = [{"groups": ["middle", "head"], "max_epoch_gap": 1}]
+    result = search(
+        tiny_run_path, tmp_path / "out", _faulty.spec(gap, crash_marker=str(marker)), algo="tpe",
+        num_samples=30, shards=2, confirm_fraction=0.25, include_averages=True, gpus_per_trial=0.5,
+        progress=False, evaluate=False,
+    )
+    assert marker.is_file()  # a worker died mid-trial ...
+    trials = result.trials
+    assert len(trials) == 30 and "failed" not in set(trials["status"])  # ... and its trial was retried
+    scored = trials[~trials["from_memo"]]
+    assert (scored["gpu_ids"].str.len() > 0).all()  # every trial ran on a (fake) GPU share
+    for _, row in trials.iterrows():
+        middle, head = json.loads(row["choice/middle"]), json.loads(row["choice/head"])
+        assert min(middle) - 1 <= min(head) and max(head) <= max(middle) + 1
+    assert {"single epoch", "greedy soup", "tpe"} <= set(trials["origin"])
+
+
+def test_bad_settings_are_refused_before_any_trial(ray_local: None, tiny_run_path: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        SearchConfig(algo="hyperband")
+    with pytest.raises(ValueError):
+        SearchConfig(num_samples=0)
+    with pytest.raises(ValueError):
+        SearchConfig(confirm_fraction=0.9)
+    spec = _faulty.spec()
+    with pytest.raises(SearchError, match="no search to resume"):
+        search(tiny_run_path, tmp_path / "nothing", spec, resume=True, progress=False)
+    with pytest.raises(SearchError, match="inside the run directory"):
+        search(tiny_run_path, tiny_run_path / "out", spec, progress=False)
+    with pytest.raises(SearchError, match="whole cluster has 2"):
+        search(tiny_run_path, tmp_path / "gpus", spec, gpus_per_trial=4, progress=False)
+    with pytest.raises(Exception, match="trust-run-spec"):
+        search(tiny_run_path, tmp_path / "trust", progress=False)
