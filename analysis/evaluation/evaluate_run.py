@@ -25,6 +25,7 @@ from analysis.evaluation.baselines import (
 )
 from analysis.evaluation.evaluate import CandidateEvaluator, EvaluationResult, run_evaluation
 from analysis.evaluation.report import headline, write_report
+from analysis.pipeline import RunAnalysis
 from modules.atomic import check_output_folder
 from modules.combine_plan import resolve_selection, selection_epochs
 from modules.devices import resolve_device
@@ -76,7 +77,7 @@ def evaluate(
     combination: Selection | Mapping[str, Any] | str | os.PathLike[str],
     *,
     spec: SpecLike | None = None,
-    analysis: str | os.PathLike[str] | None = None,
+    analysis: RunAnalysis | str | os.PathLike[str] | None = None,
     baselines: Sequence[int] = DEFAULT_SINGLE_EPOCHS,
     update_bn: bool = False,
     resamples: int = 2000,
@@ -91,7 +92,8 @@ def evaluate(
     temporary run on the fly; then ``spec`` is needed). ``combination`` is a combined model file
     (.safetensors / .pt), or a selection (group -> epoch or ``{"average": [first, last]}``, or a
     selection.json path) built on the fly; groups it does not name take the ``analysis``'s pick.
-    ``analysis`` is the folder `analyze` wrote (its plateau windows); without one it is computed.
+    ``analysis`` is what `analyze` returned or the folder it wrote (picks and plateau windows);
+    without one it is computed from the run.
     ``baselines`` are the single epochs compared (the nearest recorded ones).
     """
     out = check_output_folder(output) if output is not None else None  # before any work
@@ -100,7 +102,7 @@ def evaluate(
         raise EvaluationError(f"{out} is inside the run directory {source}; write elsewhere", param="output")
     model, selection = _combination(combination)
     # Cheap checks first: nothing below this block takes long until the run is imported.
-    info = read_analysis_dir(analysis) if analysis is not None else None
+    info = _given_analysis(analysis)
     spec_obj, spec_file = as_spec(spec) if spec is not None else (None, None)
     stored_run = run if isinstance(run, RunDir) else None
     if spec_obj is None and stored_run is None and (source / MANIFEST_NAME).is_file():
@@ -125,7 +127,10 @@ def evaluate(
             epochs = selection_epochs(resolved, run_dir)
             combined["combination_selection"] = resolved.to_json()
         evaluator = CandidateEvaluator(spec_obj, run_dir, device=resolve_device(device), model_desc=model_desc)
-        info, note, analysis_warnings = _analysis(run_dir, analysis, spec_obj)
+        if info is not None:
+            note, analysis_warnings = f"analysis read from {info.source}", []
+        else:
+            info, note, analysis_warnings = _analysis(run_dir, spec_obj)
         if model is not None:
             provenance = read_provenance(model)
             candidate = Candidate(
@@ -173,11 +178,25 @@ def _combination(combination: Any) -> tuple[Path | None, Selection | Mapping[str
     return path, None
 
 
-def _analysis(run: RunDir, folder: Any, spec: Any) -> tuple[AnalysisInfo | None, str, list[str]]:
-    """The analysis (read or computed) and its note; its warnings are issued again and returned."""
+def _given_analysis(analysis: Any) -> AnalysisInfo | None:
+    """Picks and plateau windows from an analysis folder or an ``analyze`` result; None when not given."""
+    if analysis is None:
+        return None
+    if isinstance(analysis, RunAnalysis):
+        windows = {g: a.plateau_window for g, a in analysis.groups.items()}
+        return AnalysisInfo(analysis.selection, windows, f"the analysis of {analysis.source}")
+    if isinstance(analysis, (str, os.PathLike)):
+        return read_analysis_dir(analysis)
+    raise EvaluationError(
+        f"{type(analysis).__name__} is neither what `analyze` returned nor the folder it wrote", param="analysis"
+    )
+
+
+def _analysis(run: RunDir, spec: Any) -> tuple[AnalysisInfo | None, str, list[str]]:
+    """The analysis computed from the run, and its note; its warnings are issued again and returned."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AnalysisWarning)
-        info, note = analysis_for(run, folder, spec)
+        info, note = analysis_for(run, None, spec)
     messages = [str(w.message) for w in caught if issubclass(w.category, AnalysisWarning)]
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
