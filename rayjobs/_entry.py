@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from sweetspot import SweetspotError, SweetspotWarning
 
@@ -38,21 +38,19 @@ def run_entry(
     return call_reporting_errors(run, args)
 
 
-def flag_for(param: str, flags: Mapping[str, str] | None = None) -> str:
+def flag_for(param: str) -> str:
     """The command-line option that gives the API argument ``param``."""
-    return {**COMMON_FLAGS, **(flags or {})}.get(param, "--" + param.replace("_", "-"))
+    return COMMON_FLAGS.get(param, "--" + param.replace("_", "-"))
 
 
-def call_reporting_errors(
-    run: Callable[[argparse.Namespace], int | None], args: argparse.Namespace, flags: Mapping[str, str] | None = None
-) -> int:
+def call_reporting_errors(run: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
     """Call ``run``; warnings of the library print as ``warning: ...``, its errors as ``error: ...``
     (naming the option whose value is wrong) with exit code 2."""
     try:
         with printed_warnings():
             return int(run(args) or 0)
     except SweetspotError as error:
-        message = error.named(flag_for(error.param, flags)) if error.param else str(error)
+        message = error.named(flag_for(error.param)) if error.param else str(error)
         print(f"error: {message}", file=sys.stderr)
         return 2
 
