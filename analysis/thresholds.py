@@ -158,11 +158,11 @@ def load_thresholds(path: str | os.PathLike[str], n_checkpoints: int | None = No
     """Read and validate ``thresholds.json``; ``n_checkpoints`` also bounds ``stability_window``."""
     path = Path(path)
     if not path.is_file():
-        raise AnalysisError(f"thresholds file {path} does not exist; pass an existing --thresholds file or omit it")
+        raise AnalysisError(f"{path} does not exist; pass an existing thresholds file or none", param="thresholds")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
-        raise AnalysisError(f"{path} is not readable JSON ({error}); fix the file or omit --thresholds") from None
+        raise AnalysisError(f"{path} is not readable JSON ({error}); fix the file or pass none", param="thresholds") from None
     return parse_thresholds(data, str(path), n_checkpoints)
 
 

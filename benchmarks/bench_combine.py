@@ -62,25 +62,30 @@ def make_sources(folder: Path, width: int, epochs: int) -> dict:
 
 
 def worker_sweetspot_run(folder: Path, choice: dict, out: Path) -> float:
-    from modules.combine import combine, plan_from_run, selection_epochs
+    from modules.combine import write_combined
+    from modules.combine_plan import (
+        plan_from_run,
+        selection_epochs,
+    )
     from modules.rundir import RunDir
     from modules.selection import parse_selection
 
     start = time.perf_counter()
     run = RunDir(folder / "run")
     selection = parse_selection(choice)
-    combine(plan_from_run(run, selection_epochs(selection, run), selection.to_json()), out)
+    write_combined(plan_from_run(run, selection_epochs(selection, run), selection.to_json()), out)
     return time.perf_counter() - start
 
 
 def worker_sweetspot_files(folder: Path, choice: dict, out: Path) -> float:
-    from modules.combine import combine, plan_from_files
+    from modules.combine import write_combined
+    from modules.combine_plan import plan_from_files
     from modules.spec import load_spec
 
     start = time.perf_counter()
     spec = load_spec(folder / "run" / "sweetspot.yaml")
     files = {g: folder / f"checkpoint_epoch_{e}.pt" for g, e in choice.items()}
-    combine(plan_from_files(spec, files), out)
+    write_combined(plan_from_files(spec, files), out)
     return time.perf_counter() - start
 
 

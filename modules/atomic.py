@@ -55,19 +55,19 @@ def write_json_atomic(target: str | os.PathLike[str], obj: Any) -> None:
     write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def check_output_folder(path: str | os.PathLike[str], option: str = "--output") -> Path:
+def check_output_folder(path: str | os.PathLike[str], param: str = "output") -> Path:
     """An output folder: new or an existing folder, never an existing file (checked before any work)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise OutputPathError(f"{option} {path} is an existing file; pass a folder for the results (new or existing)")
+        raise OutputPathError(f"{path} is an existing file; pass a folder for the results (new or existing)", param=param)
     return path
 
 
-def check_output_file(path: str | os.PathLike[str], option: str = "--output") -> Path:
+def check_output_file(path: str | os.PathLike[str], param: str = "output") -> Path:
     """An output file: new or an existing file, never a folder; its parent folder is created if missing."""
     path = Path(path)
     if path.is_dir():
-        raise OutputPathError(f"{option} {path} is a folder; pass a file name, e.g. {path / 'combined.safetensors'}")
+        raise OutputPathError(f"{path} is a folder; pass a file name, e.g. {path / 'combined.safetensors'}", param=param)
     if path.name in ("", ".", ".."):
-        raise OutputPathError(f"{option} {path} names no file; pass a file name such as combined.safetensors")
+        raise OutputPathError(f"{path} names no file; pass a file name such as combined.safetensors", param=param)
     return path

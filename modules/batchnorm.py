@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from modules.errors import CombineError
+
+if TYPE_CHECKING:
+    from modules.combine_plan import CombinePlan
 
 
 def batchnorm_layers(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
@@ -154,3 +157,20 @@ def update_bn(
     if seen == 0:
         raise CombineError(f"{source} yielded no batches, so BatchNorm statistics cannot be recomputed")
     return seen
+
+
+def recompute_batchnorm(
+    model: nn.Module, plan: CombinePlan, batches: Callable[[], Iterable[Any]], source: str = "the train split"
+) -> list[str]:
+    """Recompute BatchNorm statistics of a combine's averaged or crossed groups only (``stale_batchnorm``).
+
+    ``batches()`` yields model inputs of the training split; returns the layers recomputed.
+    """
+    sources = {g.group: tuple(s.epoch if s.epoch is not None else str(s.path) for s in g.sources) for g in plan.groups}
+    key_groups = {key: g.group for g in plan.groups for key in g.infos}
+    first = next(iter(batches()), None)
+    if first is None:
+        raise CombineError(f"{source} yielded no batches, so BatchNorm statistics cannot be recomputed")
+    layers = stale_batchnorm(model, key_groups, sources, first)
+    update_bn(model, batches(), source, layers)
+    return layers

@@ -16,13 +16,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise SweetspotError(f"--device {name!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
+        raise SweetspotError(f"{name!r} is not a torch device; use auto, cpu, cuda or cuda:N", param="device") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise SweetspotError(f"--device {name} asked for a GPU but torch sees none; use --device cpu or auto")
+            raise SweetspotError(f"{name} asked for a GPU but torch sees none; use cpu or auto", param="device")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise SweetspotError(
-                f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s); use cuda:0 .."
-                f" cuda:{torch.cuda.device_count() - 1}"
+                f"{name}: this machine has {torch.cuda.device_count()} GPU(s); use cuda:0 .."
+                f" cuda:{torch.cuda.device_count() - 1}",
+                param="device",
             )
     return device

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 
 class SweetspotError(Exception):
-    """Base class: a problem the user can act on, described in one or more sentences."""
+    """Base class: a problem the user can act on, described in one or more sentences.
+
+    With ``param`` (the API argument whose value is wrong, e.g. ``"output"``) the message reads
+    ``"output /x is a folder; ..."``; a command line names its own option instead (``named``).
+    """
+
+    def __init__(self, message: str = "", *, param: str | None = None) -> None:
+        super().__init__(f"{param} {message}" if param else message)
+        self.param = param
+        self.detail = message
+
+    def named(self, name: str) -> str:
+        """The message with the value named ``name`` (e.g. ``--output``) instead of the API argument."""
+        return f"{name} {self.detail}" if self.param else str(self)
 
 
 class SpecError(SweetspotError, ValueError):
@@ -29,3 +42,11 @@ class CombineError(SweetspotError, ValueError):
 
 class EvaluationError(SweetspotError, ValueError):
     """An evaluation cannot be carried out as asked (inconsistent losses, missing baselines input)."""
+
+
+class SweetspotWarning(UserWarning):
+    """Something the user should check; the step went on (a command line prints it as ``warning: ...``)."""
+
+
+class CombineWarning(SweetspotWarning):
+    """A combination the library built but doubts, e.g. one that breaks a coupling of the spec."""

@@ -10,7 +10,6 @@ import difflib
 import json
 import math
 import os
-import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -26,11 +25,11 @@ from modules.checkpoint_io import (
     load_state_dict,
     without_skip_advice,
 )
+from modules.checkpoint_names import CHECKPOINT_RE, epoch_of_file  # noqa: F401 - re-exported
 from modules.errors import CheckpointImportError, RunDirError, SpecError, UnsafeCheckpointError
 from modules.rundir import MANIFEST_NAME, METRIC_COLUMNS, RunDir, RunWriter, TensorInfo, sync_tree
 from modules.spec import MODEL_GROUP, Spec, dump_spec
 
-CHECKPOINT_RE = re.compile(r"^checkpoint_epoch_(\d+)\.(pt|pth|safetensors)$")
 METRICS_FILES = ("metrics.csv", "metrics.jsonl")
 PARTIAL_SUFFIX = ".partial-"
 
@@ -115,12 +114,6 @@ class _Checkpoint:
 def _is_memory_mapped(path: Path) -> bool:
     """Whether ``load_state_dict`` maps ``path`` lazily (zip-format .pt and safetensors) rather than reading it."""
     return path.suffix == ".safetensors" or is_zip_file(path)
-
-
-def epoch_of_file(path: str | os.PathLike[str]) -> int | None:
-    """The epoch in a ``checkpoint_epoch_<N>.pt`` (.pth, .safetensors) file name; None for other names."""
-    match = CHECKPOINT_RE.match(Path(path).name)
-    return int(match.group(1)) if match else None
 
 
 def find_checkpoints(source_dir: Path) -> dict[int, Path]:

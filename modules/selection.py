@@ -150,7 +150,7 @@ def load_selection(path: str | os.PathLike[str]) -> Selection:
     """Read and validate ``selection.json``."""
     path = Path(path)
     if not path.is_file():
-        raise SelectionError(f"selection file {path} does not exist; run `sweetspot analyze` or pass --group")
+        raise SelectionError(f"selection file {path} does not exist; run `sweetspot analyze` or name each group's epoch")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -178,3 +178,30 @@ def coupling_violations(epochs: Mapping[str, list[int]], couplings: Iterable[Cou
                 f" its groups, but the selection puts {chosen} ({spread:g} apart)"
             )
     return problems
+
+
+#: The files ``sweetspot analyze`` writes its per-group picks into, in the order they are read.
+ANALYSIS_METRICS_FILE = "module_metrics.json"
+ANALYSIS_SELECTION_FILE = "selection.json"
+
+
+def analysis_picks(folder: str | os.PathLike[str]) -> Selection:
+    """The per-group picks in an analysis folder: ``module_metrics.json`` (groups.*.pick), else ``selection.json``."""
+    folder = Path(folder)
+    metrics_path = folder / ANALYSIS_METRICS_FILE
+    if metrics_path.is_file():
+        try:
+            groups = json.loads(metrics_path.read_text(encoding="utf-8"))["groups"]
+            picks = {g: v["pick"] for g, v in groups.items()}
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+            raise SelectionError(
+                f"{metrics_path} lacks groups.<group>.pick ({error!r}); re-run `sweetspot analyze`"
+            ) from None
+        return parse_selection(picks, f"{metrics_path} groups.*.pick")
+    if (folder / ANALYSIS_SELECTION_FILE).is_file():
+        return load_selection(folder / ANALYSIS_SELECTION_FILE)
+    raise SelectionError(
+        f"{folder} holds neither {ANALYSIS_METRICS_FILE} nor {ANALYSIS_SELECTION_FILE}; pass the folder"
+        " `sweetspot analyze` wrote",
+        param="analysis",
+    )

@@ -1,12 +1,17 @@
-"""Shared plumbing for entrypoints: argument parsing and turning user errors into messages."""
+"""Shared plumbing for entrypoints: argument parsing, and turning user errors and warnings into messages."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 
-from modules.errors import SweetspotError
+from sweetspot import SweetspotError, SweetspotWarning
+
+#: API argument -> the option that gives it, where the names differ (others: ``--`` + the argument).
+COMMON_FLAGS = {"run": "--checkpoint-dir", "fmt": "--format", "source": "--from"}
 
 
 def run_entry(
@@ -16,19 +21,52 @@ def run_entry(
     run: Callable[[argparse.Namespace], int | None],
     argv: Sequence[str] | None = None,
     epilog: str | None = None,
+    translate: Callable[[list[str]], list[str]] | None = None,
 ) -> int:
-    """Parse ``argv`` and call ``run``; a SweetspotError becomes ``error: ...`` and exit code 2."""
+    """Parse ``argv`` (after ``translate``) and call ``run``; a SweetspotError becomes ``error: ...``, exit 2."""
     parser = argparse.ArgumentParser(
         prog=prog, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_arguments(parser)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv = translate(argv) if translate is not None else argv
+    except SweetspotError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     return call_reporting_errors(run, args)
 
 
+def flag_for(param: str) -> str:
+    """The command-line option that gives the API argument ``param``."""
+    return COMMON_FLAGS.get(param, "--" + param.replace("_", "-"))
+
+
 def call_reporting_errors(run: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+    """Call ``run``; warnings of the library print as ``warning: ...``, its errors as ``error: ...``
+    (naming the option whose value is wrong) with exit code 2."""
     try:
-        return int(run(args) or 0)
+        with printed_warnings():
+            return int(run(args) or 0)
     except SweetspotError as error:
-        print(f"error: {error}", file=sys.stderr)
+        message = error.named(flag_for(error.param)) if error.param else str(error)
+        print(f"error: {message}", file=sys.stderr)
         return 2
+
+
+@contextlib.contextmanager
+def printed_warnings() -> Iterator[None]:
+    """Print the library's warnings as ``warning: MESSAGE`` lines on stderr, as they happen, every time."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+        if issubclass(category, SweetspotWarning):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SweetspotWarning)
+        warnings.showwarning = show
+        yield

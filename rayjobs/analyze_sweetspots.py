@@ -7,18 +7,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
-from analysis.errors import AnalysisError, AnalysisWarning
-from analysis.pipeline import analyze_run
-from analysis.report import pick_summary, write_outputs
-from analysis.thresholds import load_thresholds
-from modules.atomic import check_output_folder
-from modules.importer import open_run
-from modules.spec import load_spec
+import sweetspot
+from analysis.report import METRICS_FILE, REPORT_FILE, SELECTION_FILE, pick_summary
 from rayjobs._entry import run_entry
 
 DESCRIPTION = (
@@ -41,35 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true", help="skip visualizations/")
 
 
-def _is_inside(path: Path, folder: Path) -> bool:
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
-
-
 def run(args: argparse.Namespace) -> int:
     """Analyse the run and write the results; errors are raised as SweetspotError."""
-    output = check_output_folder(args.output)  # an existing file is refused before any work
-    source = Path(args.checkpoint_dir)
-    if source.is_dir() and _is_inside(output, source):
-        raise AnalysisError(
-            f"--output {output} is inside the run directory {source}; inputs are never modified, so"
-            " choose an output folder outside it"
-        )
-    spec = load_spec(args.spec) if args.spec else None
-    with tempfile.TemporaryDirectory(prefix="sweetspot-import-") as scratch:
-        run_dir = open_run(source, spec, scratch)
-        thresholds = load_thresholds(args.thresholds, len(run_dir.epochs)) if args.thresholds else None
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", AnalysisWarning)
-            # messages name the folder the user gave, not the temporary import of it
-            analysis = analyze_run(run_dir, spec, thresholds, source=str(source), spec_file=args.spec)
-    for warning in caught:
-        print(f"warning: {warning.message}", file=sys.stderr)
-    written = write_outputs(analysis, output, plots=not args.no_plots)
+    analysis = sweetspot.analyze(
+        args.checkpoint_dir, spec=args.spec, thresholds=args.thresholds, output=args.output,
+        plots=not args.no_plots, progress=True,
+    )
     for group, result in analysis.groups.items():
         print(pick_summary(group, result))
-    for name, path in written.items():
-        print(f"wrote {name}: {path}")
+    written = [METRICS_FILE, REPORT_FILE, SELECTION_FILE] + (["visualizations/"] if not args.no_plots else [])
+    print(f"wrote {', '.join(written)} into {args.output}")
     return 0
 
 

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from rayjobs._entry import call_reporting_errors
+from sweetspot import SweetspotError
 
 #: subcommand -> module in ``rayjobs`` defining ``DESCRIPTION``, ``add_arguments`` and ``run``.
 SUBCOMMANDS = {
@@ -34,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="sweetspot", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    modules = {}
     for name, module_name in SUBCOMMANDS.items():
         try:
             module = importlib.import_module(module_name)
@@ -48,8 +50,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             epilog=getattr(module, "EPILOG", None),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        modules[name] = module
         module.add_arguments(command)
         command.set_defaults(_run=module.run)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    translate = getattr(modules.get(argv[0]) if argv else None, "translate_argv", None)
+    if translate is not None:
+        try:
+            argv = [argv[0], *translate(argv[1:])]
+        except SweetspotError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     return call_reporting_errors(args._run, args)
 

@@ -6,8 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from modules.importer import import_checkpoints
-from modules.spec import load_spec
+import sweetspot
 from rayjobs._entry import run_entry
 
 DESCRIPTION = (
@@ -29,8 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Import and print a short summary; errors are raised as SweetspotError."""
-    spec = load_spec(args.spec)
-    report = import_checkpoints(args.source, spec, args.out, skip_bad=args.skip_bad, progress=not args.quiet)
+    report = sweetspot.import_run(args.source, args.spec, args.out, skip_bad=args.skip_bad, progress=not args.quiet)
     print(report.summary())
     return 0
 

@@ -10,7 +10,12 @@ from typing import Any
 
 from modules.errors import EvaluationError
 from modules.rundir import RunDir
-from modules.selection import Selection, parse_selection
+from modules.selection import (
+    ANALYSIS_METRICS_FILE,
+    ANALYSIS_SELECTION_FILE,
+    Selection,
+    analysis_picks,
+)
 from modules.soups import EpochSet, lawa, plateau_average, same_epochs, uniform_soup
 
 #: Single epochs compared by default, as in the seed's phase 4.1.
@@ -79,7 +84,7 @@ def averaged_candidates(run: RunDir, analysis: AnalysisInfo | None, has_bn: bool
     last = run.epochs[-1]
     out = [Candidate(f"last epoch ({last})", "last", same_epochs(run, [last]))]
     if analysis is None:
-        notes.append("plateau average skipped: no analysis given (--analysis DIR) and none could be computed")
+        notes.append("plateau average skipped: no analysis given and none could be computed")
     else:
         fallback = {g: analysis.picks.epochs_for(g, run.epochs) for g in run.groups if g in analysis.picks.root}
         epochs, fell_back = plateau_average(run, analysis.plateau_windows, fallback)
@@ -90,29 +95,20 @@ def averaged_candidates(run: RunDir, analysis: AnalysisInfo | None, has_bn: bool
 
 
 def read_analysis_dir(folder: str | os.PathLike[str]) -> AnalysisInfo:
-    """Read ``module_metrics.json`` (picks and plateau windows) or, failing that, ``selection.json``."""
+    """Picks and plateau windows from ``module_metrics.json``, or picks alone from ``selection.json``."""
     folder = Path(folder)
-    metrics_path = folder / "module_metrics.json"
-    selection_path = folder / "selection.json"
-    if metrics_path.is_file():
-        try:
-            data = json.loads(metrics_path.read_text(encoding="utf-8"))
-            groups = data["groups"]
-            picks = parse_selection({g: v["pick"] for g, v in groups.items()}, f"{metrics_path} groups.*.pick")
-            windows = {g: (tuple(v["plateau_window"]) if v.get("plateau_window") else None) for g, v in groups.items()}
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
-            raise EvaluationError(
-                f"{metrics_path} lacks groups.<group>.pick / plateau_window ({error!r}); re-run `sweetspot analyze`"
-            ) from None
-        return AnalysisInfo(picks, windows, str(metrics_path))  # type: ignore[arg-type]
-    if selection_path.is_file():
-        from modules.selection import load_selection
-
-        return AnalysisInfo(load_selection(selection_path), {}, str(selection_path))
-    raise EvaluationError(
-        f"--analysis {folder} holds neither module_metrics.json nor selection.json; pass the folder"
-        " `sweetspot analyze` wrote"
-    )
+    picks = analysis_picks(folder)
+    metrics_path = folder / ANALYSIS_METRICS_FILE
+    if not metrics_path.is_file():
+        return AnalysisInfo(picks, {}, str(folder / ANALYSIS_SELECTION_FILE))
+    groups = json.loads(metrics_path.read_text(encoding="utf-8"))["groups"]  # checked by analysis_picks
+    try:
+        windows = {g: (tuple(v["plateau_window"]) if v.get("plateau_window") else None) for g, v in groups.items()}
+    except (TypeError, AttributeError) as error:
+        raise EvaluationError(
+            f"{metrics_path} has a malformed groups.<group>.plateau_window ({error!r}); re-run `sweetspot analyze`"
+        ) from None
+    return AnalysisInfo(picks, windows, str(metrics_path))  # type: ignore[arg-type]
 
 
 def analysis_for(run: RunDir, folder: str | os.PathLike[str] | None, spec: Any = None) -> tuple[AnalysisInfo | None, str]:

@@ -18,17 +18,16 @@ from analysis.evaluation.baselines import (
     single_epoch_candidates,
 )
 from analysis.evaluation.bootstrap import PairedInterval, paired_bootstrap
-from modules.batchnorm import has_batchnorm, update_bn
-from modules.combine import (
+from modules.batchnorm import has_batchnorm, recompute_batchnorm, update_bn
+from modules.combine_plan import plan_from_run
+from modules.combine_sources import iter_plan
+from modules.errors import EvaluationError
+from modules.model_fit import (
     FIT_FIX,
     describe_spec_model,
-    iter_plan,
     load_file_into_model,
     load_into_model,
-    plan_from_run,
-    recompute_batchnorm,
 )
-from modules.errors import EvaluationError
 from modules.rundir import RunDir
 from modules.scalars import as_scalar
 from modules.soups import EpochSet, GreedySoup, greedy_soup, same_epochs

@@ -12,19 +12,23 @@ import torch
 from safetensors.torch import load_file
 
 from modules.atomic import OutputPathError
-from modules.combine import (
+from modules.combine import write_combined
+from modules.combine_plan import (
+    plan_from_files,
+    plan_from_run,
+    selection_epochs,
+)
+from modules.errors import CheckpointImportError, CombineError, UnsafeCheckpointError
+from modules.model_fit import (
     check_file_fits,
-    combine,
     describe_spec_model,
     load_file_into_model,
     model_layout,
-    plan_from_files,
-    plan_from_run,
+)
+from modules.provenance import (
     read_provenance,
-    selection_epochs,
     sidecar_path,
 )
-from modules.errors import CheckpointImportError, CombineError, UnsafeCheckpointError
 from modules.rundir import RunDir
 from modules.selection import SelectionError, parse_selection
 from tests.modules import _tiny
@@ -49,7 +53,7 @@ def plan_for(run_path: Path, choice: dict):
 def test_picks_are_bit_exact_per_group(tiny_run: Path, tmp_path: Path) -> None:
     choice = {"encoder": 2, "middle": 5, "head": 6}
     out = tmp_path / "combined.safetensors"
-    combine(plan_for(tiny_run, choice), out)
+    write_combined(plan_for(tiny_run, choice), out)
     combined = load_file(out)
     expected_keys = set()
     for group, epoch in choice.items():
@@ -64,7 +68,7 @@ def test_picks_are_bit_exact_per_group(tiny_run: Path, tmp_path: Path) -> None:
 
 def test_average_equals_hand_mean_and_integer_buffers_from_last_epoch(tiny_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "avg.safetensors"
-    combine(plan_for(tiny_run, {"encoder": {"average": [2, 4]}, "middle": {"average": [1, 6]}, "head": 3}), out)
+    write_combined(plan_for(tiny_run, {"encoder": {"average": [2, 4]}, "middle": {"average": [1, 6]}, "head": 3}), out)
     combined = load_file(out)
     a, b, c = (stored(tiny_run, e, "encoder") for e in (2, 3, 4))
     for key in a:
@@ -83,7 +87,7 @@ def test_average_equals_hand_mean_and_integer_buffers_from_last_epoch(tiny_run: 
 def test_provenance_round_trip_and_strict_load(tiny_run: Path, tmp_path: Path) -> None:
     choice = {"encoder": {"average": [3, 5]}, "middle": 4, "head": 6}
     out = tmp_path / "c.safetensors"
-    combine(plan_for(tiny_run, choice), out)
+    write_combined(plan_for(tiny_run, choice), out)
     prov = read_provenance(out)
     assert prov["selection"] == choice
     assert prov["sweetspot_version"] == "0.1.0"
@@ -99,7 +103,7 @@ def test_provenance_round_trip_and_strict_load(tiny_run: Path, tmp_path: Path) -
 
 def test_pt_output_with_sidecar(tiny_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "combined_model.pt"
-    combine(plan_for(tiny_run, {"encoder": 1, "middle": 2, "head": 3}), out)
+    write_combined(plan_for(tiny_run, {"encoder": 1, "middle": 2, "head": 3}), out)
     state = torch.load(out, weights_only=True)
     assert torch.equal(state["middle.0.weight"], stored(tiny_run, 2, "middle")["middle.0.weight"])
     prov = json.loads(sidecar_path(out).read_text())
@@ -123,7 +127,7 @@ def test_seed_form_over_raw_checkpoints(tiny_run: Path, tmp_path: Path) -> None:
     paths = save_seed_checkpoints(tiny_run, tmp_path)
     plan = plan_from_files(_tiny.spec(), {"encoder": paths[4], "head": paths[2]}, default=paths[6])
     out = tmp_path / "out" / "combined_model.pt"
-    combine(plan, out)
+    write_combined(plan, out)
     state = torch.load(out, weights_only=True)
     for group, epoch in {"encoder": 4, "middle": 6, "head": 2}.items():
         for key, tensor in stored(tiny_run, epoch, group).items():
@@ -135,7 +139,7 @@ def test_seed_form_over_raw_checkpoints(tiny_run: Path, tmp_path: Path) -> None:
     renamed = tmp_path / "final_model.pt"
     renamed.write_bytes(paths[6].read_bytes())
     plan = plan_from_files(_tiny.spec(), {"encoder": [paths[4], paths[6]]}, default=renamed)
-    combine(plan, tmp_path / "out" / "b.pt")
+    write_combined(plan, tmp_path / "out" / "b.pt")
     sources = json.loads(sidecar_path(tmp_path / "out" / "b.pt").read_text())["sources"]
     assert [s["epoch"] for s in sources["encoder"]] == [4, 6] and [s["epoch"] for s in sources["head"]] == [None]
     with pytest.raises(CombineError, match=r"\['middle'\]"):
@@ -170,7 +174,7 @@ def test_bad_selection(tiny_run: Path, choice: dict, message: str) -> None:
 def test_output_inside_run_dir_is_refused(tiny_run: Path) -> None:
     target = tiny_run / "combined.safetensors"
     with pytest.raises(CombineError, match="inside the run directory"):
-        combine(plan_for(tiny_run, {"encoder": 1, "middle": 1, "head": 1}), target)
+        write_combined(plan_for(tiny_run, {"encoder": 1, "middle": 1, "head": 1}), target)
     assert not target.exists()
 
 
@@ -209,7 +213,7 @@ def test_update_bn_with_a_model_that_does_not_fit_names_run_and_model(tiny_run: 
     plan = plan_for(tiny_run, {"encoder": 1, "middle": 2, "head": 3})
     out = tmp_path / "c.safetensors"
     with pytest.raises(CombineError) as info:
-        combine(plan, out, bn_batches=_tiny_bn_batches, model_factory=lambda: torch.nn.Linear(4, 16), model_desc="the model X")
+        write_combined(plan, out, bn_batches=_tiny_bn_batches, model_factory=lambda: torch.nn.Linear(4, 16), model_desc="the model X")
     text = str(info.value)
     assert text.startswith(f"the weights in run directory {tiny_run} do not fit the model X: 2 keys the model has")
     assert "does not fit" not in text and not out.exists()
@@ -219,7 +223,7 @@ def test_output_that_is_a_folder_is_refused_before_reading(tiny_run: Path, tmp_p
     plan = plan_for(tiny_run, {"encoder": 1, "middle": 2, "head": 3})
     for target in (tmp_path, f"{tmp_path}/"):
         with pytest.raises(OutputPathError, match="is a folder; pass a file name"):
-            combine(plan, target)
+            write_combined(plan, target)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
@@ -245,8 +249,8 @@ def _tiny_bn_batches():
 )
 def test_update_bn_recomputes_only_averaged_or_crossed_groups(tiny_run: Path, tmp_path: Path, choice: dict, recomputed: list) -> None:
     plain, updated = tmp_path / "plain.safetensors", tmp_path / "bn.safetensors"
-    combine(plan_for(tiny_run, choice), plain)
-    combine(plan_for(tiny_run, choice), updated, bn_batches=_tiny_bn_batches, model_factory=_tiny.build_model)
+    write_combined(plan_for(tiny_run, choice), plain)
+    write_combined(plan_for(tiny_run, choice), updated, bn_batches=_tiny_bn_batches, model_factory=_tiny.build_model)
     assert read_provenance(updated)["batchnorm_recomputed"] == recomputed
     a, b = load_file(plain), load_file(updated)
     changed = {k for k in a if not torch.equal(a[k], b[k])}

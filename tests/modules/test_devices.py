@@ -16,7 +16,7 @@ def test_auto_and_cpu() -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_a_gpu_that_is_not_there_is_refused() -> None:
-    with pytest.raises(SweetspotError, match="asked for a GPU but torch sees none; use --device cpu"):
+    with pytest.raises(SweetspotError, match="device cuda.* asked for a GPU but torch sees none; use cpu"):
         resolve_device("cuda")
 
 

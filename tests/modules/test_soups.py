@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from modules.combine import combine, plan_from_run
+from modules.combine import write_combined
+from modules.combine_plan import plan_from_run
 from modules.errors import CombineError
 from modules.rundir import RunDir, RunWriter
 from modules.soups import greedy_soup, lawa, plateau_average, uniform_soup
@@ -46,7 +47,7 @@ def test_greedy_soup_known_answer(scalar_run: RunDir, tmp_path: Path) -> None:
     def soup_objective(epochs: list[int]) -> float:
         calls.append(epochs)
         out = tmp_path / f"soup-{'-'.join(map(str, epochs))}.safetensors"
-        combine(plan_from_run(scalar_run, {"a": epochs, "b": epochs}), out)
+        write_combined(plan_from_run(scalar_run, {"a": epochs, "b": epochs}), out)
         return abs(float(load_file(out)["a.w"][0]) - 10.0)
 
     singles = {e: abs(v - 10.0) for e, v in VALUES.items()}

@@ -121,7 +121,7 @@ def test_seed_form_takes_unnamed_groups_from_the_analysis(tmp_path: Path, capsys
     (seed / "checkpoint_epoch_2.pt").unlink()
     assert combine_modules.main([*base, "--output", str(tmp_path / "x.pt")]) == 2
     err = capsys.readouterr().err
-    assert "picks epoch 2 for group 'middle'" in err and "no checkpoint_epoch_2.pt" in err and "--middle FILE" in err
+    assert "picks epoch 2 for group 'middle'" in err and "no checkpoint_epoch_2.pt" in err and "name a file for group 'middle'" in err
     assert not (tmp_path / "x.pt").exists()
 
 
@@ -196,8 +196,8 @@ def test_evaluate_checks_the_model_file_before_the_analysis(demo_run: Path, tmp_
     printed = capsys.readouterr()
     assert code == 2
     assert printed.err == (
-        f"error: --model {missing} does not exist; pass the file `sweetspot combine --output` wrote (e.g."
-        " combined.safetensors), or evaluate a selection with --selection selection.json instead\n"
+        f"error: --model {missing} does not exist; pass the combined model file (e.g."
+        " combined.safetensors), or evaluate a selection (selection.json) instead\n"
     )
     assert not out.exists()
 
@@ -230,7 +230,7 @@ def test_evaluate_with_a_spec_that_builds_another_model(demo_run: Path, tmp_path
         " modules.demo.model:build_model with model_args {'width': 32, 'seed': 0}): "
     )
     assert "shape mismatches ['backbone.0.weight [256, 24] vs model [128, 24]'" in err
-    assert "[]" not in err and "Pass the --spec the run was recorded with" in err
+    assert "[]" not in err and "Pass the spec the run was recorded with" in err
 
 
 def test_combine_warns_when_a_selection_breaks_a_coupling(demo_run: Path, tmp_path: Path, capsys) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from modules.combine import read_provenance
+from modules.provenance import read_provenance
 from modules.rundir import RunDir
 from rayjobs import analyze_sweetspots, combine_modules, evaluate_combined
 

@@ -1,0 +1,25 @@
+"""``import_run``: a folder of ``checkpoint_epoch_<N>.pt`` files (plus metrics) into a run directory."""
+
+from __future__ import annotations
+
+import os
+
+from modules.importer import ImportReport, import_checkpoints
+from modules.run_spec import SpecLike, as_spec
+
+
+def import_run(
+    source: str | os.PathLike[str],
+    spec: SpecLike,
+    out: str | os.PathLike[str],
+    *,
+    skip_bad: bool = False,
+    progress: bool = False,
+) -> ImportReport:
+    """Import the checkpoints (and metrics.csv / metrics.jsonl) in ``source`` into the new run ``out``,
+    grouped by ``spec`` (an object or a sweetspot.yaml path), without unpickling code.
+
+    ``skip_bad`` skips truncated or corrupt checkpoints (listed in the report) instead of failing.
+    """
+    spec_obj, _ = as_spec(spec)
+    return import_checkpoints(source, spec_obj, out, skip_bad=skip_bad, progress=progress)
