@@ -8,15 +8,26 @@ metrics is maximised.
 from __future__ import annotations
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from analysis.stats import centred_mean, middle_of_best
-from analysis.techniques.base import GroupContext, Recommendation, Technique, register
+from analysis.techniques.base import GroupContext, Recommendation, Technique
+
+
+class TaskMetricsParams(BaseModel):
+    """Settings of the task-metrics technique."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    #: Share of the confidence that depends on the metrics' peaks agreeing with the pick.
+    agreement_weight: float = Field(default=0.5, ge=0, le=1)
 
 
 class TaskMetricsTechnique(Technique):
     """Recommends the epoch with the best smoothed balance of the group's task metrics."""
 
     name = "task_metrics"
+    marker = "D"
+    Params = TaskMetricsParams
 
     def recommend(self, context: GroupContext) -> Recommendation:
         series, window = context.series, context.window
@@ -45,13 +56,12 @@ class TaskMetricsTechnique(Technique):
             reasons.insert(0, balanced)
         else:
             reasons.append(balanced)
+        weight = self.params.agreement_weight
         details = {
             "balanced_score": float(balance[index]),
             "metric_peaks": {m: int(epochs[i]) for m, i in peaks.items()},
             "values_at_pick": {m: float(series.values[m][index]) for m in series.values},
             "agreement": agreement,
         }
-        return Recommendation(int(epochs[index]), float(balance[index]) * (0.5 + 0.5 * agreement), reasons, details)
+        return Recommendation(int(epochs[index]), float(balance[index]) * (1 - weight + weight * agreement), reasons, details)
 
-
-register(TaskMetricsTechnique())

@@ -46,14 +46,19 @@ def test_block_has_the_seed_form() -> None:
     assert module_title("wrapper_emotion") == "Wrapper Emotion"
 
 
-def test_report_lists_blocks_and_a_table() -> None:
+def test_report_opens_with_the_table_and_what_to_run_next() -> None:
     text = report_markdown(small_analysis())
     assert text.count("[Module: ") == 2
-    assert "| group | plateau | task_metrics | mcda | gradient_health | ensemble | pick | plateau window |" in text
-    assert re.search(r"^\| backbone \| 30 \(\d+%\) \|", text, re.M)
-    assert re.search(r"^\| emotion_head \| 46 \(\d+%\) .* \| 32-60 \|$", text, re.M)
+    header = "| group | pick | plateau | task_metrics | mcda | gradient_health | ensemble | plateau window |"
+    lines = text.splitlines()
+    # the summary table comes first (right after the title and one line about the run), the blocks after
+    assert lines.index(header) == 4
+    assert text.index(header) < text.index("## What to run next") < text.index("[Module: ")
+    assert "sweetspot combine --checkpoint-dir run --selection selection.json" in text
+    assert "--group backbone=30 --group emotion_head=46" in text
+    assert re.search(r"^\| emotion_head \| \*\*46\*\* \(\d+%\) \| 46 \(\d+%\) .* \| 32-60 \|$", text, re.M)
     # gradient health is flat (healthy throughout): it abstains, and the table says so, not "60 (0%)"
-    assert re.search(r"^\| backbone \| 30 \(\d+%\) \| 30 \(\d+%\) \| 30 \(\d+%\) \| abstains \| 30 \(\d+%\) \| 30 \|", text, re.M)
+    assert re.search(r"^\| backbone \| \*\*30\*\* \(\d+%\) \| 30 \(\d+%\) \| 30 \(\d+%\) \| 30 \(\d+%\) \| abstains \| 30 \(\d+%\) \| 24-36 \|", text, re.M)
     assert "(0%)" not in text
 
 
