@@ -71,16 +71,28 @@ def sliding_variance(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def centred_mean(values: np.ndarray, window: int) -> np.ndarray:
-    """Moving average over ``window`` checkpoints centred on each point, truncated at the ends."""
-    return _centred(values, window, np.mean)
+    """Moving average over ``window`` checkpoints centred on each point; near the ends the window
+    shrinks symmetrically (the first point is its own mean), so an end point's average never
+    borrows more of its neighbours than it would in the middle of the run: a truncated one-sided
+    window would let the first checkpoint inherit a nearby peak and win."""
+    values = np.asarray(values, dtype=float)
+    n = len(values)
+    half_left = (window - 1) // 2
+    half_right = window - 1 - half_left
+    index = np.arange(n)
+    reach_left = np.minimum(half_left, np.minimum(index, n - 1 - index))
+    reach_right = np.minimum(half_right, np.minimum(index, n - 1 - index))
+    cumsum = np.concatenate([[0.0], np.cumsum(values)])
+    starts, stops = index - reach_left, index + reach_right + 1
+    return (cumsum[stops] - cumsum[starts]) / (stops - starts)
 
 
 def centred_std(values: np.ndarray, window: int) -> np.ndarray:
     """Moving standard deviation over a centred window, truncated at the ends."""
-    return _centred(values, window, np.std)
+    return _centred(values, window)
 
 
-def _centred(values: np.ndarray, window: int, reduce: object) -> np.ndarray:
+def _centred(values: np.ndarray, window: int) -> np.ndarray:
     values = np.asarray(values, dtype=float)
     n = len(values)
     half_left = (window - 1) // 2
@@ -91,8 +103,6 @@ def _centred(values: np.ndarray, window: int, reduce: object) -> np.ndarray:
     stops = np.clip(np.arange(n) + half_right + 1, 0, n)
     counts = stops - starts
     mean = (cumsum[stops] - cumsum[starts]) / counts
-    if reduce is np.mean:
-        return mean
     var = np.maximum((cumsq[stops] - cumsq[starts]) / counts - mean**2, 0.0)
     return np.sqrt(var)
 

@@ -42,9 +42,11 @@ def test_cusum_finds_a_step() -> None:
     assert cusum_change_points(np.full(20, 0.5), sigma_floor=0.1) == []
 
 
-def test_centred_mean_truncates_at_the_ends() -> None:
-    # window 3: [mean(1,2), mean(1,2,3), mean(2,3,4), mean(3,4)]
-    assert centred_mean(np.array([1.0, 2, 3, 4]), 3).tolist() == [1.5, 2.0, 3.0, 3.5]
+def test_centred_mean_shrinks_symmetrically_at_the_ends() -> None:
+    # window 3: the ends are their own means; a one-sided window would give them a neighbour's value
+    assert centred_mean(np.array([1.0, 2, 3, 4]), 3).tolist() == [1.0, 2.0, 3.0, 4.0]
+    # window 5: the second point averages one neighbour each side, the first only itself
+    assert centred_mean(np.array([0.0, 3, 6, 3, 0, 0]), 5).tolist() == [0.0, 3.0, 2.4, 2.4, 1.0, 0.0]
 
 
 def test_normalise_scores_a_far_out_warm_up_value_zero() -> None:
