@@ -4,7 +4,9 @@ import json
 import re
 
 import numpy as np
+import pytest
 
+from analysis.errors import AnalysisError
 from analysis.pipeline import analyze_metrics
 from analysis.report import group_block, module_title, report_markdown, write_outputs
 from modules.selection import load_selection
@@ -85,3 +87,43 @@ def test_outputs_written(tmp_path) -> None:
     assert load_selection(written["selection"]).to_json() == {"backbone": 30, "emotion_head": 46}
     assert written["report"].read_text().startswith("# Sweet-spot analysis")
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_reanalysing_into_the_same_folder_leaves_only_this_runs_files(tmp_path) -> None:
+    from analysis.report import MANIFEST_FILE
+
+    out = tmp_path / "out"
+    first = small_analysis()
+    write_outputs(first, out)
+    (out / "notes.txt").write_text("mine")  # a user's own file
+    (out / "visualizations" / "my_figure.png").write_bytes(b"not ours")
+    # the next analysis has a group renamed: the old group's PNG must not stay beside the new ones
+    second = small_analysis()
+    second.groups["renamed_head"] = second.groups.pop("emotion_head")
+    write_outputs(second, out)
+    pngs = sorted(p.name for p in (out / "visualizations").iterdir())
+    assert pngs == ["backbone.png", "heatmap.png", "my_figure.png", "renamed_head.png"]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert json.loads((out / MANIFEST_FILE).read_text())["files"] == [
+        "analysis_report.md", "module_metrics.json", "selection.json",
+        "visualizations/backbone.png", "visualizations/heatmap.png", "visualizations/renamed_head.png",
+    ]
+    # without plots, the earlier PNGs go too (the folder holds this run's files only)
+    write_outputs(second, out, plots=False)
+    assert sorted(p.name for p in (out / "visualizations").iterdir()) == ["my_figure.png"]
+
+
+def test_a_folder_with_analysis_output_but_no_manifest_is_refused_not_mixed(tmp_path) -> None:
+
+    out = tmp_path / "old"
+    (out / "visualizations").mkdir(parents=True)
+    (out / "visualizations" / "stale_group.png").write_bytes(b"png")
+    with pytest.raises(AnalysisError, match=r"already holds analysis output without \.sweetspot-analysis\.json.*new one"):
+        write_outputs(small_analysis(), out)
+    assert sorted(p.name for p in out.rglob("*")) == ["stale_group.png", "visualizations"]
+    # a folder of the user's own unrelated files is fine
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "README.txt").write_text("x")
+    write_outputs(small_analysis(), other, plots=False)
+    assert (other / "README.txt").exists() and (other / "selection.json").exists()
