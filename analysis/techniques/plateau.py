@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from analysis.stats import (
     TREND_ALPHA,
+    best_smoothed,
     centred_mean,
     cusum_change_points,
-    middle_of_best,
     sliding_mann_kendall,
     sliding_sen_slope,
     sliding_variance,
@@ -108,7 +108,7 @@ class PlateauTechnique(Technique):
         }
         change_text = f"CUSUM change points at epochs {change_epochs}" if change_epochs else "no CUSUM change point"
         if scan.plateau is None:
-            index = middle_of_best(centred_mean(goodness, window))
+            index = best_smoothed(centred_mean(goodness, window), goodness)
             details["plateau_window"] = None
             return Recommendation(
                 int(epochs[index]),

@@ -1,8 +1,10 @@
 """Task-specific metrics: the epoch that best balances the group's judging metrics.
 
 Each judging metric is normalised by its direction (1 = best over the run), smoothed by a
-centred moving average over ``stability_window`` checkpoints, and the mean of the smoothed
-metrics is maximised.
+centred moving average over ``stability_window`` checkpoints (kept whole at the run's ends), and
+the mean of the smoothed metrics is maximised; points that share the best end window are told
+apart by their own unsmoothed balance, so a gap near the start cannot hand the pick to the first
+checkpoint.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from analysis.stats import centred_mean, middle_of_best
+from analysis.stats import best_smoothed, centred_mean
 from analysis.techniques.base import GroupContext, Recommendation, Technique
 
 
@@ -34,8 +36,9 @@ class TaskMetricsTechnique(Technique):
         epochs = series.epochs
         smoothed = {metric: centred_mean(good, window) for metric, good in series.goodness.items()}
         balance = np.mean(np.vstack(list(smoothed.values())), axis=0)
-        index = middle_of_best(balance)
-        peaks = {metric: middle_of_best(curve) for metric, curve in smoothed.items()}
+        raw_balance = np.mean(np.vstack(list(series.goodness.values())), axis=0)
+        index = best_smoothed(balance, raw_balance)
+        peaks = {metric: best_smoothed(curve, series.goodness[metric]) for metric, curve in smoothed.items()}
         agreeing = [m for m, peak in peaks.items() if abs(peak - index) <= window // 2]
         agreement = len(agreeing) / len(peaks)
         reasons = []

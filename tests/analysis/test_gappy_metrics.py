@@ -18,8 +18,12 @@ EPOCHS = list(range(1, 13))
 LOSS = [0.50, 0.42, np.nan, np.nan, np.nan, 0.30, 0.5, np.inf, 0.36, 0.42, 0.50, 0.60]
 
 
-def gappy_metrics():
-    metrics = frame(EPOCHS, {"val_loss": LOSS, "val_f1": [0.5 + 0.02 * e for e in EPOCHS]})
+# a steeper rise after the low: a window truncated at the start made epoch 1 the task-metrics pick
+STEEP = [0.35, 0.33, np.nan, np.nan, np.nan, 0.30, 0.5, np.inf, 0.50, 0.55, 0.60, 0.65]
+
+
+def gappy_metrics(loss=LOSS):
+    metrics = frame(EPOCHS, {"val_loss": loss, "val_f1": [0.5 + 0.02 * e for e in EPOCHS]})
     return metrics[~((metrics["epoch"] == 7) & (metrics["metric"] == "val_loss"))]
 
 
@@ -37,12 +41,14 @@ def spec(gap: int | None = None):
     return parse_spec(data)
 
 
-def test_a_gap_after_the_start_does_not_pull_the_pick_to_the_first_checkpoints() -> None:
-    # Before the fix, task_metrics picked epoch 2 (a one-sided window at the start borrowed epoch 6's
-    # low) while its reason said the low is at 6.
+@pytest.mark.parametrize("loss", [LOSS, STEEP], ids=["gentle", "steep"])
+def test_a_gap_after_the_start_does_not_pull_the_pick_to_the_first_checkpoints(loss) -> None:
+    # Before the fix, task_metrics picked epoch 2 (gentle) or epoch 1 (steep): a window truncated at
+    # the start averaged epoch 6's low over fewer points, while its own reason said the low is at 6;
+    # MCDA's stability criterion (local spread over the same truncated windows) favoured epoch 1 too.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AnalysisWarning)
-        encoder = analyze_metrics(gappy_metrics(), EPOCHS, ["encoder", "head"], spec()).groups["encoder"]
+        encoder = analyze_metrics(gappy_metrics(loss), EPOCHS, ["encoder", "head"], spec()).groups["encoder"]
     task = encoder.recommendations["task_metrics"]
     assert "task val_loss low 0.300 at epoch 6" in task.reasons
     assert task.epoch == 6 and encoder.pick == 6
