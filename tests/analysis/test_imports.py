@@ -61,25 +61,17 @@ def test_the_result_types_import_nothing_else_from_analysis() -> None:
     assert _imports(PACKAGE / "results.py") == set()
 
 
-def test_every_analysis_module_imports_on_its_own() -> None:
-    # one interpreter; before each module every analysis module is forgotten, so each one is
-    # imported first, as it would be alone (third-party packages stay loaded: that is only speed)
+def test_each_module_imports_alone_and_none_imports_pyplot_or_switches_the_backend(tmp_path) -> None:
+    # One interpreter, to keep the suite fast: before each module every analysis module is
+    # forgotten, so each is imported first, as it would be alone (third-party packages stay loaded:
+    # that is only speed). Then a whole analysis with plots is written, under a backend the caller chose.
     code = f"""
-import importlib, sys
+import importlib, sys, matplotlib
+matplotlib.use("svg")
 for module in {MODULES!r}:
     for name in [n for n in sys.modules if n == "analysis" or n.startswith("analysis.")]:
         del sys.modules[name]
     importlib.import_module(module)
-"""
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=300)
-
-
-def test_importing_analysis_and_its_plots_neither_imports_pyplot_nor_switches_the_backend(tmp_path) -> None:
-    code = f"""
-import sys, matplotlib
-matplotlib.use("svg")
-import analysis.plots, analysis.evaluation.plots, analysis.pipeline, analysis.report
-from analysis.pipeline import analyze_metrics
 from analysis.report import write_outputs
 from tests.analysis.test_report import small_analysis
 write_outputs(small_analysis(), {str(tmp_path / "out")!r})
