@@ -1,69 +1,69 @@
-"""Keep coupled groups' picks together: the spec's couplings bound how far their epochs may differ.
+"""Keep coupled groups' picks together, by the one rule in ``modules.couplings``.
 
 Groups trained together (a backbone and its heads) co-adapt: a head from epoch 18 on a backbone
 from epoch 10 can be worse than either epoch alone. Within a coupling the most confident pick
-leads and the others are moved to the nearest recorded epoch within ``max_epoch_gap`` of it.
+leads; every other pick that breaks the rule against the picks kept so far is moved to the
+nearest of its own analysed epochs that keeps it (never onto an epoch its metrics skipped), or
+onto the lead's window when the lead averages one.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
-from analysis.techniques.base import fmt_window
-
-if TYPE_CHECKING:
-    from analysis.pipeline import GroupAnalysis
-    from modules.spec import Spec
-
-Pick = int | tuple[int, int]
+from analysis.results import GroupAnalysis, pick_label
+from modules.couplings import Pick, coupling_allows, coupling_name, pick_centre
+from modules.spec import Coupling, Spec
 
 
-def _describe(pick: Pick) -> str:
-    return str(pick) if isinstance(pick, int) else f"average {fmt_window(pick)}"
-
-
-def _span(pick: Pick) -> tuple[int, int]:
-    return (pick, pick) if isinstance(pick, int) else pick
-
-
-def move_within_gap(pick: Pick, lead: Pick, max_epoch_gap: int, epochs: list[int]) -> Pick:
-    """``pick`` if it lies within ``max_epoch_gap`` epochs of ``lead``; else the nearest allowed pick.
-
-    A window lead drags an out-of-range follower onto the same window; an epoch lead moves it to
-    the recorded epoch within the gap that is closest to where it was (its centre for a window).
-    """
-    lead_first, lead_last = _span(lead)
-    first, last = _span(pick)
-    if first >= lead_first - max_epoch_gap and last <= lead_last + max_epoch_gap:
+def move_within_coupling(
+    group: str, pick: Pick, kept: dict[str, Pick], coupling: Coupling, lead: str, epochs: Sequence[int]
+) -> Pick | None:
+    """``pick`` if ``kept`` plus it keeps ``coupling``; else the allowed epoch of ``epochs`` (the
+    group's analysed ones) nearest to where it was, or the lead's window; None when nothing is allowed."""
+    if coupling_allows(coupling, {**kept, group: pick}):
         return pick
-    if not isinstance(lead, int):
-        return lead
-    target = (first + last) / 2
-    allowed = [e for e in epochs if abs(e - lead) <= max_epoch_gap]
-    return min(allowed, key=lambda e: (abs(e - target), abs(e - lead)))
+    lead_pick = kept[lead]
+    if not isinstance(lead_pick, int) and coupling_allows(coupling, {**kept, group: lead_pick}):
+        return lead_pick
+    target = pick_centre(pick)
+    allowed = [int(e) for e in epochs if coupling_allows(coupling, {**kept, group: int(e)})]
+    if not allowed:
+        return None
+    return min(allowed, key=lambda e: (abs(e - target), abs(e - pick_centre(lead_pick)), e))
 
 
-def apply_couplings(results: dict[str, GroupAnalysis], spec: Spec, epochs: list[int]) -> list[str]:
-    """Move coupled groups' picks within their coupling's gap of its most confident pick; return notes."""
+def apply_couplings(results: dict[str, GroupAnalysis], spec: Spec) -> list[str]:
+    """Move coupled groups' picks so that every coupling holds; return notes."""
     notes = []
     for index, coupling in enumerate(spec.couplings):
         members = [g for g in coupling.groups if g in results]
         if len(members) < 2:
             continue
-        name = coupling.name or f"couplings[{index}]"
+        name = coupling_name(coupling, index)
         lead = max(members, key=lambda g: (results[g].final.confidence, -members.index(g)))
-        lead_pick = results[lead].pick
+        kept: dict[str, Pick] = {lead: results[lead].pick}
+        lead_text = f"{lead} (the coupling's most confident pick, {pick_label(kept[lead])} at {results[lead].final.confidence:.0%})"
         for group in members:
             if group == lead:
                 continue
             before = results[group].pick
-            after = move_within_gap(before, lead_pick, coupling.max_epoch_gap, epochs)
+            after = move_within_coupling(group, before, kept, coupling, lead, results[group].series.epochs.tolist())
+            if after is None:
+                note = (
+                    f"kept at {pick_label(before)}, breaking coupling {name}: no analysed epoch of {group} lies"
+                    f" within {coupling.max_epoch_gap} epochs of {lead_text}"
+                )
+                results[group].coupling_note = note
+                notes.append(f"{group}: {note}")
+                kept[group] = before
+                continue
+            kept[group] = after
             if after == before:
                 continue
             note = (
-                f"moved from {_describe(before)} to {_describe(after)}: coupling {name} keeps {group}"
-                f" within {coupling.max_epoch_gap} epochs of {lead} (the coupling's most confident"
-                f" pick, {_describe(lead_pick)} at {results[lead].final.confidence:.0%})"
+                f"moved from {pick_label(before)} to {pick_label(after)}: coupling {name} keeps {group}"
+                f" within {coupling.max_epoch_gap} epochs of {lead_text}"
             )
             results[group].pick = after
             results[group].coupling_note = note

@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from analysis.couplings import apply_couplings
 from analysis.errors import AnalysisError
+from analysis.results import FORMAT_VERSION, GroupAnalysis, RunAnalysis
 from analysis.series import (
     GRADIENT_METRICS,
     MIN_CHECKPOINTS,
@@ -19,90 +19,34 @@ from analysis.series import (
     build_run_series,
     check_epochs,
 )
-from analysis.techniques import TECHNIQUES, GroupContext, Recommendation
+from analysis.techniques import TECHNIQUES
+from analysis.techniques.base import GroupContext, Technique, plateau_window
 from analysis.thresholds import Thresholds
 from analysis.weight_health import weight_health
 from modules.errors import RunDirError
 from modules.rundir import RunDir
-from modules.selection import AverageWindow, Selection
 from modules.spec import Spec, load_spec
 
-FORMAT_VERSION = 1
+__all__ = ["FORMAT_VERSION", "GroupAnalysis", "RunAnalysis", "analyze_group", "analyze_metrics", "analyze_run"]
 
 
-@dataclass
-class GroupAnalysis:
-    """One group's series, every technique's recommendation, the ensemble pick and the plateau."""
-
-    series: GroupSeries
-    recommendations: dict[str, Recommendation]
-    pick: int | tuple[int, int]
-    plateau_window: tuple[int, int] | None
-    #: Why the pick differs from the ensemble's (a coupling moved it), else None.
-    coupling_note: str | None = None
-    #: The couplings that moved the pick away from the ensemble's, in the order they did.
-    moved_by: list[str] = field(default_factory=list)
-
-    @property
-    def final(self) -> Recommendation:
-        """The ensemble's recommendation (its pick, confidence and reasons)."""
-        return self.recommendations["ensemble"]
-
-    @property
-    def ensemble_pick(self) -> int | tuple[int, int]:
-        """The ensemble's own pick, before any coupling moved it."""
-        return self.final.average if self.final.average is not None else int(self.final.epoch)
-
-    @property
-    def moved(self) -> bool:
-        """Whether a coupling moved the pick: then ``final.confidence`` is the ensemble pick's, not this one's."""
-        return self.pick != self.ensemble_pick
-
-    def pick_json(self) -> int | dict[str, list[int]]:
-        return self.pick if isinstance(self.pick, int) else {"average": list(self.pick)}
-
-
-@dataclass
-class RunAnalysis:
-    """The analysis of one run: per-group results, the thresholds used and notes."""
-
-    source: str
-    spec_name: str
-    epochs: list[int]
-    thresholds: Thresholds
-    groups: dict[str, GroupAnalysis]
-    model_metrics: dict[str, np.ndarray]
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def selection(self) -> Selection:
-        """group -> ensemble epoch, or group -> average window."""
-        return Selection(
-            {
-                g: (a.pick if isinstance(a.pick, int) else AverageWindow(average=a.pick))
-                for g, a in self.groups.items()
-            }
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """The content of ``module_metrics.json`` (see analysis.report for the format)."""
-        from analysis.report import module_metrics_json
-
-        return module_metrics_json(self)
-
-
-def analyze_group(series: GroupSeries, thresholds: Thresholds) -> GroupAnalysis:
-    """Run the voting techniques, then the non-voting ones (the ensemble), on one group."""
-    context = GroupContext(series, thresholds)
-    ordered = [t for t in TECHNIQUES.values() if t.votes] + [t for t in TECHNIQUES.values() if not t.votes]
-    for technique in ordered:
-        context.recommendations[technique.name] = technique.recommend(context)
-    plateau = context.recommendations.get("plateau")
-    window = plateau.details.get("plateau_window") if plateau else None
-    final = context.recommendations["ensemble"]
+def analyze_group(
+    series: GroupSeries, thresholds: Thresholds, techniques: Mapping[str, Technique] | None = None
+) -> GroupAnalysis:
+    """Run the voting techniques, then the non-voting ones, on one group; the last non-voting one
+    (the ensemble, with the registered ``TECHNIQUES``) makes the pick."""
+    techniques = TECHNIQUES if techniques is None else techniques
+    voting = frozenset(name for name, t in techniques.items() if t.votes)
+    deciding = [name for name, t in techniques.items() if not t.votes]
+    if not deciding:
+        raise AnalysisError(f"techniques {list(techniques)} have no non-voting technique to make the pick")
+    context = GroupContext(series, thresholds, voting=voting)
+    for name in [*sorted(voting, key=list(techniques).index), *deciding]:
+        context.recommendations[name] = techniques[name].run(context)
+    final = context.recommendations[deciding[-1]]
     pick: int | tuple[int, int] = final.average if final.average is not None else int(final.epoch)
     return GroupAnalysis(
-        series, dict(context.recommendations), pick, (int(window[0]), int(window[1])) if window else None
+        series, dict(context.recommendations), pick, plateau_window(context.recommendations), final_technique=deciding[-1]
     )
 
 
@@ -125,7 +69,7 @@ def analyze_metrics(
     run_series = build_run_series(metrics, epochs, groups, spec, weight_health_by_group, source, spec_file)
     results = {group: analyze_group(series, thresholds) for group, series in run_series.groups.items()}
     notes = list(run_series.notes)
-    notes += apply_couplings(results, spec, run_series.epochs.tolist())
+    notes += apply_couplings(results, spec)
     for result in results.values():
         notes += result.series.notes
     return RunAnalysis(

@@ -6,44 +6,48 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import matplotlib
+import matplotlib as mpl
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from analysis.report import confidence_text  # noqa: E402
-from modules.atomic import atomic_path  # noqa: E402
+from analysis.results import confidence_text, pick_text
+from analysis.techniques import TECHNIQUES
+from modules.atomic import atomic_path
 
 if TYPE_CHECKING:
-    from analysis.pipeline import GroupAnalysis, RunAnalysis
+    from analysis.results import GroupAnalysis, RunAnalysis
 
-PICK_MARKERS = {"plateau": "s", "task_metrics": "D", "mcda": "^", "gradient_health": "v", "ensemble": "*"}
+__all__ = ["group_figure", "heatmap_figure", "pick_text", "save_figure", "write_plots"]
 #: Height of one technique's row in the pick strip above the curves (axis units, curves span 0..1).
 ROW = 0.07
 #: Heatmap cells without a value (NaN): grey, hatched.
 NAN_COLOR = "lightgrey"
 
 
-def _save(figure: plt.Figure, path: Path) -> None:
+def new_figure(figsize: tuple[float, float], **kwargs: object) -> Figure:
+    """A figure drawn by the Agg canvas, never pyplot: plotting leaves the caller's backend alone."""
+    figure = Figure(figsize=figsize, **kwargs)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def save_figure(figure: Figure, path: Path, dpi: int = 100) -> None:
+    """Write ``figure`` as a PNG at ``path``, atomically."""
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
-    plt.close(figure)
+        figure.savefig(tmp, format="png", dpi=dpi)
 
 
-def pick_text(pick: int | tuple[int, int]) -> str:
-    """``44`` -> ``"epoch 44"``, ``(42, 48)`` -> ``"average 42-48"``."""
-    return f"epoch {pick}" if isinstance(pick, int) else f"average {pick[0]}-{pick[1]}"
-
-
-def group_figure(group: str, result: GroupAnalysis) -> plt.Figure:
+def group_figure(group: str, result: GroupAnalysis) -> Figure:
     """The group's judging metrics (normalised, 1 = best) with the plateau shaded and every pick marked.
 
     Each technique's pick sits on its own row of a strip above the curves, so picks at the same
     epoch stay visible; an average pick is drawn as a bar over its window.
     """
     series = result.series
-    figure, axes = plt.subplots(figsize=(10.5, 4.8))
+    figure = new_figure((10.5, 4.8))
+    axes = figure.add_subplot()
     for judging in series.judging:
         raw = series.values[judging.metric]
         label = f"{judging.metric} ({judging.mode}; {np.nanmin(raw):.3g}..{np.nanmax(raw):.3g})"
@@ -56,15 +60,16 @@ def group_figure(group: str, result: GroupAnalysis) -> plt.Figure:
     for row, name in enumerate(names):
         rec = result.recommendations[name]
         y = 1.08 + ROW * (len(names) - 1 - row)
-        color = "black" if name == "ensemble" else f"C{row + 3}"
+        final = name == result.final_technique
+        color = "black" if final else f"C{row + 3}"
         text = f"avg {rec.average[0]}-{rec.average[1]}" if rec.average else str(rec.epoch)
-        abstains = rec.confidence <= 0 and name != "ensemble"
+        abstains = rec.confidence <= 0 and not final
         label = f"{name}: {text} ({'abstains' if abstains else f'{rec.confidence:.0%}'})"
         if rec.average:
             axes.plot(rec.average, [y, y], color=color, linewidth=4, solid_capstyle="butt", label=label)
         else:
             axes.plot(
-                [rec.epoch], [y], marker=PICK_MARKERS.get(name, "o"), markersize=9, color=color, linestyle="none",
+                [rec.epoch], [y], marker=TECHNIQUES[name].marker if name in TECHNIQUES else "o", markersize=9, color=color, linestyle="none",
                 markerfacecolor="none" if abstains else color, label=label,
             )
             axes.axvline(rec.epoch, ymax=(y + 0.05) / (1.13 + ROW * len(names)), color=color, linewidth=0.8, alpha=0.5)
@@ -83,7 +88,7 @@ def group_figure(group: str, result: GroupAnalysis) -> plt.Figure:
     return figure
 
 
-def heatmap_figure(analysis: RunAnalysis) -> plt.Figure:
+def heatmap_figure(analysis: RunAnalysis) -> Figure:
     """Groups x epochs heatmap of each group's normalised goodness.
 
     A cell without a value (the group's judging metric was missing or NaN there, so the epoch was
@@ -95,12 +100,13 @@ def heatmap_figure(analysis: RunAnalysis) -> plt.Figure:
     for row, group in enumerate(groups):
         series = analysis.groups[group].series
         grid[row, np.searchsorted(epochs, series.epochs)] = series.composite
-    figure, axes = plt.subplots(figsize=(max(6, len(epochs) * 0.25), 1 + 0.5 * len(groups)))
-    cmap = plt.get_cmap("viridis").with_extremes(bad=NAN_COLOR)
+    figure = new_figure((max(6, len(epochs) * 0.25), 1 + 0.5 * len(groups)))
+    axes = figure.add_subplot()
+    cmap = mpl.colormaps["viridis"].with_extremes(bad=NAN_COLOR)
     image = axes.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=cmap, vmin=0, vmax=1)
     for row, column in zip(*np.nonzero(~np.isfinite(grid))):
         axes.add_patch(
-            plt.Rectangle((column - 0.5, row - 0.5), 1, 1, facecolor=NAN_COLOR, edgecolor="dimgrey", hatch="///", linewidth=0)
+            Rectangle((column - 0.5, row - 0.5), 1, 1, facecolor=NAN_COLOR, edgecolor="dimgrey", hatch="///", linewidth=0)
         )
     axes.set_yticks(range(len(groups)), groups)
     step = max(1, len(epochs) // 15)
@@ -111,7 +117,7 @@ def heatmap_figure(analysis: RunAnalysis) -> plt.Figure:
         first, last = (pick, pick) if isinstance(pick, int) else pick
         columns = np.searchsorted(epochs, [first, last])
         axes.add_patch(
-            plt.Rectangle((columns[0] - 0.5, row - 0.45), columns[1] - columns[0] + 1, 0.9, fill=False, edgecolor="red", linewidth=2)
+            Rectangle((columns[0] - 0.5, row - 0.45), columns[1] - columns[0] + 1, 0.9, fill=False, edgecolor="red", linewidth=2)
         )
     title = "goodness per group and epoch; red box = recommended epoch or average window"
     if not np.isfinite(grid).all():
@@ -129,9 +135,9 @@ def write_plots(analysis: RunAnalysis, folder: str | os.PathLike[str]) -> list[P
     written = []
     for group, result in analysis.groups.items():
         path = folder / f"{group}.png"
-        _save(group_figure(group, result), path)
+        save_figure(group_figure(group, result), path)
         written.append(path)
     path = folder / "heatmap.png"
-    _save(heatmap_figure(analysis), path)
+    save_figure(heatmap_figure(analysis), path)
     written.append(path)
     return written

@@ -41,100 +41,76 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from analysis.techniques.base import fmt_window
+from analysis.errors import AnalysisError
+from analysis.results import (
+    FORMAT_VERSION,
+    confidence_text,
+    fmt_window,
+    module_metrics_json,
+    pick_label,
+)
 from modules.atomic import write_json_atomic, write_text_atomic
 from modules.selection import save_selection
 
 if TYPE_CHECKING:
-    from analysis.pipeline import GroupAnalysis, RunAnalysis
+    from analysis.results import GroupAnalysis, RunAnalysis
+
+__all__ = [
+    "FORMAT_VERSION",
+    "METRICS_FILE",
+    "REPORT_FILE",
+    "SELECTION_FILE",
+    "MANIFEST_FILE",
+    "VISUALIZATIONS",
+    "next_steps",
+    "read_manifest",
+    "summary_table",
+    "confidence_text",
+    "group_block",
+    "module_metrics_json",
+    "pick_label",
+    "pick_summary",
+    "report_markdown",
+    "write_outputs",
+]
 
 METRICS_FILE = "module_metrics.json"
 REPORT_FILE = "analysis_report.md"
 SELECTION_FILE = "selection.json"
+VISUALIZATIONS = "visualizations"
+#: The files the last analysis wrote into its output folder, so that the next one removes its own
+#: stale files (a group's PNG from an earlier spec) and nothing else.
+MANIFEST_FILE = ".sweetspot-analysis.json"
 
 
-def _values(values: np.ndarray) -> list[float | None]:
-    return [float(v) if math.isfinite(v) else None for v in np.asarray(values, dtype=float).tolist()]
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe copy: numpy scalars to Python, NaN/inf to null."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
-
-
-def _group_json(result: GroupAnalysis) -> dict[str, Any]:
-    series = result.series
-    metrics = {m: _values(v) for m, v in series.recorded.items()}
-    return {
-        "judging_metrics": [j.model_dump() for j in series.judging],
-        "judged_by_fallback": series.judged_by_fallback,
-        "health_source": series.health_source,
-        "analysed_epochs": series.epochs.tolist(),
-        "metrics": metrics,
-        "judging_values": {m: _values(v) for m, v in series.values.items()},
-        "health": {m: _values(v) for m, v in series.health.items()},
-        "techniques": {name: rec.to_json() for name, rec in result.recommendations.items()},
-        "pick": result.pick_json(),
-        "confidence": round(result.final.confidence, 4),
-        "plateau_window": list(result.plateau_window) if result.plateau_window else None,
-        "coupling_note": result.coupling_note,
-        "notes": list(series.notes),
-    }
-
-
-def module_metrics_json(analysis: RunAnalysis) -> dict[str, Any]:
-    """The content of ``module_metrics.json``."""
-    names = next(iter(analysis.groups.values())).recommendations if analysis.groups else {}
-    return _clean(
-        {
-            "format_version": 1,
-            "source": analysis.source,
-            "spec": analysis.spec_name,
-            "epochs": analysis.epochs,
-            "thresholds": analysis.thresholds.to_json(),
-            "techniques": list(names),
-            "notes": analysis.notes,
-            "model_metrics": {m: _values(v) for m, v in analysis.model_metrics.items()},
-            "groups": {g: _group_json(r) for g, r in analysis.groups.items()},
-        }
-    )
+def read_manifest(output: Path) -> list[str]:
+    """Files an earlier analysis wrote into ``output`` (relative paths); [] for a new folder."""
+    path = output / MANIFEST_FILE
+    if not path.is_file():
+        if (output / METRICS_FILE).exists() or (output / VISUALIZATIONS).is_dir():
+            raise AnalysisError(
+                f"{output} already holds analysis output without {MANIFEST_FILE} (written by an older"
+                " sweetspot or by hand), so its stale files cannot be told from yours; remove the folder"
+                " or analyse into a new one"
+            )
+        return []
+    try:
+        files = json.loads(path.read_text(encoding="utf-8"))["files"]
+    except (ValueError, KeyError, TypeError):
+        files = None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise AnalysisError(f"{path} is not a list of the files an analysis wrote; remove it and the files it names")
+    # only plain relative names inside the folder, never a path that climbs out of it
+    return [f for f in files if not Path(f).is_absolute() and ".." not in Path(f).parts]
 
 
 def module_title(group: str) -> str:
     """``wrapper_emotion`` -> ``Wrapper Emotion`` (the seed's ``[Module: Backbone]`` form)."""
     return " ".join(part.capitalize() for part in group.replace("-", "_").split("_") if part)
-
-
-def pick_label(pick: int | tuple[int, int]) -> str:
-    """``44`` -> ``"44"``, ``(42, 48)`` -> ``"average 42-48"``."""
-    return str(pick) if isinstance(pick, int) else f"average {fmt_window(pick)}"
-
-
-def confidence_text(result: GroupAnalysis) -> str:
-    """``"89%"``, or for a pick a coupling moved, whose confidence that percentage was:
-    ``"moved by coupling A from 18, which had 52%"`` (the ensemble rated its own pick, not this one)."""
-    if not result.moved:
-        return f"{result.final.confidence:.0%}"
-    couplings = ", ".join(result.moved_by) or "a coupling"
-    word = "couplings" if len(result.moved_by) > 1 else "coupling"
-    return f"moved by {word} {couplings} from {pick_label(result.ensemble_pick)}, which had {result.final.confidence:.0%}"
 
 
 def pick_summary(group: str, result: GroupAnalysis) -> str:
@@ -165,50 +141,86 @@ def group_block(group: str, result: GroupAnalysis) -> str:
     return "\n".join(lines)
 
 
-def report_markdown(analysis: RunAnalysis) -> str:
-    """``analysis_report.md``: one block per group, then a table of every technique's pick."""
-    parts = [f"# Sweet-spot analysis of {analysis.source}", ""]
-    parts.append(f"Spec `{analysis.spec_name}`, {len(analysis.epochs)} checkpoints (epochs {analysis.epochs[0]}-{analysis.epochs[-1]}).")
-    parts.append(f"Thresholds: `{json.dumps(analysis.thresholds.to_json())}`")
-    parts.append("")
-    parts.append("```")
-    parts.append("\n\n".join(group_block(g, r) for g, r in analysis.groups.items()))
-    parts.append("```")
-    parts.append("")
-    names = list(next(iter(analysis.groups.values())).recommendations)
-    parts.append("| group | " + " | ".join(names) + " | pick | plateau window |")
-    parts.append("|" + " --- |" * (len(names) + 3))
+def summary_table(analysis: RunAnalysis) -> list[str]:
+    """Markdown table: every technique's pick per group, the final pick and the plateau window."""
+    first = next(iter(analysis.groups.values()))
+    names = list(first.recommendations)
+    lines = ["| group | pick | " + " | ".join(names) + " | plateau window |", "|" + " --- |" * (len(names) + 3)]
     for group, result in analysis.groups.items():
         cells = []
         for name in names:
             rec = result.recommendations[name]
             text = f"avg {fmt_window(rec.average)}" if rec.average else str(rec.epoch)
-            abstains = rec.confidence <= 0 and name != "ensemble"
+            abstains = rec.confidence <= 0 and name != result.final_technique
             cells.append("abstains" if abstains else f"{text} ({rec.confidence:.0%})")
-        pick = str(result.pick) if isinstance(result.pick, int) else f"avg {fmt_window(result.pick)}"
-        if result.moved:
-            pick += f" (moved by {', '.join(result.moved_by)} from {pick_label(result.ensemble_pick)})"
-        parts.append(f"| {group} | " + " | ".join(cells) + f" | {pick} | {fmt_window(result.plateau_window)} |")
+        pick = f"**{pick_label(result.pick)}** ({confidence_text(result)})"
+        lines.append(f"| {group} | {pick} | " + " | ".join(cells) + f" | {fmt_window(result.plateau_window)} |")
+    return lines
+
+
+def next_steps(analysis: RunAnalysis) -> list[str]:
+    """What to run with this analysis: combine its selection, then evaluate it."""
+    groups = " ".join(f"--group {g}={pick_label(r.pick).replace('average ', '')}" for g, r in analysis.groups.items())
+    return [
+        "## What to run next",
+        "",
+        f"Build the model from `{SELECTION_FILE}` (or name groups yourself: `{groups}`), then compare it with"
+        " the baselines on held-out data:",
+        "",
+        "```bash",
+        f"sweetspot combine --checkpoint-dir {analysis.source} --selection {SELECTION_FILE} --output combined.safetensors",
+        f"sweetspot evaluate --spec sweetspot.yaml --checkpoint-dir {analysis.source} --selection {SELECTION_FILE}"
+        " --output eval/",
+        "```",
+    ]
+
+
+def report_markdown(analysis: RunAnalysis) -> str:
+    """``analysis_report.md``: the summary table and what to run next, then one block per group, then notes."""
+    parts = [f"# Sweet-spot analysis of {analysis.source}", ""]
+    parts.append(f"Spec `{analysis.spec_name}`, {len(analysis.epochs)} checkpoints (epochs {analysis.epochs[0]}-{analysis.epochs[-1]}).")
+    parts.append("")
+    parts += summary_table(analysis)
+    parts.append("")
+    parts += next_steps(analysis)
+    parts += ["", "## Why each pick", "", "```"]
+    parts.append("\n\n".join(group_block(g, r) for g, r in analysis.groups.items()))
+    parts += ["```", "", f"Thresholds: `{json.dumps(analysis.thresholds.to_json())}`"]
     if analysis.notes:
         parts += ["", "## Notes", ""] + [f"- {note}" for note in analysis.notes]
     return "\n".join(parts) + "\n"
 
 
 def write_outputs(analysis: RunAnalysis, output: str | os.PathLike[str], plots: bool = True) -> dict[str, Path]:
-    """Write module_metrics.json, analysis_report.md, selection.json (and visualizations/)."""
+    """Write module_metrics.json, analysis_report.md, selection.json (and visualizations/).
+
+    The folder then holds this analysis' files only: files an earlier analysis wrote there
+    (listed in its ``.sweetspot-analysis.json``) and this one did not are removed; other files
+    are left alone, and a non-empty folder without that list that already holds analysis
+    output is refused rather than mixed.
+    """
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    earlier = read_manifest(output)
     written = {
         "metrics": output / METRICS_FILE,
         "report": output / REPORT_FILE,
         "selection": output / SELECTION_FILE,
     }
+    output.mkdir(parents=True, exist_ok=True)
     write_json_atomic(written["metrics"], module_metrics_json(analysis))
     write_text_atomic(written["report"], report_markdown(analysis))
     save_selection(analysis.selection, written["selection"])
+    files = [written["metrics"], written["report"], written["selection"]]
     if plots:
         from analysis.plots import write_plots
 
-        written["visualizations"] = output / "visualizations"
-        write_plots(analysis, written["visualizations"])
+        written["visualizations"] = output / VISUALIZATIONS
+        files += write_plots(analysis, written["visualizations"])
+    names = sorted(path.relative_to(output).as_posix() for path in files)
+    for stale in sorted(set(earlier) - set(names)):
+        (output / stale).unlink(missing_ok=True)
+    visualizations = output / VISUALIZATIONS
+    if visualizations.is_dir() and not any(visualizations.iterdir()):
+        visualizations.rmdir()
+    write_json_atomic(output / MANIFEST_FILE, {"format_version": 1, "files": names})
     return written

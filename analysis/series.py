@@ -3,7 +3,8 @@
 Each group is judged by its spec metrics (``spec.group_metrics``), read from the whole-model
 rows (group ``model``); a group without any falls back to ``val_<objective.metric>``. A judging
 metric recorded at no checkpoint epoch is an error (most often a typo in the spec); epochs where
-a judging metric is missing or NaN are skipped for that group, with a warning.
+a judging metric is missing, NaN or infinite are skipped for that group, with a warning that
+says which.
 """
 
 from __future__ import annotations
@@ -89,6 +90,17 @@ def wide_metrics(metrics: pd.DataFrame, epochs: np.ndarray) -> dict[str, dict[st
     return out
 
 
+def non_finite_text(values: np.ndarray, epochs: np.ndarray) -> str:
+    """Where ``values`` is not finite, by kind: ``"missing or NaN at epochs [3, 4], infinite at epochs [8]"``."""
+    parts = []
+    nan, inf = np.isnan(values), np.isinf(values)
+    if nan.any():
+        parts.append(f"missing or NaN at epochs {epochs[nan].tolist()}")
+    if inf.any():
+        parts.append(f"infinite at epochs {epochs[inf].tolist()}")
+    return ", ".join(parts)
+
+
 def check_epochs(epochs: list[int] | np.ndarray, source: str) -> tuple[np.ndarray, list[str]]:
     """Sorted checkpoint epochs; raises below MIN_CHECKPOINTS; notes uneven spacing."""
     epochs = np.asarray(sorted(int(e) for e in epochs), dtype=np.int64)
@@ -172,8 +184,8 @@ def _group_series(
         if missing.any():
             _note(
                 notes,
-                f"group {group!r}: metric {metric.metric!r} is missing or NaN at epochs"
-                f" {epochs[missing].tolist()}; those epochs are skipped for this group",
+                f"group {group!r}: metric {metric.metric!r} is {non_finite_text(model[metric.metric], epochs)};"
+                " those epochs are skipped for this group",
             )
             keep &= ~missing
     if keep.sum() < MIN_CHECKPOINTS:
@@ -187,7 +199,16 @@ def _group_series(
     goodness = {m.metric: normalise(values[m.metric], m.mode) for m in judging}
     composite = np.mean(np.vstack(list(goodness.values())), axis=0)
     if loss_metric in model:
-        loss_goodness = normalise(model[loss_metric][keep], spec.objective.mode)
+        loss = model[loss_metric][keep]
+        if not np.isfinite(loss).all():
+            if loss_metric not in values:
+                _note(
+                    notes,
+                    f"group {group!r}: {loss_metric!r} is {non_finite_text(loss, kept)}; the MCDA loss criterion"
+                    " skips those epochs",
+                )
+            loss = np.where(np.isfinite(loss), loss, np.nan)
+        loss_goodness = normalise(loss, spec.objective.mode) if np.isfinite(loss).any() else np.full(len(kept), np.nan)
     else:
         loss_goodness = composite.copy()
         _note(notes, f"group {group!r}: {loss_metric!r} is not recorded; the MCDA loss criterion uses the judging metrics")
@@ -252,8 +273,8 @@ def _health(
         if odd.any():
             _note(
                 notes,
-                f"group {group!r}: health metric {metric!r} is missing or NaN at epochs"
-                f" {epochs[odd].tolist()}; those epochs count as healthy for it",
+                f"group {group!r}: health metric {metric!r} is {non_finite_text(np.where(odd, values, 0.0), epochs)};"
+                " those epochs count as healthy for it",
             )
-        health[metric] = values[keep]
+        health[metric] = np.where(finite, values, np.nan)[keep]
     return health, source

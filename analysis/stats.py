@@ -70,31 +70,45 @@ def sliding_variance(values: np.ndarray, window: int) -> np.ndarray:
     return sliding_window_view(np.asarray(values, dtype=float), window).var(axis=1)
 
 
+def _window_starts(n: int, window: int) -> tuple[np.ndarray, int]:
+    """First index of each point's window: centred, slid inwards at the ends so it stays whole."""
+    window = max(1, min(window, n))
+    return np.clip(np.arange(n) - (window - 1) // 2, 0, n - window), window
+
+
 def centred_mean(values: np.ndarray, window: int) -> np.ndarray:
-    """Moving average over ``window`` checkpoints centred on each point, truncated at the ends."""
-    return _centred(values, window, np.mean)
+    """Moving average over ``window`` checkpoints centred on each point; near the ends the window
+    slides inwards and stays whole, so every point's average counts the same number of checkpoints.
+
+    A window truncated at the run's start would let the first checkpoint average fewer, nearer
+    points than its neighbours and win on that alone; points that share the end window tie, and
+    ``best_smoothed`` separates them by their own values.
+    """
+    values = np.asarray(values, dtype=float)
+    starts, window = _window_starts(len(values), window)
+    cumsum = np.concatenate([[0.0], np.cumsum(values)])
+    return (cumsum[starts + window] - cumsum[starts]) / window
 
 
 def centred_std(values: np.ndarray, window: int) -> np.ndarray:
-    """Moving standard deviation over a centred window, truncated at the ends."""
-    return _centred(values, window, np.std)
-
-
-def _centred(values: np.ndarray, window: int, reduce: object) -> np.ndarray:
+    """Moving standard deviation over the same whole windows as ``centred_mean``."""
     values = np.asarray(values, dtype=float)
-    n = len(values)
-    half_left = (window - 1) // 2
-    half_right = window - 1 - half_left
+    starts, window = _window_starts(len(values), window)
     cumsum = np.concatenate([[0.0], np.cumsum(values)])
     cumsq = np.concatenate([[0.0], np.cumsum(values**2)])
-    starts = np.clip(np.arange(n) - half_left, 0, n)
-    stops = np.clip(np.arange(n) + half_right + 1, 0, n)
-    counts = stops - starts
-    mean = (cumsum[stops] - cumsum[starts]) / counts
-    if reduce is np.mean:
-        return mean
-    var = np.maximum((cumsq[stops] - cumsq[starts]) / counts - mean**2, 0.0)
+    mean = (cumsum[starts + window] - cumsum[starts]) / window
+    var = np.maximum((cumsq[starts + window] - cumsq[starts]) / window - mean**2, 0.0)
     return np.sqrt(var)
+
+
+def best_smoothed(smoothed: np.ndarray, raw: np.ndarray, tolerance: float = 1e-9) -> int:
+    """Index of the best ``smoothed`` value; among ties (points sharing an end window), the one with
+    the best ``raw`` value, and among those the middle one."""
+    smoothed = np.asarray(smoothed, dtype=float)
+    tied = np.flatnonzero(smoothed >= np.nanmax(smoothed) - tolerance)
+    raw_tied = np.asarray(raw, dtype=float)[tied]
+    best = tied[raw_tied >= np.nanmax(raw_tied) - tolerance]
+    return int(best[(len(best) - 1) // 2])
 
 
 def noise_sigma(values: np.ndarray) -> float:

@@ -14,9 +14,10 @@ Every ``every`` epochs it stores each group's state and the metrics named in the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -112,6 +113,18 @@ def dead_fractions(
         totals[owners[name]][0] += int(mask.sum())
         totals[owners[name]][1] += mask.numel()
     return {g: (d / n if n else NAN) for g, (d, n) in totals.items()}
+
+
+@contextlib.contextmanager
+def preserved_modes(model: nn.Module) -> Iterator[None]:
+    """Restore every submodule's train/eval mode after the block: user code (an ``evaluate`` that
+    calls ``model.eval()``) must not leave the training loop running in eval mode."""
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def update_ratio(current: Mapping[str, torch.Tensor], previous: Mapping[str, torch.Tensor]) -> float:
@@ -225,7 +238,9 @@ class Recorder:
 
     def _validation_rows(self, epoch: int) -> list[tuple[int, str, str, float]]:
         rows = []
-        for name, value in self.evaluate(self.model, self.val_split).items():
+        with preserved_modes(self.model):
+            results = self.evaluate(self.model, self.val_split)
+        for name, value in results.items():
             number = as_scalar(value)
             if number is not None:
                 rows.append((epoch, MODEL_GROUP, f"val_{name}", number))

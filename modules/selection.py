@@ -11,6 +11,8 @@ from typing import Union
 from pydantic import BaseModel, ConfigDict, RootModel, StrictInt, ValidationError, model_validator
 
 from modules.atomic import write_json_atomic
+from modules.couplings import Pick
+from modules.couplings import coupling_violations as pick_violations
 from modules.errors import SweetspotError
 from modules.spec import Coupling
 
@@ -164,20 +166,13 @@ def save_selection(selection: Selection, path: str | os.PathLike[str]) -> None:
 
 
 def coupling_violations(epochs: Mapping[str, list[int]], couplings: Iterable[Coupling]) -> list[str]:
-    """Couplings whose groups' chosen epochs (window centres for averages) lie further apart than allowed."""
-    problems = []
-    for index, coupling in enumerate(couplings):
-        centres = {g: sum(epochs[g]) / len(epochs[g]) for g in coupling.groups if epochs.get(g)}
-        if len(centres) < 2:
-            continue
-        spread = max(centres.values()) - min(centres.values())
-        if spread > coupling.max_epoch_gap:
-            chosen = ", ".join(f"{g} at {c:g}" for g, c in centres.items())
-            problems.append(
-                f"coupling {coupling.name or f'couplings[{index}]'} allows {coupling.max_epoch_gap} epochs between"
-                f" its groups, but the selection puts {chosen} ({spread:g} apart)"
-            )
-    return problems
+    """Couplings that a selection breaks, given each group's chosen epochs (a window's recorded epochs).
+
+    The rule is ``modules.couplings``' (pick centres within ``max_epoch_gap``; a window counts at
+    its midpoint), the same one the analysis keeps its picks within.
+    """
+    picks: dict[str, Pick] = {g: (min(e), max(e)) if len(e) > 1 else int(e[0]) for g, e in epochs.items() if e}
+    return pick_violations(picks, couplings)
 
 
 #: The files ``sweetspot analyze`` writes its per-group picks into, in the order they are read.

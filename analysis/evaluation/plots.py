@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
+from analysis.plots import new_figure, save_figure
 
-from analysis.evaluation.evaluate import EvaluationResult  # noqa: E402
-from modules.atomic import atomic_path  # noqa: E402
+if TYPE_CHECKING:
+    from analysis.evaluation.evaluate import EvaluationResult
 
 VERDICT_COLOURS = {"combination better": "tab:green", "baseline better": "tab:red", "no significant difference": "tab:gray"}
 #: Marker drawn at each mean difference, so that a difference too small for its bar still shows.
@@ -30,7 +29,8 @@ def evaluation_figure(result: EvaluationResult) -> Figure:
     names = [e.candidate.name for e in result.evaluated]
     values = [e.metrics["test"][metric] for e in result.evaluated]
     height = 1.6 + 0.38 * len(names)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(14, height), constrained_layout=True)
+    fig = new_figure((14, height), layout="constrained")
+    left, right = fig.subplots(1, 2)
     colours = ["tab:blue"] + ["tab:orange"] * (len(names) - 1)
     left.barh(range(len(names)), values, color=colours)
     left.set_yticks(range(len(names)), names)
@@ -66,9 +66,4 @@ def evaluation_figure(result: EvaluationResult) -> Figure:
 
 def plot_evaluation(result: EvaluationResult, path: str | os.PathLike[str]) -> None:
     """Write ``evaluation_figure(result)`` as a PNG, atomically."""
-    fig = evaluation_figure(result)
-    try:
-        with atomic_path(Path(path)) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-    finally:
-        plt.close(fig)
+    save_figure(evaluation_figure(result), Path(path), dpi=110)

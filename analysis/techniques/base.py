@@ -1,4 +1,10 @@
-"""The technique protocol, its inputs and outputs, and the registry of techniques by name."""
+"""The technique protocol and its input: a group's series, the thresholds and earlier picks.
+
+A technique subclasses ``Technique``: a ``name``, a pydantic ``Params`` model of its own settings
+(defaults reproduce the seed), a ``marker`` for the plots, and ``recommend``. ``run`` is what the
+pipeline calls: it abstains (confidence 0, the last epoch) on a series the statistics cannot
+judge, too short or not finite, so that no technique has to repeat those checks.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from analysis.errors import AnalysisError
-from analysis.series import GroupSeries
+from analysis.results import Recommendation, fmt_window
+from analysis.series import MIN_CHECKPOINTS, GroupSeries
 from analysis.thresholds import Thresholds
 
-
-@dataclass
-class Recommendation:
-    """One technique's pick for one group: an epoch (or an average window), confidence, reasons."""
-
-    epoch: int
-    confidence: float
-    reasons: list[str]
-    details: dict[str, Any] = field(default_factory=dict)
-    average: tuple[int, int] | None = None
-
-    def __post_init__(self) -> None:
-        self.confidence = float(min(1.0, max(0.0, self.confidence)))
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"epoch": int(self.epoch), "confidence": round(self.confidence, 4)}
-        if self.average is not None:
-            out["average"] = [int(self.average[0]), int(self.average[1])]
-        out["reasons"] = list(self.reasons)
-        out["details"] = self.details
-        return out
+__all__ = ["GroupContext", "NoParams", "Recommendation", "Technique", "fmt_window", "plateau_window"]
 
 
 @dataclass
@@ -42,6 +30,8 @@ class GroupContext:
     series: GroupSeries
     thresholds: Thresholds
     recommendations: dict[str, Recommendation] = field(default_factory=dict)
+    #: Names of the techniques whose picks count in a vote; None: every earlier one.
+    voting: frozenset[str] | None = None
 
     @property
     def epochs(self) -> np.ndarray:
@@ -53,36 +43,47 @@ class GroupContext:
         return min(self.thresholds.stability_window, len(self.series.epochs))
 
 
+def plateau_window(recommendations: dict[str, Recommendation]) -> tuple[int, int] | None:
+    """The first plateau window (``details["plateau_window"]``) any recommendation reports."""
+    for rec in recommendations.values():
+        window = rec.details.get("plateau_window")
+        if window:
+            return int(window[0]), int(window[1])
+    return None
+
+
+class NoParams(BaseModel):
+    """A technique without settings of its own (the thresholds drive it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 class Technique(ABC):
     """A way to recommend an epoch for a group; ``votes`` says whether the ensemble counts it."""
 
     name: ClassVar[str]
     votes: ClassVar[bool] = True
+    #: Matplotlib marker of this technique's pick in the group plots.
+    marker: ClassVar[str] = "o"
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def __init__(self, **params: Any) -> None:
+        self.params = self.Params(**params)
 
     @abstractmethod
     def recommend(self, context: GroupContext) -> Recommendation:
         """Recommend an epoch (one of ``context.epochs``) for ``context.series.group``."""
 
-
-#: Registered techniques by name, in the order the pipeline runs them (the ensemble last).
-TECHNIQUES: dict[str, Technique] = {}
-
-
-def register(technique: Technique) -> Technique:
-    """Add ``technique`` to TECHNIQUES; a second technique with the same name is refused."""
-    if technique.name in TECHNIQUES:
-        raise AnalysisError(f"a technique named {technique.name!r} is already registered; choose another name")
-    TECHNIQUES[technique.name] = technique
-    return technique
-
-
-def get_technique(name: str) -> Technique:
-    """The registered technique called ``name``."""
-    if name not in TECHNIQUES:
-        raise AnalysisError(f"unknown technique {name!r}; registered techniques: {list(TECHNIQUES)}")
-    return TECHNIQUES[name]
-
-
-def fmt_window(window: tuple[int, int] | list[int] | None) -> str:
-    """``(42, 48)`` -> ``"42-48"``."""
-    return "none" if window is None else f"{int(window[0])}-{int(window[1])}"
+    def run(self, context: GroupContext) -> Recommendation:
+        """``recommend``, or an abstention when the group's series cannot be judged."""
+        epochs = context.epochs
+        if len(epochs) == 0:
+            raise AnalysisError(f"group {context.series.group!r} has no analysed epoch; {self.name} cannot run")
+        why = None
+        if len(epochs) < MIN_CHECKPOINTS:
+            why = f"{len(epochs)} analysed checkpoints, fewer than the {MIN_CHECKPOINTS} the statistics need"
+        elif not np.isfinite(context.series.composite).all():
+            why = "the judging metrics are not finite at every analysed epoch"
+        if why is None:
+            return self.recommend(context)
+        return Recommendation(int(epochs[-1]), 0.0, [f"{self.name} abstains: {why}"], {"abstained": why})

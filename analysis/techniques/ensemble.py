@@ -8,16 +8,24 @@ the vote is split, and the ensemble recommends averaging the plateau window inst
 from __future__ import annotations
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from analysis.stats import snap_to_epoch
 from analysis.techniques.base import (
-    TECHNIQUES,
     GroupContext,
     Recommendation,
     Technique,
     fmt_window,
-    register,
+    plateau_window,
 )
+
+
+class EnsembleParams(BaseModel):
+    """Settings of the ensemble vote."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    #: Picks within this many median checkpoint gaps of a candidate back it.
+    agree_within_gaps: float = Field(default=1.0, ge=0)
 
 
 def vote_reason(backers: dict[str, Recommendation], voters: dict[str, Recommendation], epoch: int, share: float) -> str:
@@ -43,14 +51,18 @@ class EnsembleTechnique(Technique):
 
     name = "ensemble"
     votes = False
+    marker = "*"
+    Params = EnsembleParams
 
     def recommend(self, context: GroupContext) -> Recommendation:
         epochs = context.epochs
         eligible = {
-            name: rec for name, rec in context.recommendations.items() if name in TECHNIQUES and TECHNIQUES[name].votes
+            name: rec
+            for name, rec in context.recommendations.items()
+            if name != self.name and (context.voting is None or name in context.voting)
         }
         voters = {name: rec for name, rec in eligible.items() if rec.confidence > 0}
-        tolerance = float(np.median(np.diff(epochs)))
+        tolerance = self.params.agree_within_gaps * float(np.median(np.diff(epochs)))
         total = sum(rec.confidence for rec in voters.values())
         support: dict[int, float] = {}
         for candidate in sorted({rec.epoch for rec in voters.values()}):
@@ -79,8 +91,7 @@ class EnsembleTechnique(Technique):
         if share >= context.thresholds.voting_confidence:
             details["fallback"] = None
             return Recommendation(epoch, confidence, reasons, details)
-        plateau = context.recommendations.get("plateau")
-        window = plateau.details.get("plateau_window") if plateau else None
+        window = plateau_window(eligible)
         split = f"vote split: winning share {share:.0%} < voting_confidence {context.thresholds.voting_confidence:.0%}"
         if window is None:
             details["fallback"] = "no plateau to average; kept the top-voted epoch"
@@ -89,11 +100,9 @@ class EnsembleTechnique(Technique):
         average = (int(window[0]), int(window[1]))
         return Recommendation(
             snap_to_epoch(sum(average) / 2, epochs),
-            plateau.confidence,
+            next(r.confidence for r in eligible.values() if r.details.get("plateau_window")),
             [f"{split}; averaging the plateau window {fmt_window(average)}", *reasons],
             details,
             average=average,
         )
 
-
-register(EnsembleTechnique())

@@ -9,16 +9,27 @@ than vote for the last checkpoint, and its reasons still say the gradients are s
 from __future__ import annotations
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from analysis.health import HealthScores, degradation_start, health_scores
 from analysis.series import GroupSeries
-from analysis.techniques.base import GroupContext, Recommendation, Technique, register
+from analysis.techniques.base import GroupContext, Recommendation, Technique
+
+
+class GradientHealthParams(BaseModel):
+    """Settings of the gradient-health technique: confidence = base + health_weight x health at the pick."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    base_confidence: float = Field(default=0.5, ge=0, le=1)
+    health_weight: float = Field(default=0.4, ge=0, le=1)
 
 
 class GradientHealthTechnique(Technique):
     """Recommends the last healthy epoch before gradient flow degrades."""
 
     name = "gradient_health"
+    marker = "v"
+    Params = GradientHealthParams
 
     def recommend(self, context: GroupContext) -> Recommendation:
         series = context.series
@@ -57,7 +68,7 @@ class GradientHealthTechnique(Technique):
             f" last healthy epoch {int(epochs[index])} (signals {source_text})",
             *self._stability_reasons(series, scores, index),
         ]
-        return Recommendation(int(epochs[index]), 0.5 + 0.4 * scores.combined[index], reasons, details)
+        return Recommendation(int(epochs[index]), self.params.base_confidence + self.params.health_weight * float(scores.combined[index]), reasons, details)
 
     @staticmethod
     def _describe(series: GroupSeries, scores: HealthScores, culprits: list[str], index: int) -> str:
@@ -84,5 +95,3 @@ class GradientHealthTechnique(Technique):
             reasons.append(f"update/parameter ratio {float(series.health['update_ratio'][index]):.2e} at epoch {int(series.epochs[index])}")
         return reasons
 
-
-register(GradientHealthTechnique())

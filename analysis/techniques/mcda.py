@@ -13,7 +13,7 @@ import numpy as np
 
 from analysis.health import health_scores
 from analysis.stats import centred_std, middle_of_best, normalise
-from analysis.techniques.base import GroupContext, Recommendation, Technique, register
+from analysis.techniques.base import GroupContext, Recommendation, Technique
 
 
 def mcda_criteria(context: GroupContext) -> dict[str, np.ndarray]:
@@ -40,6 +40,7 @@ class McdaTechnique(Technique):
     """Recommends the epoch with the best weighted MCDA score."""
 
     name = "mcda"
+    marker = "^"
 
     def recommend(self, context: GroupContext) -> Recommendation:
         weights = context.thresholds.mcda_weights.model_dump()
@@ -57,5 +58,3 @@ class McdaTechnique(Technique):
             {"score": float(scores[index]), "criteria_at_pick": at_pick, "weights": weights},
         )
 
-
-register(McdaTechnique())

@@ -13,22 +13,28 @@ from dataclasses import dataclass
 
 import numpy as np
 import pymannkendall
+from pydantic import BaseModel, ConfigDict, Field
 
 from analysis.stats import (
     TREND_ALPHA,
+    best_smoothed,
     centred_mean,
     cusum_change_points,
-    middle_of_best,
     sliding_mann_kendall,
     sliding_sen_slope,
     sliding_variance,
     snap_to_epoch,
 )
-from analysis.techniques.base import GroupContext, Recommendation, Technique, fmt_window, register
+from analysis.techniques.base import GroupContext, Recommendation, Technique, fmt_window
 from analysis.thresholds import Thresholds
 
-#: Confidence of the fallback pick when no window is flat.
-NO_PLATEAU_CONFIDENCE = 0.15
+
+class PlateauParams(BaseModel):
+    """Settings of the plateau technique (the thresholds set what counts as flat)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    #: Confidence of the fallback pick when no window is flat.
+    no_plateau_confidence: float = Field(default=0.15, ge=0, le=1)
 
 
 @dataclass
@@ -84,6 +90,8 @@ class PlateauTechnique(Technique):
     """Recommends the centre of the best plateau of the group's goodness curve."""
 
     name = "plateau"
+    marker = "s"
+    Params = PlateauParams
 
     def recommend(self, context: GroupContext) -> Recommendation:
         series, thresholds, window = context.series, context.thresholds, context.window
@@ -100,11 +108,11 @@ class PlateauTechnique(Technique):
         }
         change_text = f"CUSUM change points at epochs {change_epochs}" if change_epochs else "no CUSUM change point"
         if scan.plateau is None:
-            index = middle_of_best(centred_mean(goodness, window))
+            index = best_smoothed(centred_mean(goodness, window), goodness)
             details["plateau_window"] = None
             return Recommendation(
                 int(epochs[index]),
-                NO_PLATEAU_CONFIDENCE,
+                self.params.no_plateau_confidence,
                 [
                     f"no plateau: no {window}-checkpoint window without a significant trend, with variance"
                     f" <= {thresholds.plateau_variance:g} and |slope| <= {thresholds.improvement_rate:g}/epoch",
@@ -149,5 +157,3 @@ def _share(value: float, limit: float) -> float:
         return 0.0 if value <= 0 else 1.0
     return min(1.0, value / limit)
 
-
-register(PlateauTechnique())

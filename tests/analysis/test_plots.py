@@ -18,7 +18,6 @@ def test_one_png_per_group_and_a_heatmap(tmp_path) -> None:
 
 
 def test_group_figure_marks_every_pick_on_its_own_row_and_names_an_average() -> None:
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
     from analysis.plots import group_figure, heatmap_figure
@@ -39,15 +38,12 @@ def test_group_figure_marks_every_pick_on_its_own_row_and_names_an_average() -> 
     # one row per technique: the marks' heights are all different, so equal epochs stay visible
     heights = [line.get_ydata()[0] for line in axes.get_lines() if line.get_label().split(":")[0] in result.recommendations]
     assert len(set(heights)) == len(result.recommendations)
-    plt.close(figure)
     heatmap = heatmap_figure(analysis)
     boxes = [p for p in heatmap.axes[0].patches if isinstance(p, Rectangle) and not p.get_fill()]
     assert len(boxes) == 2 and boxes[1].get_width() == EPOCHS.index(60) - EPOCHS.index(32) + 1
-    plt.close(heatmap)
 
 
 def test_heatmap_marks_missing_values_grey_and_hatched() -> None:
-    import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.patches import Rectangle
 
@@ -80,4 +76,3 @@ def test_heatmap_marks_missing_values_grey_and_hatched() -> None:
     assert missing.max() - missing.min() < 10, missing  # grey: red, green and blue alike
     present = cell_colour(4, 0)  # viridis is never grey
     assert present.max() - present.min() > 40, present
-    plt.close(figure)

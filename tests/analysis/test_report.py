@@ -4,7 +4,9 @@ import json
 import re
 
 import numpy as np
+import pytest
 
+from analysis.errors import AnalysisError
 from analysis.pipeline import analyze_metrics
 from analysis.report import group_block, module_title, report_markdown, write_outputs
 from modules.selection import load_selection
@@ -46,14 +48,19 @@ def test_block_has_the_seed_form() -> None:
     assert module_title("wrapper_emotion") == "Wrapper Emotion"
 
 
-def test_report_lists_blocks_and_a_table() -> None:
+def test_report_opens_with_the_table_and_what_to_run_next() -> None:
     text = report_markdown(small_analysis())
     assert text.count("[Module: ") == 2
-    assert "| group | plateau | task_metrics | mcda | gradient_health | ensemble | pick | plateau window |" in text
-    assert re.search(r"^\| backbone \| 30 \(\d+%\) \|", text, re.M)
-    assert re.search(r"^\| emotion_head \| 46 \(\d+%\) .* \| 32-60 \|$", text, re.M)
+    header = "| group | pick | plateau | task_metrics | mcda | gradient_health | ensemble | plateau window |"
+    lines = text.splitlines()
+    # the summary table comes first (right after the title and one line about the run), the blocks after
+    assert lines.index(header) == 4
+    assert text.index(header) < text.index("## What to run next") < text.index("[Module: ")
+    assert "sweetspot combine --checkpoint-dir run --selection selection.json" in text
+    assert "--group backbone=30 --group emotion_head=46" in text
+    assert re.search(r"^\| emotion_head \| \*\*46\*\* \(\d+%\) \| 46 \(\d+%\) .* \| 32-60 \|$", text, re.M)
     # gradient health is flat (healthy throughout): it abstains, and the table says so, not "60 (0%)"
-    assert re.search(r"^\| backbone \| 30 \(\d+%\) \| 30 \(\d+%\) \| 30 \(\d+%\) \| abstains \| 30 \(\d+%\) \| 30 \|", text, re.M)
+    assert re.search(r"^\| backbone \| \*\*30\*\* \(\d+%\) \| 30 \(\d+%\) \| 30 \(\d+%\) \| 30 \(\d+%\) \| abstains \| 30 \(\d+%\) \| 24-36 \|", text, re.M)
     assert "(0%)" not in text
 
 
@@ -80,3 +87,43 @@ def test_outputs_written(tmp_path) -> None:
     assert load_selection(written["selection"]).to_json() == {"backbone": 30, "emotion_head": 46}
     assert written["report"].read_text().startswith("# Sweet-spot analysis")
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_reanalysing_into_the_same_folder_leaves_only_this_runs_files(tmp_path) -> None:
+    from analysis.report import MANIFEST_FILE
+
+    out = tmp_path / "out"
+    first = small_analysis()
+    write_outputs(first, out)
+    (out / "notes.txt").write_text("mine")  # a user's own file
+    (out / "visualizations" / "my_figure.png").write_bytes(b"not ours")
+    # the next analysis has a group renamed: the old group's PNG must not stay beside the new ones
+    second = small_analysis()
+    second.groups["renamed_head"] = second.groups.pop("emotion_head")
+    write_outputs(second, out)
+    pngs = sorted(p.name for p in (out / "visualizations").iterdir())
+    assert pngs == ["backbone.png", "heatmap.png", "my_figure.png", "renamed_head.png"]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert json.loads((out / MANIFEST_FILE).read_text())["files"] == [
+        "analysis_report.md", "module_metrics.json", "selection.json",
+        "visualizations/backbone.png", "visualizations/heatmap.png", "visualizations/renamed_head.png",
+    ]
+    # without plots, the earlier PNGs go too (the folder holds this run's files only)
+    write_outputs(second, out, plots=False)
+    assert sorted(p.name for p in (out / "visualizations").iterdir()) == ["my_figure.png"]
+
+
+def test_a_folder_with_analysis_output_but_no_manifest_is_refused_not_mixed(tmp_path) -> None:
+
+    out = tmp_path / "old"
+    (out / "visualizations").mkdir(parents=True)
+    (out / "visualizations" / "stale_group.png").write_bytes(b"png")
+    with pytest.raises(AnalysisError, match=r"already holds analysis output without \.sweetspot-analysis\.json.*new one"):
+        write_outputs(small_analysis(), out)
+    assert sorted(p.name for p in out.rglob("*")) == ["stale_group.png", "visualizations"]
+    # a folder of the user's own unrelated files is fine
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "README.txt").write_text("x")
+    write_outputs(small_analysis(), other, plots=False)
+    assert (other / "README.txt").exists() and (other / "selection.json").exists()

@@ -5,7 +5,9 @@ import pymannkendall
 import pytest
 
 from analysis.stats import (
+    best_smoothed,
     centred_mean,
+    centred_std,
     cusum_change_points,
     normalise,
     sliding_mann_kendall,
@@ -42,9 +44,22 @@ def test_cusum_finds_a_step() -> None:
     assert cusum_change_points(np.full(20, 0.5), sigma_floor=0.1) == []
 
 
-def test_centred_mean_truncates_at_the_ends() -> None:
-    # window 3: [mean(1,2), mean(1,2,3), mean(2,3,4), mean(3,4)]
-    assert centred_mean(np.array([1.0, 2, 3, 4]), 3).tolist() == [1.5, 2.0, 3.0, 3.5]
+def test_centred_mean_keeps_the_window_whole_at_the_ends() -> None:
+    # window 3: the first point averages points 0-2 like the second, not a shorter window of its own
+    assert centred_mean(np.array([1.0, 2, 3, 4]), 3).tolist() == [2.0, 2.0, 3.0, 3.0]
+    assert centred_mean(np.array([0.0, 3, 6, 3, 0, 0, 0]), 5).tolist() == [2.4, 2.4, 2.4, 2.4, 1.8, 1.8, 1.8]
+    assert centred_mean(np.array([1.0, 3]), 5).tolist() == [2.0, 2.0]  # window longer than the run
+    # the local spread uses the same whole windows: the first point is not "stable" for averaging fewer points
+    values = np.array([0.0, 3, 6, 3, 0, 0, 0])
+    assert centred_std(values, 5) == pytest.approx([np.std(values[:5])] * 3 + [np.std(values[1:6])] + [np.std(values[2:])] * 3)
+
+
+def test_best_smoothed_separates_points_sharing_the_end_window_by_their_own_value() -> None:
+    raw = np.array([0.2, 0.5, 1.0, 0.4, 0.1, 0.0, 0.0])
+    smoothed = centred_mean(raw, 5)
+    assert smoothed[0] == smoothed[1] == smoothed[2] == smoothed.max()
+    assert best_smoothed(smoothed, raw) == 2
+    assert best_smoothed(np.array([1.0, 1.0, 1.0]), np.array([0.5, 0.5, 0.5])) == 1  # full tie: the middle
 
 
 def test_normalise_scores_a_far_out_warm_up_value_zero() -> None:

@@ -259,3 +259,33 @@ def test_dead_fraction_counts_features_of_sequence_outputs():
     # 4 examples x 7 positions x 2 inputs: a per-position reading would count 7 units, not 3
     fractions = dead_fractions(model, spec, torch.randn(4, 7, 2), ["mlp"])
     assert fractions["mlp"] == pytest.approx(1 / 3)
+
+
+def test_an_evaluate_that_switches_to_eval_mode_leaves_training_in_train_mode(tmp_path: Path) -> None:
+    # The README's loop calls model.train() once; an evaluate that calls model.eval() and never
+    # switches back used to leave every later epoch training in eval mode (dropout off).
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.Linear(4, 1))
+    model[1].eval()  # a submodule the user keeps in eval mode on purpose stays so
+    spec = parse_spec({**tiny_spec().model_dump(), "groups": {"body": ["0."], "head": ["2."]}})
+    x, y = make_data()
+    seen: list[bool] = []
+
+    def evaluate(m: nn.Module, split) -> dict:
+        m.eval()  # and never m.train()
+        with torch.no_grad():
+            return {"loss": float(((m(split[0]).squeeze(1) - split[1]) ** 2).mean())}
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    recorder = Recorder(tmp_path / "run", spec, model, optimizer, every=1, evaluate=evaluate, val_split=(x, y))
+    model.train()
+    model[1].eval()
+    for epoch in range(1, 4):
+        seen.append(model.training)
+        optimizer.zero_grad()
+        ((model(x).squeeze(1) - y) ** 2).mean().backward()
+        recorder.after_backward()
+        optimizer.step()
+        recorder.end_epoch(epoch)
+    assert seen == [True, True, True]
+    assert model.training and model[0].training and not model[1].training

@@ -60,5 +60,6 @@ def test_coupling_violations_compare_centres_with_the_allowed_gap() -> None:
     assert coupling_violations({"backbone": [44], "heads": [40], "solo": [2]}, couplings) == []
     problems = coupling_violations({"backbone": [44], "heads": [36, 38]}, couplings)  # centre 37: 7 apart
     assert problems == [
-        "coupling A allows 4 epochs between its groups, but the selection puts backbone at 44, heads at 37 (7 apart)"
+        "coupling A allows 4 epochs between its groups, but the selection puts backbone at 44, heads at 37"
+        " (7 apart; an averaged window counts at its midpoint)"
     ]

@@ -35,6 +35,7 @@ def test_cli_writes_every_output(tmp_path, capsys) -> None:
     code = cli.main(["analyze", "--checkpoint-dir", str(run), "--output", str(out), "--thresholds", str(thresholds)])
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == [
+        ".sweetspot-analysis.json",
         "analysis_report.md",
         "module_metrics.json",
         "selection.json",

@@ -238,6 +238,3 @@ def test_plot_colours_each_difference_by_its_verdict() -> None:
     assert [to_rgba(line.get_color()) for line in intervals] == [to_rgba(VERDICT_COLOURS[c.verdict]) for c in comparisons]
     bars = [to_rgba(patch.get_facecolor())[:3] for patch in right.patches]
     assert bars == [to_rgba(VERDICT_COLOURS[c.verdict])[:3] for c in comparisons]
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
