@@ -260,7 +260,7 @@ def test_group_files_are_byte_identical_to_safetensors_own_writer(tmp_path):
 
     from safetensors.torch import save as safetensors_save
 
-    from modules.rundir import _write_group_file
+    from modules.safetensors_stream import save_tensors as _write_group_file
 
     gen = torch.Generator().manual_seed(0)
     tensors = {
