@@ -10,6 +10,7 @@ only mean code execution (``os.system``, ``builtins.eval``, ``io.open``, ...) re
 
 from __future__ import annotations
 
+import _compat_pickle
 import importlib
 import io
 import os
@@ -82,6 +83,11 @@ def _make_unpickler(allowed: frozenset[str], skipped: set[str]) -> type[pickle.U
 
     class RestrictedUnpickler(pickle.Unpickler):
         def find_class(self, module: str, name: str) -> Any:
+            # Protocol 2 (torch.save's) writes Python 2 names such as __builtin__.eval: map them first.
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            elif module in _compat_pickle.IMPORT_MAPPING:
+                module = _compat_pickle.IMPORT_MAPPING[module]
             qualname = f"{module}.{name}"
             if qualname in safe:
                 return safe[qualname]
