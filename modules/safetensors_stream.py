@@ -166,8 +166,7 @@ def write_streaming(
         leftover = next(expected, None)
         if leftover is not None:
             raise ValueError(f"tensor {leftover[0]!r} was laid out but not written")
-        handle.flush()
-        os.fsync(handle.fileno())
+    fsync_path(path)
 
 
 # -- whole-mapping writer (run directory group files) ---------------------------------------------
@@ -283,10 +282,10 @@ def save_tensors(
             fsync_path(path)
         return result
     _library_save_file(tensors, path, metadata=dict(metadata))  # dtypes outside the table: the library decides
+    if durable:
+        fsync_path(path)
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        if durable:
-            os.fsync(handle.fileno())
         size = os.fstat(handle.fileno()).st_size
         if size:
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:

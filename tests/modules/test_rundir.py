@@ -275,6 +275,11 @@ def test_group_files_are_byte_identical_to_safetensors_own_writer(tmp_path):
         "mask": torch.rand(6, generator=gen) > 0.5,
         "small_int": torch.arange(10, dtype=torch.int16),
         "bytes": torch.arange(11, dtype=torch.uint8),
+        "u16": torch.arange(7).to(torch.uint16),
+        "u32": torch.arange(5).to(torch.uint32),
+        "u64": torch.arange(3).to(torch.uint64),
+        "f8": torch.linspace(-2, 2, 6).to(torch.float8_e4m3fn),
+        "f8b": torch.linspace(-2, 2, 6).to(torch.float8_e5m2),
         "empty": torch.zeros(0, 4),
         "sliced": torch.randn(8, 8, generator=gen)[::2, 1:5],  # non-contiguous view
         "big": torch.randn(1 << 20, generator=gen),
