@@ -13,27 +13,35 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from modules.errors import RunDirError
+from modules.safetensors_stream import DTYPE_CODES
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
 
-class _Strict(BaseModel):
+class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
-class TensorEntry(_Strict):
+class TensorEntry(_Model):
     shape: list[int]
     dtype: str
 
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, dtype: str) -> str:
+        if dtype not in DTYPE_CODES:
+            raise ValueError(f"dtype {dtype!r} is not one sweetspot stores; known: {sorted(DTYPE_CODES)}")
+        return dtype
 
-class GroupEntry(_Strict):
+
+class GroupEntry(_Model):
     #: Key -> shape and dtype; None until the first epoch fixes them (``complete`` False).
     keys: dict[str, TensorEntry | None]
     complete: bool = True
 
 
-class FileEntry(_Strict):
+class FileEntry(_Model):
     path: str
     sha256: str
     nbytes: int = Field(alias="bytes", ge=0)
@@ -42,7 +50,7 @@ class FileEntry(_Strict):
     @classmethod
     def _inside_run(cls, path: str) -> str:
         pure = PurePosixPath(path)
-        if not path or pure.is_absolute() or "\\" in path or ".." in pure.parts or Path(path).is_absolute():
+        if not path or pure.is_absolute() or "\\" in path or ".." in pure.parts:
             raise ValueError(
                 f"file path {path!r} leaves the run directory; a manifest lists files inside the run only"
                 " (epochs/<epoch>/<group>.safetensors). The manifest was altered: re-import the run"
@@ -50,14 +58,14 @@ class FileEntry(_Strict):
         return path
 
 
-class EpochRecord(_Strict):
+class EpochRecord(_Model):
     epoch: int = Field(ge=0, strict=True)
     source: str = ""
     files: dict[str, FileEntry]
 
 
-class Manifest(_Strict):
-    format_version: int
+class Manifest(_Model):
+    format_version: int = Field(strict=True)
     spec_name: str
     created_by: str = ""
     groups: dict[str, GroupEntry]

@@ -40,8 +40,9 @@ def test_a_newer_format_is_refused_by_name(tmp_path: Path) -> None:
         (lambda m: m["epochs"][0].pop("files"), r"epochs.0.files: Field required"),
         (lambda m: m["epochs"][0].update(epoch="1"), r"epochs.0.epoch: Input should be a valid integer"),
         (lambda m: m["epochs"][0]["files"]["head"].update(bytes=-1), r"bytes: Input should be greater than or equal to 0"),
+        (lambda m: m["groups"]["head"]["keys"]["head.w"].update(dtype="float3"), r"dtype 'float3' is not one sweetspot stores"),
     ],
-    ids=["no-groups", "no-files", "string-epoch", "negative-size"],
+    ids=["no-groups", "no-files", "string-epoch", "negative-size", "unknown-dtype"],
 )
 def test_missing_or_bad_fields_are_a_run_dir_error_naming_the_field(tmp_path: Path, change, message: str) -> None:
     manifest = _run(tmp_path / "run")
