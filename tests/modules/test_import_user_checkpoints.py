@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,3 +160,45 @@ def test_a_killed_imports_folder_is_removed_by_the_next_import(tmp_path) -> None
     assert report.removed_leftovers == [str(stale)]
     assert f"removed {stale}" in report.summary()
     assert not stale.exists() and live.exists()
+
+
+_KILLED_IMPORT = """
+import sys, time
+import modules.importer as importer
+from modules.spec import parse_spec
+from tests.modules.test_importer import SPEC_DATA
+real = importer.RunWriter.write_epoch
+def slow(self, epoch, *args, **kwargs):
+    real(self, epoch, *args, **kwargs)
+    print("wrote", epoch, flush=True)
+    time.sleep(60)
+importer.RunWriter.write_epoch = slow
+importer.import_checkpoints(sys.argv[1], parse_spec(SPEC_DATA, "spec"), sys.argv[2], progress=False)
+"""
+
+
+def test_after_kill_9_of_an_import_the_next_import_removes_its_folder(tmp_path) -> None:
+    source = tmp_path / "seed"
+    source.mkdir()
+    saved = {}
+    for epoch, (state, _) in _train_states([1, 2]).items():
+        torch.save(state, source / f"checkpoint_epoch_{epoch}.pt")
+        saved[epoch] = state
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_IMPORT, str(source), str(out)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert child.stdout.readline().split() == ["wrote", "1"]
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    leftover = tmp_path / f"run.partial-{child.pid}"
+    assert leftover.is_dir() and not out.exists()
+    report = import_checkpoints(source, SPEC, out, progress=False)
+    assert report.removed_leftovers == [str(leftover)] and not leftover.exists()
+    _assert_imported(out, saved)
