@@ -71,6 +71,12 @@ def nbytes_of(shape: tuple[int, ...], dtype: str) -> int:
     return numel * getattr(torch, dtype).itemsize
 
 
+def library_order(layout: Layout) -> list[str]:
+    """The order safetensors' own writer lays tensors out in: dtype rank descending, then name
+    (which also keeps every tensor aligned to its item size)."""
+    return sorted(layout, key=lambda k: (-_DTYPE_RANK[DTYPE_CODES[layout[k][1]]], k))
+
+
 def encode_header(layout: Layout, metadata: Mapping[str, str] | None) -> bytes:
     """The length prefix and JSON header for tensors laid out in ``layout`` order (key -> shape, dtype name).
 
@@ -152,20 +158,38 @@ def write_streaming(
     tensors: Iterator[tuple[str, torch.Tensor]],
     metadata: Mapping[str, str],
 ) -> None:
-    """Write ``tensors`` (yielded in ``layout`` order, matching its shapes/dtypes) to ``path``, fsynced."""
-    expected = iter(layout.items())
-    with open(path, "wb") as handle:
-        handle.write(encode_header(layout, metadata))
+    """Write ``tensors`` (each key of ``layout`` once, in any order, matching its shape and dtype) to
+    ``path``, fsynced, holding one tensor in memory at a time.
+
+    The file is laid out as safetensors' own writer lays it out (see ``library_order``), each
+    tensor written at its offset as it arrives, so with at most one metadata key the bytes equal
+    ``safetensors.torch.save_file``'s (it orders several keys by a randomised hash map; here sorted).
+    """
+    ordered = {key: layout[key] for key in library_order(layout)}
+    header = encode_header(ordered, dict(sorted(metadata.items())))
+    offsets, position = {}, len(header)
+    for key, (shape, dtype) in ordered.items():
+        offsets[key] = position
+        position += nbytes_of(tuple(shape), dtype)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        os.pwrite(fd, header, 0)
+        os.ftruncate(fd, position)
         for key, tensor in tensors:
-            want_key, (shape, dtype) = next(expected, (None, ((), "")))
-            if key != want_key or tuple(tensor.shape) != tuple(shape) or str(tensor.dtype) != f"torch.{dtype}":
-                raise ValueError(f"tensor {key!r} {tuple(tensor.shape)} {tensor.dtype} does not match layout entry {want_key!r}")
+            shape, dtype = layout.get(key, (None, ""))
+            if key not in offsets or tuple(tensor.shape) != tuple(shape) or str(tensor.dtype) != f"torch.{dtype}":
+                raise ValueError(f"tensor {key!r} {tuple(tensor.shape)} {tensor.dtype} does not match the layout ({shape} {dtype})")
+            start = offsets.pop(key)
             flat = tensor.detach().to("cpu").contiguous().reshape(-1)
             if flat.numel():
-                handle.write(memoryview(flat.view(torch.uint8).numpy()))
-        leftover = next(expected, None)
-        if leftover is not None:
-            raise ValueError(f"tensor {leftover[0]!r} was laid out but not written")
+                data = memoryview(flat.view(torch.uint8).numpy())
+                written = 0
+                while written < data.nbytes:
+                    written += os.pwrite(fd, data[written:], start + written)
+        if offsets:
+            raise ValueError(f"tensors {list(offsets)[:5]} were laid out but not written")
+    finally:
+        os.close(fd)
     fsync_path(path)
 
 
@@ -191,9 +215,9 @@ def _unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _library_layout(tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple[tuple[int, ...], str]]:
-    """``tensors``' layout in the order safetensors' own writer uses (dtype rank descending, then name)."""
-    order = sorted(tensors, key=lambda k: (-_DTYPE_RANK[DTYPE_CODES[dtype_name(tensors[k].dtype)]], k))
-    return {k: (tuple(tensors[k].shape), dtype_name(tensors[k].dtype)) for k in order}
+    """``tensors``' layout in the order safetensors' own writer uses."""
+    layout = {k: (tuple(t.shape), dtype_name(t.dtype)) for k, t in tensors.items()}
+    return {k: layout[k] for k in library_order(layout)}
 
 
 def _open_for_write(path: Path, direct: bool) -> int:

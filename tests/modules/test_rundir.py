@@ -369,3 +369,30 @@ def test_an_epoch_folder_without_its_manifest_entry_is_replaced_by_the_next_writ
         warnings.simplefilter("error")
         run = RunDir(tmp_path / "run")
     assert run.epochs == [0, 1] and run.verify() == []
+
+
+def test_streaming_writer_output_is_byte_identical_to_safetensors_own(tmp_path) -> None:
+    """combine's writer takes one tensor at a time, in any order, and still writes safetensors' bytes."""
+    import random
+
+    from safetensors.torch import save as safetensors_save
+
+    from modules.safetensors_stream import dtype_name, write_streaming
+
+    gen = torch.Generator().manual_seed(1)
+    tensors = {
+        "z.weight": torch.randn(7, 3, generator=gen),
+        "a.bias": torch.randn(5, generator=gen).half(),
+        "m.bf": torch.randn(4, generator=gen).to(torch.bfloat16),
+        "bn.num_batches_tracked": torch.tensor(3),
+        "flag": torch.tensor([True, False]),
+        "empty": torch.zeros(0, 2),
+        "d": torch.randn(2, generator=gen).double(),
+    }
+    layout = {k: (tuple(t.shape), dtype_name(t.dtype)) for k, t in tensors.items()}
+    order = list(tensors)
+    random.Random(0).shuffle(order)
+    write_streaming(tmp_path / "s.safetensors", layout, ((k, tensors[k]) for k in order), {"format": "pt"})
+    assert (tmp_path / "s.safetensors").read_bytes() == safetensors_save(tensors, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"\['d'\] were laid out but not written"):
+        write_streaming(tmp_path / "t.safetensors", layout, ((k, tensors[k]) for k in tensors if k != "d"), {})
