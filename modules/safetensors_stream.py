@@ -1,19 +1,26 @@
-"""Read and write safetensors files one tensor at a time (plain file I/O, no memory map).
+"""The one safetensors module: dtype table, header encoder, a one-tensor-at-a-time reader, and
+writers that never need a whole model (or a second copy of a group) in memory.
 
-Reading with ``pread`` keeps only the tensor asked for in memory; writing lays out the header from
-known shapes first, then appends each tensor, so a whole model is never held at once.
+Reading with ``pread`` keeps only the tensor asked for in memory. ``write_streaming`` lays out the
+header from known shapes first, then appends each tensor as it is produced. ``save_tensors`` writes
+a mapping of tensors byte-identical to safetensors' own ``save_file``, hashing while it writes.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import mmap
 import os
 import struct
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file as _library_save_file
 
+from modules.atomic import fsync_path
 from modules.errors import CheckpointImportError
 
 #: torch dtype name -> safetensors dtype code.
@@ -26,19 +33,65 @@ DTYPE_CODES = {
     "int32": "I32",
     "int16": "I16",
     "int8": "I8",
+    "uint64": "U64",
+    "uint32": "U32",
+    "uint16": "U16",
     "uint8": "U8",
     "bool": "BOOL",
     "float8_e4m3fn": "F8_E4M3",
     "float8_e5m2": "F8_E5M2",
 }
 CODE_DTYPES = {code: name for name, code in DTYPE_CODES.items()}
+#: safetensors' Dtype enum order; its writer lays tensors out by this rank (descending), then name.
+_DTYPE_RANK = {
+    code: rank
+    for rank, code in enumerate(
+        ["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64"]
+    )
+}
+#: Bytes copied, hashed and written at a time; a multiple of the O_DIRECT alignment.
+_WRITE_CHUNK = 1 << 23
+_DIRECT_ALIGN = 4096
+#: Write group files with O_DIRECT where the OS has it (see benchmarks/bench_store.py for why).
+USE_DIRECT = hasattr(os, "O_DIRECT")
+
+Layout = Mapping[str, tuple[tuple[int, ...], str]]
 
 
-def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.float32`` -> ``"float32"``."""
+    return str(dtype).removeprefix("torch.")
+
+
+def nbytes_of(shape: tuple[int, ...], dtype: str) -> int:
+    """Bytes of a tensor of ``shape`` and dtype name ``dtype``."""
     numel = 1
     for size in shape:
         numel *= size
     return numel * getattr(torch, dtype).itemsize
+
+
+def library_order(layout: Layout) -> list[str]:
+    """The order safetensors' own writer lays tensors out in: dtype rank descending, then name
+    (which also keeps every tensor aligned to its item size)."""
+    return sorted(layout, key=lambda k: (-_DTYPE_RANK[DTYPE_CODES[layout[k][1]]], k))
+
+
+def encode_header(layout: Layout, metadata: Mapping[str, str] | None) -> bytes:
+    """The length prefix and JSON header for tensors laid out in ``layout`` order (key -> shape, dtype name).
+
+    ``metadata`` None leaves ``__metadata__`` out, as safetensors does; the header is padded with
+    spaces to a multiple of 8 bytes so every tensor stays aligned.
+    """
+    header: dict[str, object] = {} if metadata is None else {"__metadata__": dict(metadata)}
+    offset = 0
+    for key, (shape, dtype) in layout.items():
+        size = nbytes_of(shape, dtype)
+        header[key] = {"dtype": DTYPE_CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text
 
 
 def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, dict], dict[str, str], int]:
@@ -77,7 +130,7 @@ class SafetensorsReader:
             raise CheckpointImportError(f"{self.path}: tensor {key!r} has unsupported dtype {entry['dtype']}")
         start, end = entry["data_offsets"]
         shape = tuple(entry["shape"])
-        if end - start != _nbytes(shape, dtype):
+        if end - start != nbytes_of(shape, dtype):
             raise CheckpointImportError(f"{self.path}: tensor {key!r} has inconsistent offsets; the file is corrupt")
         out = torch.empty(shape, dtype=getattr(torch, dtype))
         if end > start:
@@ -99,38 +152,166 @@ class SafetensorsReader:
         self.close()
 
 
-def header_bytes(layout: Mapping[str, tuple[tuple[int, ...], str]], metadata: Mapping[str, str]) -> bytes:
-    """The length prefix and JSON header for tensors laid out in ``layout`` order."""
-    header: dict[str, object] = {"__metadata__": dict(metadata)}
-    offset = 0
-    for key, (shape, dtype) in layout.items():
-        size = _nbytes(shape, dtype)
-        header[key] = {"dtype": DTYPE_CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text
-
-
 def write_streaming(
     path: str | os.PathLike[str],
-    layout: Mapping[str, tuple[tuple[int, ...], str]],
+    layout: Layout,
     tensors: Iterator[tuple[str, torch.Tensor]],
     metadata: Mapping[str, str],
 ) -> None:
-    """Write ``tensors`` (yielded in ``layout`` order, matching its shapes/dtypes) to ``path``."""
-    expected = iter(layout.items())
-    with open(path, "wb") as handle:
-        handle.write(header_bytes(layout, metadata))
+    """Write ``tensors`` (each key of ``layout`` once, in any order, matching its shape and dtype) to
+    ``path``, fsynced, holding one tensor in memory at a time.
+
+    The file is laid out as safetensors' own writer lays it out (see ``library_order``), each
+    tensor written at its offset as it arrives, so with at most one metadata key the bytes equal
+    ``safetensors.torch.save_file``'s (it orders several keys by a randomised hash map; here sorted).
+    """
+    ordered = {key: layout[key] for key in library_order(layout)}
+    header = encode_header(ordered, dict(sorted(metadata.items())))
+    offsets, position = {}, len(header)
+    for key, (shape, dtype) in ordered.items():
+        offsets[key] = position
+        position += nbytes_of(tuple(shape), dtype)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        os.pwrite(fd, header, 0)
+        os.ftruncate(fd, position)
         for key, tensor in tensors:
-            want_key, (shape, dtype) = next(expected, (None, ((), "")))
-            if key != want_key or tuple(tensor.shape) != tuple(shape) or str(tensor.dtype) != f"torch.{dtype}":
-                raise ValueError(f"tensor {key!r} {tuple(tensor.shape)} {tensor.dtype} does not match layout entry {want_key!r}")
+            shape, dtype = layout.get(key, (None, ""))
+            if key not in offsets or tuple(tensor.shape) != tuple(shape) or str(tensor.dtype) != f"torch.{dtype}":
+                raise ValueError(f"tensor {key!r} {tuple(tensor.shape)} {tensor.dtype} does not match the layout ({shape} {dtype})")
+            start = offsets.pop(key)
             flat = tensor.detach().to("cpu").contiguous().reshape(-1)
             if flat.numel():
-                handle.write(memoryview(flat.view(torch.uint8).numpy()))
-        leftover = next(expected, None)
-        if leftover is not None:
-            raise ValueError(f"tensor {leftover[0]!r} was laid out but not written")
-        handle.flush()
-        os.fsync(handle.fileno())
+                data = memoryview(flat.view(torch.uint8).numpy())
+                written = 0
+                while written < data.nbytes:
+                    written += os.pwrite(fd, data[written:], start + written)
+        if offsets:
+            raise ValueError(f"tensors {list(offsets)[:5]} were laid out but not written")
+    finally:
+        os.close(fd)
+    fsync_path(path)
+
+
+# -- whole-mapping writer (run directory group files) ---------------------------------------------
+
+
+class _DirectUnsupported(Exception):
+    """The file system refused an O_DIRECT write; the file is written through the page cache instead."""
+
+
+def _unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU tensors; tensors sharing storage are cloned (safetensors refuses them)."""
+    seen: set[tuple[int, int]] = set()
+    out = {}
+    for key, tensor in tensors.items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        ident = (tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes())
+        if ident in seen or tensor.untyped_storage().nbytes() != tensor.nbytes:
+            tensor = tensor.clone()
+        seen.add(ident)
+        out[key] = tensor
+    return out
+
+
+def _library_layout(tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """``tensors``' layout in the order safetensors' own writer uses."""
+    layout = {k: (tuple(t.shape), dtype_name(t.dtype)) for k, t in tensors.items()}
+    return {k: layout[k] for k in library_order(layout)}
+
+
+def _open_for_write(path: Path, direct: bool) -> int:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+    if direct:
+        flags |= os.O_DIRECT
+    try:
+        return os.open(path, flags, 0o666)
+    except OSError as error:
+        if direct and error.errno == errno.EINVAL:  # tmpfs and others refuse O_DIRECT at open
+            raise _DirectUnsupported from None
+        raise
+
+
+def _write_hashed(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], direct: bool) -> tuple[str, int]:
+    """Write a safetensors file, hashing the bytes as they go out; return (sha256, size).
+
+    The bytes pass through one reused, page-aligned buffer: with ``direct`` the file is opened
+    with O_DIRECT, so a large write goes straight to the device instead of filling the page cache
+    (the last block is padded and the file truncated back to its size).
+    """
+    layout = _library_layout(tensors)
+    header = encode_header(layout, dict(sorted(metadata.items())) if metadata else None)
+    sources = [memoryview(header)]
+    for key in layout:
+        tensor = tensors[key]
+        if tensor.nbytes:
+            sources.append(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
+    size = sum(source.nbytes for source in sources)
+    digest = hashlib.sha256()
+    fd = _open_for_write(path, direct)
+    try:
+        with mmap.mmap(-1, _WRITE_CHUNK) as buffer:
+            view = memoryview(buffer)
+            filled = 0
+
+            def flush(nbytes: int) -> None:
+                chunk = view[:nbytes]
+                digest.update(chunk)
+                if direct and nbytes % _DIRECT_ALIGN:
+                    padded = nbytes + (-nbytes % _DIRECT_ALIGN)
+                    view[nbytes:padded] = bytes(padded - nbytes)
+                    chunk = view[:padded]
+                written = 0
+                while written < len(chunk):
+                    try:
+                        written += os.write(fd, chunk[written:])
+                    except OSError as error:
+                        if direct and error.errno == errno.EINVAL:
+                            raise _DirectUnsupported from None
+                        raise
+
+            for source in sources:
+                start = 0
+                while start < source.nbytes:
+                    take = min(_WRITE_CHUNK - filled, source.nbytes - start)
+                    view[filled : filled + take] = source[start : start + take]
+                    filled += take
+                    start += take
+                    if filled == _WRITE_CHUNK:
+                        flush(filled)
+                        filled = 0
+            if filled:
+                flush(filled)
+            view.release()
+        if direct and size % _DIRECT_ALIGN:
+            os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+    return digest.hexdigest(), size
+
+
+def save_tensors(
+    path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], durable: bool = True
+) -> tuple[str, int]:
+    """Write ``tensors`` to ``path`` exactly as safetensors' ``save_file`` would (fsynced when
+    ``durable``); return the file's sha256 and size."""
+    path = Path(path)
+    tensors = _unshared(tensors)
+    if all(dtype_name(t.dtype) in DTYPE_CODES for t in tensors.values()):
+        try:
+            result = _write_hashed(path, tensors, metadata, direct=USE_DIRECT)
+        except _DirectUnsupported:
+            result = _write_hashed(path, tensors, metadata, direct=False)
+        if durable:
+            fsync_path(path)
+        return result
+    _library_save_file(tensors, path, metadata=dict(metadata))  # dtypes outside the table: the library decides
+    if durable:
+        fsync_path(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size:
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                digest.update(view)
+    return digest.hexdigest(), size

@@ -60,8 +60,9 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     model: str
-    data: str
-    evaluate: str
+    #: Needed only by the steps that train, recompute BatchNorm or evaluate; import and analyze run without.
+    data: str | None = None
+    evaluate: str | None = None
     batches: str | None = None
     model_args: dict[str, Any] = Field(default_factory=dict)
     data_args: dict[str, Any] = Field(default_factory=dict)
@@ -188,6 +189,11 @@ class Spec(BaseModel):
 
     def load_data(self) -> dict[str, Any]:
         """Call the data callable; it must return named splits including train, val and test."""
+        if self.data is None:
+            raise SpecError(
+                f"spec {self.name!r} has no 'data' callable, which this step needs to load the splits; add"
+                " `data: package.module:function` returning {'train': ..., 'val': ..., 'test': ...}"
+            )
         splits = resolve_callable(self.data, "data")(**self.data_args)
         if not isinstance(splits, dict):
             raise SpecError(f"data callable {self.data!r} returned {type(splits).__name__}, not a dict of splits")
@@ -209,6 +215,11 @@ class Spec(BaseModel):
 
     def evaluator(self) -> Callable[..., dict[str, Any]]:
         """The evaluate callable: ``evaluate(model, split) -> dict of metrics``."""
+        if self.evaluate is None:
+            raise SpecError(
+                f"spec {self.name!r} has no 'evaluate' callable, which this step needs to score models; add"
+                " `evaluate: package.module:function` taking (model, split) and returning a dict of metrics"
+            )
         return resolve_callable(self.evaluate, "evaluate")
 
 

@@ -24,11 +24,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--skip-bad", action="store_true", help="skip truncated or corrupt checkpoints and list them instead of failing"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--pattern", action="append", help="checkpoint names: 'epoch_{epoch}.pt' or a regex with (?P<epoch>\\d+); repeatable")
+    parser.add_argument("--allow-global", action="append", default=[], metavar="MODULE.NAME", help="load this type in checkpoint extras for real (trusted only)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Import and print a short summary; errors are raised as SweetspotError."""
-    report = sweetspot.import_run(args.source, args.spec, args.out, skip_bad=args.skip_bad, progress=not args.quiet)
+    report = sweetspot.import_run(
+        args.source, args.spec, args.out, skip_bad=args.skip_bad, progress=not args.quiet,
+        pattern=args.pattern, allow_globals=args.allow_global,
+    )
     print(report.summary())
     return 0
 

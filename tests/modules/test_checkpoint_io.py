@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import hashlib
+import os
+import pickle
 import pickletools
+import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from modules.checkpoint_io import WRAPPER_KEYS, load_state_dict
+from modules.checkpoint_io import WRAPPER_KEYS, load_state_dict, read_checkpoint
 from modules.errors import CheckpointImportError, UnsafeCheckpointError
 
 
@@ -160,3 +166,79 @@ def test_file_without_a_state_dict(tmp_path: Path, payload: object) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CheckpointImportError, match="nope.pt does not exist"):
         load_state_dict(tmp_path / "nope.pt")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    lr: float = 0.1
+    depth: int = 3
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_non_tensor_extras_are_left_out_and_named(tmp_path: Path, zip_format: bool) -> None:
+    """What training scripts save beside the weights: hyper-parameters, numpy scores, a dataclass."""
+    path = tmp_path / "checkpoint_epoch_3.pt"
+    extras = {"args": argparse.Namespace(lr=0.1, depth=3), "best_acc": np.float64(0.93), "config": TrainConfig()}
+    torch.save({"model_state_dict": _state(), **extras}, path, _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(pickle.UnpicklingError):  # what torch's own safe loader does with this file
+        torch.load(path, weights_only=True)
+    loaded = read_checkpoint(path)
+    _assert_same(loaded.state, _state())
+    assert "argparse.Namespace" in loaded.skipped_globals
+    assert f"{__name__}.TrainConfig" in loaded.skipped_globals
+    assert any(name.startswith("numpy") for name in loaded.skipped_globals)
+
+
+def test_an_unknown_class_in_an_extra_is_never_imported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A placeholder stands in for a class from a module that is not even imported (its import would run code)."""
+    marker = tmp_path / "imported"
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "sidecar_mod.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nclass Hparams:\n    def __init__(self):\n        self.lr = 0.1\n"
+    )
+    monkeypatch.syspath_prepend(str(package))
+    import sidecar_mod  # noqa: PLC0415
+
+    marker.unlink()
+    path = tmp_path / "a.pt"
+    torch.save({"state_dict": _state(), "hparams": sidecar_mod.Hparams()}, path)
+    monkeypatch.delitem(sys.modules, "sidecar_mod")
+    loaded = read_checkpoint(path)
+    _assert_same(loaded.state, _state())
+    assert loaded.skipped_globals == ["sidecar_mod.Hparams"]
+    assert not marker.exists() and "sidecar_mod" not in sys.modules
+
+
+def test_allowed_global_is_loaded_for_real(tmp_path: Path) -> None:
+    path = tmp_path / "a.pt"
+    torch.save({"state_dict": _state(), "args": argparse.Namespace(lr=0.5)}, path)
+    loaded = read_checkpoint(path, allow_globals=["argparse.Namespace"])
+    assert loaded.skipped_globals == []
+    _assert_same(loaded.state, _state())
+
+
+@pytest.mark.parametrize("call", [os.system, eval, getattr], ids=["os.system", "eval", "getattr"])
+def test_code_running_globals_in_an_extra_refuse_the_file(tmp_path: Path, call) -> None:
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            if call is os.system:
+                return (os.system, (f"touch {marker}",))
+            if call is eval:
+                return (eval, (f"open({str(marker)!r}, 'w')",))
+            return (getattr, (marker, "touch"))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": _state(), "x": Payload()}, path)
+    with pytest.raises(UnsafeCheckpointError, match="evil.pt needs arbitrary unpickling"):
+        load_state_dict(path)
+    assert not marker.exists()
+
+
+def test_a_whole_pickled_object_is_refused_not_run(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    torch.save(TrainConfig(), path)
+    with pytest.raises(UnsafeCheckpointError, match=r"holds a .*TrainConfig object instead of a state dict"):
+        load_state_dict(path)

@@ -147,7 +147,10 @@ def test_seed_form_over_raw_checkpoints(tiny_run: Path, tmp_path: Path) -> None:
 
 
 class NotATensor:
-    """An arbitrary object: unpickling it would need code, so the loader must refuse it."""
+    """An object whose unpickling calls ``open``: the loader must refuse it (plain extras are only left out)."""
+
+    def __reduce__(self):
+        return (open, ("/nonexistent/sweetspot-payload", "w"))
 
 
 def test_code_pickle_source_is_refused(tiny_run: Path, tmp_path: Path) -> None:

@@ -246,8 +246,11 @@ def test_write_killed_midway_leaves_the_last_complete_epoch(tmp_path: Path) -> N
     assert not (run_path / "epochs" / "2").exists()
     assert torch.equal(run.read_group(0, "a")["a.w"], torch.zeros(4_000_000))
     assert run.verify() == []
-    # The run can carry on: a new writer records epoch 2 whole.
+    check = run.check()
+    assert check.ok and check.leftovers == run.incomplete and "remove with clean" in check.summary()
+    # The run can carry on: a new writer records epoch 2 whole, removing the killed writer's folder.
     RunWriter(run_path).write_epoch(2, {g: {f"{g}.w": torch.full((4_000_000,), 2.0)} for g in ("a", "b")})
+    assert not list((run_path / "epochs").glob(".partial-*"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert RunDir(run_path).epochs == [0, 2]
@@ -260,7 +263,7 @@ def test_group_files_are_byte_identical_to_safetensors_own_writer(tmp_path):
 
     from safetensors.torch import save as safetensors_save
 
-    from modules.rundir import _write_group_file
+    from modules.safetensors_stream import save_tensors
 
     gen = torch.Generator().manual_seed(0)
     tensors = {
@@ -272,6 +275,11 @@ def test_group_files_are_byte_identical_to_safetensors_own_writer(tmp_path):
         "mask": torch.rand(6, generator=gen) > 0.5,
         "small_int": torch.arange(10, dtype=torch.int16),
         "bytes": torch.arange(11, dtype=torch.uint8),
+        "u16": torch.arange(7).to(torch.uint16),
+        "u32": torch.arange(5).to(torch.uint32),
+        "u64": torch.arange(3).to(torch.uint64),
+        "f8": torch.linspace(-2, 2, 6).to(torch.float8_e4m3fn),
+        "f8b": torch.linspace(-2, 2, 6).to(torch.float8_e5m2),
         "empty": torch.zeros(0, 4),
         "sliced": torch.randn(8, 8, generator=gen)[::2, 1:5],  # non-contiguous view
         "big": torch.randn(1 << 20, generator=gen),
@@ -281,7 +289,7 @@ def test_group_files_are_byte_identical_to_safetensors_own_writer(tmp_path):
     expected = safetensors_save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
     for name, durable in (("durable.safetensors", True), ("fast.safetensors", False)):
         path = tmp_path / name
-        sha, size = _write_group_file(path, tensors, metadata, durable)
+        sha, size = save_tensors(path, tensors, metadata, durable)
         written = path.read_bytes()
         assert written == expected
         assert size == len(expected) and sha == hashlib.sha256(expected).hexdigest()
@@ -295,3 +303,96 @@ def test_a_writer_on_a_corrupt_manifest_names_the_file(tmp_path):
     (tmp_path / "run" / "manifest.json").write_text("{ not json")
     with pytest.raises(RunDirError, match=r"manifest.json is unreadable"):
         RunWriter.create(tmp_path / "run", "spec", {"g": ["g.w"]}, exist_ok=True)
+
+
+def test_an_error_inside_write_epoch_removes_its_temporary_folder(tmp_path: Path, monkeypatch) -> None:
+    import modules.run_writer as run_writer
+
+    writer = _make_run(tmp_path / "run", [0])
+    real = run_writer.save_tensors
+
+    def failing(path, tensors, metadata, durable=True):
+        if metadata["group"] == "head":
+            raise OSError(28, "No space left on device")
+        return real(path, tensors, metadata, durable)
+
+    monkeypatch.setattr(run_writer, "save_tensors", failing)
+    with pytest.raises(OSError, match="No space left"):
+        writer.write_epoch(1, _epoch_states(1))
+    assert sorted(p.name for p in (tmp_path / "run" / "epochs").iterdir()) == ["0"]
+    monkeypatch.undo()
+    writer.write_epoch(1, _epoch_states(1))  # the writer is still usable
+    assert RunDir(tmp_path / "run").epochs == [0, 1]
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_check_and_clean_remove_only_leftovers_of_gone_writers(tmp_path: Path) -> None:
+    run_path = tmp_path / "run"
+    _make_run(run_path, [0, 1])
+    epochs = run_path / "epochs"
+    dead = _dead_pid()
+    stale_partial = epochs / f".partial-3-{dead}"
+    stale_partial.mkdir()
+    (stale_partial / "head.safetensors").write_bytes(b"half")
+    live_partial = epochs / f".partial-4-{os.getppid()}"
+    live_partial.mkdir()
+    unlisted = epochs / "5"  # renamed into place, killed before the manifest was written
+    unlisted.mkdir()
+    stale_tmp = run_path / f".metrics.parquet.{dead}-0badc0de.tmp"
+    stale_tmp.write_bytes(b"x")
+    foreign = run_path / "notes.txt"
+    foreign.write_text("mine")
+    (epochs / "0" / "head.safetensors").write_bytes(b"changed")
+
+    with pytest.warns(UserWarning, match="incomplete epoch folders"):
+        run = RunDir(run_path)
+    result = run.check(clean=True)
+    assert not result.ok and any("head.safetensors has 7 bytes" in p for p in result.problems)
+    assert sorted(result.removed) == sorted(map(str, [stale_partial, unlisted, stale_tmp]))
+    assert not stale_partial.exists() and not unlisted.exists() and not stale_tmp.exists()
+    assert live_partial.exists() and foreign.exists() and (epochs / "1").is_dir()
+    assert f"removed leftover {unlisted}" in result.summary()
+    assert run.check().leftovers == []  # the live writer's folder is not a leftover
+
+
+def test_an_epoch_folder_without_its_manifest_entry_is_replaced_by_the_next_write(tmp_path: Path) -> None:
+    writer = _make_run(tmp_path / "run", [0])
+    (tmp_path / "run" / "epochs" / "1").mkdir()
+    (tmp_path / "run" / "epochs" / "1" / "head.safetensors").write_bytes(b"old")
+    writer.write_epoch(1, _epoch_states(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run = RunDir(tmp_path / "run")
+    assert run.epochs == [0, 1] and run.verify() == []
+
+
+def test_streaming_writer_output_is_byte_identical_to_safetensors_own(tmp_path) -> None:
+    """combine's writer takes one tensor at a time, in any order, and still writes safetensors' bytes."""
+    import random
+
+    from safetensors.torch import save as safetensors_save
+
+    from modules.safetensors_stream import dtype_name, write_streaming
+
+    gen = torch.Generator().manual_seed(1)
+    tensors = {
+        "z.weight": torch.randn(7, 3, generator=gen),
+        "a.bias": torch.randn(5, generator=gen).half(),
+        "m.bf": torch.randn(4, generator=gen).to(torch.bfloat16),
+        "bn.num_batches_tracked": torch.tensor(3),
+        "flag": torch.tensor([True, False]),
+        "empty": torch.zeros(0, 2),
+        "d": torch.randn(2, generator=gen).double(),
+    }
+    layout = {k: (tuple(t.shape), dtype_name(t.dtype)) for k, t in tensors.items()}
+    order = list(tensors)
+    random.Random(0).shuffle(order)
+    write_streaming(tmp_path / "s.safetensors", layout, ((k, tensors[k]) for k in order), {"format": "pt"})
+    assert (tmp_path / "s.safetensors").read_bytes() == safetensors_save(tensors, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"\['d'\] were laid out but not written"):
+        write_streaming(tmp_path / "t.safetensors", layout, ((k, tensors[k]) for k in tensors if k != "d"), {})
