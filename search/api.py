@@ -46,12 +46,13 @@ def search(
     evaluate: bool = True,
     device: str = "cpu",
     progress: bool = True,
+    selections: list[dict[str, list[int]]] | None = None,
     **settings: Any,
 ) -> SearchResult:
     """Search crossover selections of ``run`` on Ray; write every output into ``output``.
 
     ``settings`` are ``SearchConfig`` fields (``num_samples=200, algo="tpe", ...``) when no
-    ``config`` is given. The test split is used once, after the search, by the evaluate step.
+    ``config`` is given; ``selections`` scores exactly those (group -> epochs) instead of searching. The test split is used once, after the search, by the evaluate step.
     """
     from search.holdout import evaluate_pick
     from search.report import write_search_outputs
@@ -64,7 +65,7 @@ def search(
         raise SearchError(f"analysis folder {analysis} does not exist; pass the folder `sweetspot analyze` wrote")
     info, _note = analysis_for(run, analysis, spec)
     data = spec.load_data()
-    result = run_search(run, spec, output, config, info, data, address, resume, progress)
+    result = run_search(run, spec, output, config, info, data, address, resume, progress, selections)
     if evaluate:
         evaluate_pick(result, run, spec, data, info, device=device, progress=progress)
     write_search_outputs(result, output, str(run.path), run.epochs)

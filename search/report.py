@@ -16,6 +16,7 @@ from search.run import Candidate, SearchResult
 
 TRIALS_NAME = "trials.parquet"
 SELECTION_NAME = "best_selection.json"
+SUMMARY_NAME = "search_summary.json"
 REPORT_NAME = "search_report.md"
 
 
@@ -123,6 +124,29 @@ def report_markdown(result: SearchResult, run_path: str) -> str:
     return "\n".join(lines)
 
 
+def summary_json(result: SearchResult, run_path: str) -> dict[str, Any]:
+    """What later steps (calibration) need: the settings, the pick, the top and the baselines."""
+
+    def candidate(c: Candidate) -> dict[str, Any]:
+        return {"epochs": c.epochs, "origin": c.origin, "search": c.search_score, "confirm": c.confirm_score, "test": c.test_score}
+
+    return {
+        "format_version": 1,
+        "run_dir": run_path,
+        "objective": {"metric": result.objective, "mode": result.mode},
+        "settings": result.settings,
+        "pick": candidate(result.pick),
+        "top": [candidate(c) for c in result.top],
+        "baselines": {name: candidate(c) for name, c in result.baselines.items()},
+        "analysis_pick": result.analysis_pick,
+        "trials": len(result.trials),
+        "seconds": result.seconds,
+        "pool": result.pool,
+        "memo": result.memo,
+        "notes": result.notes,
+    }
+
+
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:+.2f}%"
 
@@ -136,12 +160,14 @@ def write_search_outputs(result: SearchResult, output: str | os.PathLike[str], r
         "trials": output / TRIALS_NAME,
         "selection": output / SELECTION_NAME,
         "report": output / REPORT_NAME,
+        "summary": output / SUMMARY_NAME,
         "convergence": output / "visualizations" / "convergence.png",
         "per_group": output / "visualizations" / "per_group.png",
     }
     with atomic_path(paths["trials"]) as tmp:
         result.trials.to_parquet(tmp, index=False)
     write_json_atomic(paths["selection"], selection_document(result.pick, recorded))
+    write_json_atomic(paths["summary"], summary_json(result, run_path))
     plot_convergence(result, paths["convergence"])
     plot_per_group(result, paths["per_group"])
     if result.evaluation is not None:

@@ -208,6 +208,17 @@ def _rescore(context: TrialContext, selections: list[EpochSet]) -> list[tuple[fl
     return out
 
 
+def _check_selections(selections: list[EpochSet], run: RunDir) -> None:
+    if not selections:
+        raise SearchError("selections is empty; give at least one group -> epochs mapping")
+    for index, chosen in enumerate(selections):
+        if set(chosen) != set(run.groups) or any(not v or set(v) - set(run.epochs) for v in chosen.values()):
+            raise SearchError(
+                f"selections[{index}] must map every group of the run {run.groups} to recorded epochs"
+                f" {run.epochs}; got {dict(chosen)}"
+            )
+
+
 def _read_state(output: Path) -> dict[str, Any] | None:
     path = output / STATE_NAME
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
@@ -238,8 +249,13 @@ def run_search(
     address: str | None = None,
     resume: bool = False,
     progress: bool = True,
+    selections: list[EpochSet] | None = None,
 ) -> SearchResult:
-    """Search ``run``'s crossover selections; ``analysis`` (picks and plateau windows) seeds it."""
+    """Search ``run``'s crossover selections; ``analysis`` (picks and plateau windows) seeds it.
+
+    With ``selections`` (group -> epochs averaged), exactly those are scored, as trials, and the
+    best of them is confirmed: no baselines, no algorithm.
+    """
     started = time.perf_counter()
     output = Path(output)
     check_inputs(run, output, config)
@@ -278,7 +294,12 @@ def run_search(
             seeds.append(Proposal(analysis_pick, "analysis pick"))
     seeds.append(Proposal(space.same_epoch(run.epochs[-1]), "last epoch"))
     mode = spec.objective.mode
-    algorithm = build_algorithm(space, config, mode, seeds, notes)
+    if selections is not None:
+        _check_selections(selections, run)
+        points = [Proposal({g: sorted(int(e) for e in v) for g, v in chosen.items()}, "given") for chosen in selections]
+        algorithm = Staged(space, mode, config.seed, [Points(space, mode, config.seed, points)])
+    else:
+        algorithm = build_algorithm(space, config, mode, seeds, notes)
 
     start_ray(address, config)
     output.mkdir(parents=True, exist_ok=True)
