@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from modules.combine import combine, load_file_into_model, plan_from_run
+from modules.combine import combine
+from modules.model_fit import load_file_into_model
 from modules.rundir import RunDir
 from tests.modules import _tiny
 from tests.search._fixtures import tiny_scorer
@@ -29,7 +30,8 @@ def _handed_over_score(run: RunDir, epochs: dict, tmp: Path) -> float:
     """combine --update-bn of the selection, loaded from the file and evaluated on val."""
     data = _tiny.load_data()
     output = tmp / "combined.safetensors"
-    combine(plan_from_run(run, epochs), output, None, lambda: _tiny.batches(data["train"]), _tiny.build_model)
+    selection = {g: e[0] if len(e) == 1 else {"average": [min(e), max(e)]} for g, e in epochs.items()}
+    combine(run, selection, output, spec=_tiny.spec(), update_bn=True)
     model = _tiny.build_model()
     load_file_into_model(output, model)
     return _tiny.evaluate(model, data["val"])["loss"]

@@ -10,7 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from modules.combine import iter_plan, load_into_model, plan_from_run
+from modules.combine_plan import plan_from_run
+from modules.combine_sources import iter_plan
+from modules.model_fit import load_into_model
 from modules.rundir import RunDir
 from modules.selection import load_selection
 from search.api import search
