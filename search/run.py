@@ -342,6 +342,8 @@ def run_search(
             ),
             run_config=run_config,
         )
+    # Tune's own output would interleave its tables with our one progress line.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     results = tuner.fit()
     progress_line.close()
     trials = _trial_rows(results, run.groups)
