@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import time
 import uuid
 from collections.abc import Mapping
@@ -91,12 +92,31 @@ def check_inputs(run: RunDir, output: Path, config: SearchConfig) -> None:
         raise SearchError(f"run {run.path} has {len(run.epochs)} recorded epoch(s); a search needs at least two")
 
 
+def check_reachable(address: str, seconds: float = 5.0) -> None:
+    """Fail fast on a ``host:port`` (or ``ray://host:port``) nobody answers at: ray.init would
+    otherwise wait for minutes."""
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", "local" and other forms Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+    except OSError as error:
+        raise SearchError(
+            f"{address}: no Ray cluster answers there ({error}); start it with `ray start --head`,"
+            " check the host and port, or leave the address out to run a local Ray",
+            param="address",
+        ) from None
+
+
 def start_ray(address: str | None, config: SearchConfig) -> None:
     """Join ``address`` (``auto`` or ``ray://...``; inside a Ray job, the job's cluster), or start a
     local Ray; check the GPUs asked for exist."""
     if not ray.is_initialized():
         if address is None and not os.environ.get("RAY_ADDRESS"):
             address = "local"  # never join a stray local cluster by accident
+        elif address is not None:
+            check_reachable(address)
         try:
             ray.init(address=address, namespace=POOL_NAMESPACE, log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as error:

@@ -1,7 +1,7 @@
 """Searches run as their own process, for fault tests: ``python -m tests.search._drive MODE RUN OUT``.
 
-MODE ``node-loss``: a two-node cluster (``ray.cluster_utils.Cluster``); the worker node is removed
-once five trials have finished. MODE ``slow``: a local Ray and slow trials (the test kills it);
+MODE ``node-loss``: a cluster (``ray.cluster_utils.Cluster``) of a head without CPUs and two worker
+nodes; once five trials have finished the larger worker node is removed. MODE ``slow``: a local Ray and slow trials (the test kills it);
 ``resume``: the same search resumed. Each prints one JSON line with what the test checks.
 """
 
@@ -27,8 +27,9 @@ def finished_trials(out: Path) -> int:
 def node_loss(run: str, out: Path) -> dict:
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     worker = cluster.add_node(num_cpus=2)
+    cluster.add_node(num_cpus=1)
     ray.init(address=cluster.address, namespace="sweetspot", log_to_driver=False)
     removed: list[float] = []
 
@@ -40,7 +41,7 @@ def node_loss(run: str, out: Path) -> dict:
 
     threading.Thread(target=remove_when_five_finished, daemon=True).start()
     result = search(
-        run, out, _faulty.spec(delay=0.15), algo="random", num_samples=24, shards=1, confirm_fraction=0.0,
+        run, out, _faulty.spec(delay=0.5), algo="random", num_samples=24, shards=1, confirm_fraction=0.0,
         baselines=False, evaluate=False, progress=False, max_failures=5,
     )
     trials = result.trials

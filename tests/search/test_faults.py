@@ -15,7 +15,7 @@ from tests.search._drive import finished_trials
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _drive(*args: str, timeout: float = 240) -> dict:
+def _drive(*args: str, timeout: float = 480) -> dict:
     done = subprocess.run(
         [sys.executable, "-m", "tests.search._drive", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
