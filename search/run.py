@@ -28,6 +28,7 @@ from modules.spec import Spec
 from search.algorithms import ALGORITHMS, GREEDY, SINGLE, GreedySoup, Points, Proposal, Staged
 from search.config import SearchConfig
 from search.early_stop import SamplerASHA
+from search.finished_log import FinishedLog, read_finished
 from search.memo import memo_actor
 from search.pool import NAMESPACE as POOL_NAMESPACE
 from search.pool import CheckpointPool, kill_pools, pool_name, pool_stats
@@ -343,8 +344,14 @@ def run_search(
         )
     tune_path = str((output / TUNE_DIR).resolve())
     progress_line = ProgressLine(config.num_samples, mode, enabled=progress)
+    if resume:
+        finished = read_finished(output)
+        ray.get([memo.put.remote(key, result) for key, result in finished.items()])
+    # Tune saves its experiment state every 10 s by default; a trial finished after the last save
+    # is run again on resume (answered from the memo then, but saving often keeps that rare).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     run_config = tune.RunConfig(
-        name="crossover", storage_path=tune_path, verbose=0, callbacks=[progress_line],
+        name="crossover", storage_path=tune_path, verbose=0, callbacks=[progress_line, FinishedLog(output)],
         failure_config=tune.FailureConfig(max_failures=config.max_failures),
     )
     experiment = os.path.join(tune_path, "crossover")
