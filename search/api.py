@@ -11,8 +11,11 @@ from modules.atomic import check_output_folder
 from modules.errors import SpecError
 from modules.rundir import RunDir
 from modules.spec import Spec, load_spec
+from search.cluster import start_ray
 from search.config import SearchConfig
-from search.run import SearchError, SearchResult, run_search, start_ray
+from search.errors import SearchError
+from search.results import SearchResult
+from search.run import run_search
 
 
 def resolve_spec(run: RunDir, spec: Spec | str | os.PathLike[str] | None, trust_run_spec: bool) -> Spec:

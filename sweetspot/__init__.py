@@ -42,8 +42,8 @@ from modules.spec import Spec, load_spec
 _ON_RAY = {
     "search": ("search.api", "search"),
     "SearchConfig": ("search.config", "SearchConfig"),
-    "SearchResult": ("search.run", "SearchResult"),
-    "SearchError": ("search.run", "SearchError"),
+    "SearchResult": ("search.results", "SearchResult"),
+    "SearchError": ("search.errors", "SearchError"),
 }
 
 
