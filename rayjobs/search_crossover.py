@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, progress=not args.no_progress,
     )
     pick = result.pick
-    print(f"search pick ({pick.origin}): search {pick.search_score:.5g}, confirm {pick.confirm_score}, test {pick.test_score}")
+    scores = ", ".join(f"{name} {value:.5g}" for name, value in (("search", pick.search_score), ("confirm", pick.confirm_score), ("test", pick.test_score)) if value is not None)
+    print(f"search pick ({pick.origin}): {result.objective} {scores}")
     for group, epochs in pick.epochs.items():
         print(f"  {group}: {epochs[0] if len(epochs) == 1 else epochs}")
     print(f"{len(result.trials)} trials in {result.seconds:.1f} s ({result.trials_per_second:.2f}/s); wrote {args.output}/search_report.md")
