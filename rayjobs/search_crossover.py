@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modules.errors import SweetspotError
+import sweetspot
 from rayjobs._entry import run_entry
 
 DESCRIPTION = (
@@ -30,7 +30,7 @@ Trials count the baselines searched first (every single epoch, then the greedy s
 an interrupted search in the same --output folder without re-running finished trials."""
 
 
-class SearchArgumentError(SweetspotError, ValueError):
+class SearchArgumentError(sweetspot.SweetspotError, ValueError):
     """A search option with a value the search cannot take."""
 
 
@@ -55,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shards", type=int, default=4, help="validation shards; ASHA stops poor trials after each (default 4; 1 = no early stopping)")
     parser.add_argument("--pool-memory", default="8GB", help="object-store memory per node for checkpoints (default 8GB)")
     parser.add_argument("--prefix-module", action="append", default=[], metavar="MODULE", help="a submodule whose output is cached per choice (e.g. backbone); repeatable")
+    parser.add_argument("--prefix-cache-memory", default="1GB", help="memory per worker for cached prefix outputs (default 1GB)")
+    parser.add_argument("--max-failures", type=int, default=2, help="reruns of a trial whose worker or node died (default 2)")
     parser.add_argument("--top-k", type=int, default=5, help="top candidates rescored on the confirm part and on test (default 5)")
     parser.add_argument("--no-baselines", action="store_true", help="do not search single epochs and the greedy soup first")
     parser.add_argument("--address", help="Ray cluster to join (auto, or ray://host:10001); default: start a local Ray")
@@ -68,23 +70,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 _FLAGS = {
     "num_samples": "--num-samples", "confirm_fraction": "--confirm-fraction", "gpus_per_trial": "--gpus-per-trial",
     "cpus_per_trial": "--cpus-per-trial", "max_concurrent": "--max-concurrent", "shards": "--shards",
-    "pool_memory": "--pool-memory", "top_k": "--top-k", "max_half_width": "--max-half-width", "algo": "--algo",
+    "pool_memory": "--pool-memory", "prefix_cache_memory": "--prefix-cache-memory", "top_k": "--top-k", "max_half_width": "--max-half-width", "algo": "--algo",
 }
 
 
 def config_from(args: argparse.Namespace) -> Any:
     """The search settings; Ray and Optuna are imported only now, so other commands start fast."""
-    from search.config import SearchConfig
-
     try:
-        return SearchConfig(
+        return sweetspot.SearchConfig(
             num_samples=args.num_samples, algo=args.algo, candidates=args.candidates,
             include_averages=args.include_averages, max_half_width=args.max_half_width,
             confirm_fraction=args.confirm_fraction, update_bn=args.update_bn,
             gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
             max_concurrent=args.max_concurrent, shards=args.shards, pool_memory=args.pool_memory,
-            prefix_modules=tuple(args.prefix_module), top_k=args.top_k, baselines=not args.no_baselines,
-            seed=args.seed,
+            prefix_modules=tuple(args.prefix_module), prefix_cache_memory=args.prefix_cache_memory,
+            top_k=args.top_k, baselines=not args.no_baselines, max_failures=args.max_failures, seed=args.seed,
         )
     except ValidationError as error:
         problems = []
@@ -95,10 +95,8 @@ def config_from(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from search.api import search
-
     config = config_from(args)
-    result = search(
+    result = sweetspot.search(
         args.checkpoint_dir, args.output, args.spec, trust_run_spec=args.trust_run_spec, config=config,
         analysis=args.analysis, address=args.address, resume=args.resume, evaluate=not args.no_evaluate,
         device=args.device, progress=not args.no_progress,

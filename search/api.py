@@ -55,22 +55,27 @@ def search(
     """Search crossover selections of ``run`` on Ray; write every output into ``output``.
 
     ``settings`` are ``SearchConfig`` fields (``num_samples=200, algo="tpe", ...``) when no
-    ``config`` is given; ``selections`` scores exactly those (group -> epochs) instead of searching. The test split is used once, after the search, by the evaluate step.
+    ``config`` is given; ``selections`` scores exactly those (group -> epochs) instead of
+    searching. The test split is used once, after the search, by the evaluate step.
     """
     from search.holdout import evaluate_pick
     from search.report import write_search_outputs
 
+    if config is not None and settings:
+        raise SearchError(f"pass either config= or settings ({sorted(settings)}), not both")
     config = config or SearchConfig(**settings)
     run = run if isinstance(run, RunDir) else RunDir(run)
     output = check_output_folder(output)
     spec = resolve_spec(run, spec, trust_run_spec)
     if analysis is not None and not Path(analysis).is_dir():
         raise SearchError(f"analysis folder {analysis} does not exist; pass the folder `sweetspot analyze` wrote")
-    info, _note = analysis_for(run, analysis, spec)
+    info, analysis_note = analysis_for(run, analysis, spec)
     start_ray(address, config)  # an unreachable cluster or missing GPUs show before data is loaded
     data = spec.load_data()
     result = run_search(run, spec, output, config, info, data, address, resume, progress, selections)
+    result.notes.append(analysis_note)
+    write_search_outputs(result, output, str(run.path), run.epochs)  # the search is safe on disk first
     if evaluate:
         evaluate_pick(result, run, spec, data, info, device=device, progress=progress)
-    write_search_outputs(result, output, str(run.path), run.epochs)
+        write_search_outputs(result, output, str(run.path), run.epochs)
     return result

@@ -7,8 +7,10 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-#: Origins ASHA may stop early (the trials proposed by a sampler or the grid).
-STOPPABLE = frozenset({"tpe", "cmaes", "gp", "random", "grid"})
+from search.algorithms import ALGORITHMS
+
+#: Origins ASHA may stop early: the trials of samplers (not baselines, soups or the grid).
+STOPPABLE = frozenset(name for name, algorithm in ALGORITHMS.items() if algorithm.early_stopping)
 
 
 class SamplerASHA(ASHAScheduler):

@@ -14,10 +14,9 @@ from typing import Any
 
 from ray import tune
 
+from search.trainable import MEMO_RECORD
+
 LOG_NAME = "finished.jsonl"
-#: Fields of a trial's result that describe the selection's score (not the trial that made it).
-_TRIAL_FIELDS = ("groups_copied", "bn_recomputed", "prefix_hits", "eval_seconds", "node", "gpu_ids",
-                 "trial_seconds", "host", "origin", "from_memo")
 
 
 def read_finished(output: Path) -> dict[str, dict[str, Any]]:
@@ -42,15 +41,12 @@ class FinishedLog(tune.Callback):
         self.path = output / LOG_NAME
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if not result.get("complete") or result.get("from_memo"):
+        record = result.get(MEMO_RECORD)
+        if not record or result.get("from_memo"):
             return
-        shared = {k: v for k, v in result.items() if k not in _TRIAL_FIELDS and _plain(v)}
-        line = json.dumps({"key": result["selection"], "result": shared}) + "\n"
+        line = json.dumps({"key": result["selection"], "result": record}) + "\n"
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
 
-
-def _plain(value: Any) -> bool:
-    return isinstance(value, (str, int, float, bool)) or value is None

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from analysis.evaluation.baselines import DEFAULT_SINGLE_EPOCHS, Candidate, is_average
+from analysis.evaluation.baselines import DEFAULT_SINGLE_EPOCHS, Candidate
 from analysis.evaluation.evaluate import CandidateEvaluator, EvaluationResult, run_evaluation
 from modules.rundir import RunDir
 from modules.spec import Spec
@@ -29,7 +29,8 @@ def evaluate_pick(
 
     def candidate(name: str, epochs: Mapping[str, list[int]]) -> Candidate:
         epochs = {g: list(v) for g, v in epochs.items()}
-        return Candidate(name, "combination", epochs, recompute_bn=evaluator.has_bn and (update_bn or is_average(epochs)))
+        # The same BatchNorm rule as the search's trials, so test scores are of the scored models.
+        return Candidate(name, "combination", epochs, recompute_bn=evaluator.has_bn and update_bn)
 
     combination = candidate("combination", result.pick.epochs)
     evaluation = run_evaluation(

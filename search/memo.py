@@ -46,9 +46,11 @@ class SelectionMemo:
         self.results[key] = result
         self._release(key)
 
-    async def release(self, key: str) -> None:
+    async def release(self, key: str, owner: str) -> None:
         """The claiming trial stopped before a full score (early stop, error): others may claim."""
-        self._release(key)
+        held = self.pending.get(key)
+        if held is not None and held[0] == owner:
+            self._release(key)
 
     def _release(self, key: str) -> None:
         held = self.pending.pop(key, None)

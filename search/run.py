@@ -6,20 +6,24 @@ picks among the top candidates; the test split is used once, by the evaluate ste
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
 
+from modules.atomic import write_json_atomic
 from modules.batchnorm import has_batchnorm
 from modules.rundir import RunDir
-from modules.spec import Spec
+from modules.spec import Spec, dump_spec
 from search.algorithms import ALGORITHMS, SINGLE, GreedySoup, Points, Proposal, Staged
 from search.cluster import create_pools, start_ray
 from search.config import SearchConfig
@@ -30,9 +34,9 @@ from search.memo import memo_actor
 from search.pool import kill_pools, pool_stats
 from search.progress import ProgressLine
 from search.results import Candidate, SearchResult, baselines_from, trial_rows
-from search.space import CrossoverSpace, EpochSet, SpaceError
+from search.space import CrossoverSpace, EpochSet, SpaceError, selection_key
 from search.splits import cut_validation
-from search.trainable import TrialContext, crossover_trial, worker_for
+from search.trainable import TrialContext, crossover_trial, rescore
 from search.tune_searcher import METRIC, CrossoverSearcher
 
 STATE_NAME = "search_state.json"
@@ -95,21 +99,6 @@ def build_algorithm(
     return Staged(space, mode, config.seed, phases)
 
 
-@ray.remote
-def _rescore(context: TrialContext, selections: list[EpochSet]) -> list[tuple[float, float | None]]:
-    """Whole search split and confirm split scores of ``selections`` (the top candidates)."""
-    worker = worker_for(context)
-    out = []
-    for epochs in selections:
-        worker.scorer.load(epochs)
-        search = worker.scorer.score(worker.splits.search, "search")[context.objective]
-        confirm = None
-        if worker.splits.confirm is not None:
-            confirm = worker.scorer.score(worker.splits.confirm, "confirm")[context.objective]
-        out.append((search, confirm))
-    return out
-
-
 def _check_selections(selections: list[EpochSet], run: RunDir) -> None:
     if not selections:
         raise SearchError("selections is empty; give at least one group -> epochs mapping")
@@ -126,35 +115,23 @@ def _read_state(output: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def run_search(
-    run: RunDir,
-    spec: Spec,
-    output: Path,
-    config: SearchConfig,
-    analysis: Any = None,
-    splits: Mapping[str, Any] | None = None,
-    address: str | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    selections: list[EpochSet] | None = None,
-) -> SearchResult:
-    """Search ``run``'s crossover selections; ``analysis`` (picks and plateau windows) seeds it.
+@dataclass
+class _Plan:
+    """What the search will do, decided before Ray starts."""
 
-    With ``selections`` (group -> epochs averaged), exactly those are scored, as trials, and the
-    best of them is confirmed: no baselines, no algorithm.
-    """
-    started = time.perf_counter()
-    output = Path(output)
-    check_inputs(run, output, config)
-    state = _read_state(output)
-    if resume and state is None:
-        raise SearchError(f"--resume: {output} holds no search to resume ({STATE_NAME} is missing); run without --resume")
-    if not resume and state is not None and (output / TUNE_DIR).exists():
-        raise SearchError(
-            f"{output} already holds a search; pass --resume to continue it or choose another --output"
-        )
+    cut: Any
+    update_bn: bool
+    space: CrossoverSpace
+    algorithm: Staged
+    analysis_pick: EpochSet | None
+    num_samples: int
+    notes: list[str]
+
+
+def _plan(
+    run: RunDir, spec: Spec, config: SearchConfig, analysis: Any, data: Mapping[str, Any], selections: list[EpochSet] | None
+) -> _Plan:
     notes: list[str] = []
-    data = dict(splits) if splits is not None else spec.load_data()
     cut = cut_validation(data["val"], data["train"], config.confirm_fraction, config.shards, config.seed)
     model = spec.build_model()
     update_bn = config.update_bn
@@ -181,24 +158,150 @@ def run_search(
             seeds.append(Proposal(analysis_pick, "analysis pick"))
     seeds.append(Proposal(space.same_epoch(run.epochs[-1]), "last epoch"))
     mode = spec.objective.mode
+    num_samples = config.num_samples
     if selections is not None:
         _check_selections(selections, run)
         points = [Proposal({g: sorted(int(e) for e in v) for g, v in chosen.items()}, "given") for chosen in selections]
         algorithm = Staged(space, mode, config.seed, [Points(space, mode, config.seed, points)])
+        num_samples = len(points)
     else:
         algorithm = build_algorithm(space, config, mode, seeds, notes)
+        if config.algo == "grid" and num_samples < len(space.enumerate()) + len(seeds):
+            notes.append(
+                f"the grid holds {len(space.enumerate())} selections but --num-samples is {num_samples}:"
+                " it was not searched to the end"
+            )
+    return _Plan(cut, update_bn, space, algorithm, analysis_pick, num_samples, notes)
 
+
+def _state(run: RunDir, spec: Spec, config: SearchConfig, search_id: str) -> dict[str, Any]:
+    """What a resumed search must share with the one it continues."""
+    settings = config.model_dump(mode="json")
+    return {
+        "search_id": search_id,
+        "run": str(run.path.resolve()),
+        "spec": hashlib.sha256(dump_spec(spec).encode()).hexdigest(),
+        "settings": {k: v for k, v in settings.items() if k not in ("num_samples", "max_concurrent", "max_failures")},
+    }
+
+
+def _check_resume(state: dict[str, Any] | None, now: dict[str, Any], output: Path) -> None:
+    if state is None:
+        raise SearchError(f"--resume: {output} holds no search to resume ({STATE_NAME} is missing); run without --resume")
+    differs = [k for k in ("run", "spec") if state.get(k) != now[k]]
+    differs += [k for k, v in now["settings"].items() if state.get("settings", {}).get(k) != v]
+    if differs:
+        raise SearchError(
+            f"--resume: the search in {output} was started with other {', '.join(differs)}; resume it with"
+            " the same run, spec and settings, or start a new search in another --output"
+        )
+
+
+def run_search(
+    run: RunDir,
+    spec: Spec,
+    output: Path,
+    config: SearchConfig,
+    analysis: Any = None,
+    splits: Mapping[str, Any] | None = None,
+    address: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    selections: list[EpochSet] | None = None,
+) -> SearchResult:
+    """Search ``run``'s crossover selections; ``analysis`` (picks and plateau windows) seeds it.
+
+    With ``selections`` (group -> epochs averaged), exactly those are scored, as trials, and the
+    best of them is confirmed: no baselines, no algorithm.
+    """
+    started = time.perf_counter()
+    output = Path(output).resolve()
+    check_inputs(run, output, config)
+    state = _read_state(output)
+    if resume:
+        _check_resume(state, _state(run, spec, config, state["search_id"] if state else ""), output)
+    elif state is not None and (output / TUNE_DIR).exists():
+        raise SearchError(
+            f"{output} already holds a search; pass --resume to continue it or choose another --output"
+        )
+    data = dict(splits) if splits is not None else spec.load_data()
+    plan = _plan(run, spec, config, analysis, data, selections)
+    mode = spec.objective.mode
     start_ray(address, config)
     output.mkdir(parents=True, exist_ok=True)
     search_id = state["search_id"] if state else uuid.uuid4().hex[:12]
-    (output / STATE_NAME).write_text(json.dumps({"search_id": search_id, "run": str(run.path)}), encoding="utf-8")
+    write_json_atomic(output / STATE_NAME, _state(run, spec, config, search_id))
     memo = memo_actor(search_id)
     pools = create_pools(search_id, str(run.path.resolve()), config.pool_memory)
-    context = TrialContext(
-        search_id, str(run.path.resolve()), spec, [ray.put(cut)], spec.objective.metric, mode, update_bn,
-        list(config.prefix_modules), config.prefix_cache_memory, config.pool_memory,
-        max(1, int(config.cpus_per_trial)),
+    try:
+        context = TrialContext(
+            search_id, str(run.path.resolve()), spec, [ray.put(plan.cut)], spec.objective.metric, mode,
+            plan.update_bn, list(config.prefix_modules), config.prefix_cache_memory, config.pool_memory,
+            max(1, int(config.cpus_per_trial)),
+        )
+        if resume:
+            finished = read_finished(output)
+            ray.get([memo.put.remote(key, result) for key, result in finished.items()])
+        results = _run_tune(context, plan, config, mode, output, resume, progress)
+        trials = trial_rows(results, run.groups)
+        finished = trials[trials["status"] == "finished"] if not trials.empty else trials
+        if finished.empty:
+            errors = trials["error"].dropna().unique().tolist()[:3] if not trials.empty else []
+            raise SearchError(f"no trial finished; first errors: {errors}")
+        sign = 1.0 if mode == "min" else -1.0
+        best_rows = finished.sort_values("objective", key=lambda s: sign * s).drop_duplicates("selection")
+        top = [
+            Candidate(json.loads(r.selection), float(r.objective), origin=str(r.origin))
+            for r in best_rows.head(config.top_k).itertuples()
+        ]
+        baselines = baselines_from(finished, sign)
+        _rescore_all(context, config, [*top, *baselines.values()])
+        pick = top[0]
+        for candidate in top[1:]:
+            if _better(mode, _judged(candidate), _judged(pick)):
+                pick = candidate
+        pool = pool_stats(search_id)
+        memo_stats = ray.get(memo.stats.remote())
+    finally:
+        kill_pools(search_id)
+        del pools
+        ray.kill(memo)
+    notes = plan.notes
+    if plan.cut.confirm is None:
+        notes.append("--confirm-fraction 0: the pick is the best on the search split itself, with no held-back check")
+    settings = {
+        **config.model_dump(mode="json"), "update_bn": plan.update_bn, "search_examples": plan.cut.search_size,
+        "confirm_examples": plan.cut.confirm_size, "space_size": plan.space.size(),
+        "units": [u.name for u in plan.space.units],
+    }
+    return SearchResult(
+        spec.objective.metric, mode, trials, pick, top, baselines, plan.analysis_pick,
+        time.perf_counter() - started, pool, memo_stats, settings, notes,
     )
+
+
+def _judged(candidate: Candidate) -> float:
+    """The score the pick is chosen by: the held-back confirm part, else the whole search part."""
+    return candidate.confirm_score if candidate.confirm_score is not None else candidate.search_score
+
+
+def _rescore_all(context: TrialContext, config: SearchConfig, candidates: list[Candidate]) -> None:
+    """Score the top candidates and the baselines on the whole search part and the confirm part,
+    so all of them are compared on the same numbers (not on shard-weighted trial scores)."""
+    unique = {selection_key(c.epochs): c.epochs for c in candidates}
+    scores = ray.get(
+        rescore.options(num_cpus=config.cpus_per_trial, num_gpus=config.gpus_per_trial).remote(
+            context, list(unique.values())
+        )
+    )
+    by_key = dict(zip(unique, scores))
+    for candidate in candidates:
+        candidate.search_score, candidate.confirm_score = by_key[selection_key(candidate.epochs)]
+
+
+def _run_tune(
+    context: TrialContext, plan: _Plan, config: SearchConfig, mode: str, output: Path, resume: bool, progress: bool
+) -> Any:
     trainable = tune.with_resources(
         tune.with_parameters(crossover_trial, context=context),
         {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
@@ -208,79 +311,45 @@ def run_search(
         scheduler = SamplerASHA(
             time_attr="shard", metric=METRIC, mode=mode, max_t=config.shards, grace_period=1, reduction_factor=2
         )
-    tune_path = str((output / TUNE_DIR).resolve())
-    progress_line = ProgressLine(config.num_samples, mode, enabled=progress)
-    if resume:
-        finished = read_finished(output)
-        ray.get([memo.put.remote(key, result) for key, result in finished.items()])
-    # Tune saves its experiment state every 10 s by default; a trial finished after the last save
-    # is run again on resume (answered from the memo then, but saving often keeps that rare).
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    run_config = tune.RunConfig(
-        name="crossover", storage_path=tune_path, verbose=0, callbacks=[progress_line, FinishedLog(output)],
-        failure_config=tune.FailureConfig(max_failures=config.max_failures),
-    )
+    tune_path = str(output / TUNE_DIR)
+    progress_line = ProgressLine(plan.num_samples, mode, enabled=progress)
     experiment = os.path.join(tune_path, "crossover")
-    if resume and tune.Tuner.can_restore(experiment):
-        tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, restart_errored=True)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=CrossoverSearcher(algorithm, mode, search_id),
-                scheduler=scheduler,
-                num_samples=config.num_samples,
-                max_concurrent_trials=config.max_concurrent,
-                reuse_actors=True,
-            ),
-            run_config=run_config,
-        )
-    # Tune's own output would interleave its tables with our one progress line.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    results = tuner.fit()
+    # Tune saves its experiment state every 10 s by default; a trial finished after the last save
+    # is run again on resume (answered from the memo then; saving often keeps that rare). Tune's
+    # own output would interleave its tables with our progress line.
+    with _environment(TUNE_GLOBAL_CHECKPOINT_S="2", RAY_AIR_NEW_OUTPUT="0"):
+        if resume and tune.Tuner.can_restore(experiment):
+            tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, restart_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=CrossoverSearcher(plan.algorithm, mode, context.search_id, config.max_concurrent),
+                    scheduler=scheduler,
+                    num_samples=plan.num_samples,
+                    reuse_actors=True,
+                ),
+                run_config=tune.RunConfig(
+                    name="crossover", storage_path=tune_path, verbose=0,
+                    callbacks=[progress_line, FinishedLog(output)],
+                    failure_config=tune.FailureConfig(max_failures=config.max_failures),
+                ),
+            )
+        results = tuner.fit()
     progress_line.close()
-    trials = trial_rows(results, run.groups)
-    finished = trials[trials["status"] == "finished"] if not trials.empty else trials
-    if finished.empty:
-        errors = trials["error"].dropna().unique().tolist()[:3] if not trials.empty else []
-        raise SearchError(f"no trial finished; first errors: {errors}")
+    return results
 
-    sign = 1.0 if mode == "min" else -1.0
-    best_rows = finished.sort_values("objective", key=lambda s: sign * s).drop_duplicates("selection")
-    top_rows = best_rows.head(config.top_k)
-    top = [
-        Candidate(json.loads(r.selection), float(r.objective), origin=str(r.origin))
-        for r in top_rows.itertuples()
-    ]
-    baselines = baselines_from(finished, sign)
-    rescored = ray.get(
-        _rescore.options(num_cpus=config.cpus_per_trial, num_gpus=config.gpus_per_trial).remote(
-            context, [c.epochs for c in top]
-        )
-    )
-    for candidate, (search_score, confirm_score) in zip(top, rescored):
-        candidate.search_score = search_score
-        candidate.confirm_score = confirm_score
-    judge = (lambda c: c.confirm_score) if cut.confirm is not None else (lambda c: c.search_score)
-    pick = top[0]
-    for candidate in top[1:]:
-        if _better(mode, judge(candidate), judge(pick)):
-            pick = candidate
-    pool = pool_stats(search_id)
-    memo_stats = ray.get(memo.stats.remote())
-    kill_pools(search_id)
-    del pools
-    ray.kill(memo)
-    if cut.confirm is None:
-        notes.append("--confirm-fraction 0: the pick is the best on the search split itself, with no held-back check")
-    settings = {
-        **config.model_dump(mode="json"), "update_bn": update_bn, "search_examples": cut.search_size,
-        "confirm_examples": cut.confirm_size, "space_size": space.size(), "units": [u.name for u in space.units],
-    }
-    return SearchResult(
-        spec.objective.metric, mode, trials, pick, top, baselines, analysis_pick,
-        time.perf_counter() - started, pool, memo_stats, settings, notes,
-    )
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Set environment variables the user has not set, for the block only."""
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 __all__ = ["Candidate", "SearchConfig", "SearchError", "SearchResult", "run_search", "start_ray"]

@@ -61,7 +61,6 @@ class ScorerStats:
     """Counters a trial reports: what was copied, recomputed and served from the prefix cache."""
 
     groups_copied: int = 0
-    groups_kept: int = 0
     bn_recomputes: int = 0
     prefix_hits: int = 0
     prefix_misses: int = 0
@@ -108,6 +107,17 @@ def _tensors_in(value: Any) -> Iterable[torch.Tensor]:
             yield from _tensors_in(v)
 
 
+def _clone(value: Any) -> Any:
+    """A copy of a module output (tensors, and their tuples, lists and mappings)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, Mapping):
+        return {k: _clone(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_clone(v) for v in value)
+    return value
+
+
 def _fingerprint(args: tuple, kwargs: dict) -> tuple:
     """Shapes and float64 sums of a call's tensors: a cheap check that a cached call is this one."""
     return tuple((tuple(t.shape), str(t.dtype), float(t.double().sum())) for t in _tensors_in((args, kwargs)))
@@ -150,6 +160,11 @@ class SelectionScorer:
         self._touched_groups: set[str] = set()
         self._prefix_names = list(prefix_modules)
         self._prefix_cache = _PrefixCache(prefix_cache_bytes)
+        if self._prefix_names and train_batches is None:
+            raise EvaluationError(
+                "a prefix module's cache needs the spec's batches callable (one batch tells which groups"
+                " run before the prefix); add `batches:` to the spec or drop --prefix-module"
+            )
         unknown = [n for n in self._prefix_names if n not in dict(model.named_modules())]
         if unknown:
             raise EvaluationError(
@@ -171,7 +186,6 @@ class SelectionScorer:
                 self._loaded[group] = wanted[group]
                 self._touched_groups.discard(group)
         self.stats.groups_copied += len(changed)
-        self.stats.groups_kept += len(self._group_keys) - len(changed)
         if self.update_bn:
             layers = stale_layers(self._forward_order(), self._bn_layers, wanted)
             if layers:
@@ -251,7 +265,7 @@ class _PrefixPatch:
 
     def __enter__(self) -> None:
         scorer = self.scorer
-        if scorer._order is None and scorer.train_batches is not None and scorer._bn_layers:
+        if scorer._order is None:
             scorer._forward_order()
         for name in scorer._prefix_names:
             module = self.modules[name]
@@ -268,10 +282,10 @@ class _PrefixPatch:
                 hit = scorer._prefix_cache.get(key)
                 if hit is not None:
                     scorer.stats.prefix_hits += 1
-                    return hit
+                    return _clone(hit)  # the caller may change its input in place
                 scorer.stats.prefix_misses += 1
                 output = _original(*args, **kwargs)
-                scorer._prefix_cache.put(key, output)
+                scorer._prefix_cache.put(key, _clone(output))
                 return output
 
             module.forward = cached  # type: ignore[method-assign]

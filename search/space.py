@@ -105,6 +105,13 @@ class CrossoverSpace:
         for group in groups:
             if group not in taken:
                 units.append(cls._unit(group, (group,), 0, recorded, candidates))
+        names = [u.name for u in units]
+        clash = sorted({n for n in names if names.count(n) > 1})
+        if clash:
+            raise SpaceError(
+                f"coupling name(s) {clash} are also the names of groups outside the coupling; rename the"
+                " coupling in the spec (its name labels the search parameter)"
+            )
         space = cls(recorded, units, max_half_width)
         if space.size() < 2:
             raise SpaceError(

@@ -20,6 +20,7 @@ from modules.spec import Spec
 from search.memo import NAMESPACE
 from search.pool import pool_on_this_node
 from search.scorer import SelectionScorer
+from search.space import EpochSet
 from search.splits import SearchSplits, weighted_mean
 
 
@@ -41,6 +42,12 @@ class TrialContext:
     cpus_per_trial: int
 
 
+#: Result fields that describe the trial that scored a selection, not the selection's score.
+_PER_TRIAL = frozenset({"groups_copied", "bn_recomputed", "prefix_hits", "eval_seconds", "node", "gpu_ids"})
+#: The result field holding what the memo stored for the selection (None before the last shard).
+MEMO_RECORD = "memo_record"
+
+
 class _Worker:
     """One per Tune worker process and search: the model on its device, the data, the scorer."""
 
@@ -54,10 +61,8 @@ class _Worker:
         key_groups = {key: group for group in run.groups for key in run.group_keys(group)}
         pool = pool_on_this_node(context.search_id, context.run_path, context.pool_bytes)
         self.node = ray.get_runtime_context().get_node_id()
-        self.fetched = 0
 
         def fetch(group: str, epoch: int) -> Any:
-            self.fetched += 1
             (ref,) = ray.get(pool.get.remote(group, epoch))
             return ray.get(ref)
 
@@ -139,7 +144,23 @@ def crossover_trial(config: dict[str, Any], context: TrialContext) -> None:
             "node": worker.node,
             "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()),
         }
+        record = None
         if index + 1 == total:
-            shared = {k: v for k, v in row.items() if k not in ("groups_copied", "bn_recomputed", "prefix_hits", "eval_seconds", "node", "gpu_ids")}
-            ray.get(memo.put.remote(key, shared))
-        tune.report({**row, **base, "trial_seconds": time.perf_counter() - started})
+            record = {k: v for k, v in row.items() if k not in _PER_TRIAL}
+            ray.get(memo.put.remote(key, record))
+        tune.report({**row, **base, "trial_seconds": time.perf_counter() - started, MEMO_RECORD: record})
+
+
+@ray.remote
+def rescore(context: TrialContext, selections: list[EpochSet]) -> list[tuple[float, float | None]]:
+    """Whole search split and confirm split scores of ``selections`` (the top candidates)."""
+    worker = worker_for(context)
+    out = []
+    for epochs in selections:
+        worker.scorer.load(epochs)
+        search = worker.scorer.score(worker.splits.search, "search")[context.objective]
+        confirm = None
+        if worker.splits.confirm is not None:
+            confirm = worker.scorer.score(worker.splits.confirm, "confirm")[context.objective]
+        out.append((search, confirm))
+    return out

@@ -22,16 +22,21 @@ class CrossoverSearcher(Searcher):
     re-run after ``Tuner.restore`` still reaches it (as a late result).
     """
 
-    def __init__(self, algorithm: Algorithm, mode: str, search_id: str) -> None:
+    def __init__(self, algorithm: Algorithm, mode: str, search_id: str, max_live: int | None = None) -> None:
         super().__init__(metric=METRIC, mode=mode)
         self.algorithm = algorithm
         self.search_id = search_id
+        # The concurrency limit lives here, not in Tune's ConcurrencyLimiter: that wrapper drops the
+        # completion of a trial re-run after Tuner.restore, which must still reach the algorithm.
+        self.max_live = max_live
         self.live: dict[str, Proposal] = {}
         self.ended: dict[str, Proposal] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if trial_id in self.live:
             return self._config(self.live[trial_id])
+        if self.max_live is not None and len(self.live) >= self.max_live:
+            return None
         proposal = self.algorithm.ask()
         if proposal is None:
             return Searcher.FINISHED if self.algorithm.finished and not self.live else None
@@ -60,13 +65,13 @@ class CrossoverSearcher(Searcher):
         state = "complete" if complete else ("failed" if error else "pruned")
         self.algorithm.tell(proposal, value, state)
         if not complete:
-            self._release(selection_key(proposal.epochs))
+            self._release(selection_key(proposal.epochs), trial_id)
 
-    def _release(self, key: str) -> None:
+    def _release(self, key: str, trial_id: str) -> None:
         """Let a waiting duplicate score the selection this trial did not finish."""
         try:
             memo = ray.get_actor(f"memo-{self.search_id}", namespace=NAMESPACE)
-            memo.release.remote(key)
+            memo.release.remote(key, trial_id)
         except ValueError:
             pass
 

@@ -40,6 +40,8 @@ class Algorithm(ABC):
 
     #: The name ``--algo`` takes.
     name: str = ""
+    #: Whether ASHA may stop this algorithm's trials early (a soup needs every full score).
+    early_stopping: bool = False
 
     def __init__(self, space: CrossoverSpace, mode: str, seed: int) -> None:
         self.space = space

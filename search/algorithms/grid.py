@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from search.algorithms.base import Algorithm, Proposal, TrialState
+from search.errors import SearchError
 from search.space import CrossoverSpace
 
 #: A grid larger than this is refused: use a sampler instead.
@@ -15,7 +16,7 @@ class Grid(Algorithm):
     def __init__(self, space: CrossoverSpace, mode: str, seed: int) -> None:
         super().__init__(space, mode, seed)
         if space.size() > MAX_GRID:
-            raise ValueError(
+            raise SearchError(
                 f"--algo grid would enumerate {space.size():,} parameter combinations (more than"
                 f" {MAX_GRID:,}); use --algo tpe, or narrow the space with --candidates analysis"
             )

@@ -36,6 +36,7 @@ class OptunaAlgorithm(Algorithm):
     when a space is passed), baselines told to it as evaluated points."""
 
     sampler_name = "tpe"
+    early_stopping = True
 
     def __init__(self, space: CrossoverSpace, mode: str, seed: int, startup_trials: int = 10) -> None:
         super().__init__(space, mode, seed)
@@ -53,10 +54,6 @@ class OptunaAlgorithm(Algorithm):
             params = self.space.encode(item.epochs)
             if params is not None:
                 self.searcher.add_evaluated_point(params, item.value)
-
-    def enqueue(self, params: dict[str, int]) -> None:
-        """Evaluate ``params`` next (a starting point such as the module soup's result)."""
-        self.searcher._ot_study.enqueue_trial(params)
 
     def ask(self) -> Proposal | None:
         token = f"{self.name}-{self._asked}"

@@ -9,7 +9,7 @@ pool and evaluators, no generation barrier inside a unit's pass.
 from __future__ import annotations
 
 from search.algorithms.base import Algorithm, Proposal, Scored, TrialState
-from search.space import CrossoverSpace, EpochSet, Unit, selection_key
+from search.space import CrossoverSpace, EpochSet, Unit
 
 SINGLE = "single epoch"
 GREEDY = "greedy soup"
@@ -90,7 +90,6 @@ class ModuleSoup(Algorithm):
         self._merge: EpochSet | None = None
         self._merge_pending = False
         self._done = False
-        self.history: list[tuple[int, str, float]] = []
 
     def warm_start(self, scored: list[Scored]) -> None:
         first = self.space.groups[0]
@@ -179,7 +178,6 @@ class ModuleSoup(Algorithm):
         else:
             self.state = self._with(best_stream.unit, best_stream.soup)
             self.value = best_stream.best
-        self.history.append((self.sweep, selection_key(self.state), self.value))
         self._begin_sweep()
 
     @property

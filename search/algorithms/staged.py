@@ -41,14 +41,12 @@ class Staged(Algorithm):
         self.phases = list(phases)
         self.current = 0
         self.scored: list[Scored] = []
-        self._owner: dict[int, int] = {}
 
     def ask(self) -> Proposal | None:
         while self.current < len(self.phases):
             phase = self.phases[self.current]
             proposal = phase.ask()
             if proposal is not None:
-                self._owner[id(proposal)] = self.current
                 return proposal
             if not phase.finished:
                 return None
@@ -58,10 +56,10 @@ class Staged(Algorithm):
         return None
 
     def tell(self, proposal: Proposal, value: float | None, state: TrialState) -> None:
-        owner = self._owner.pop(id(proposal), self.current)
         if value is not None and state == "complete":
             self.scored.append(Scored(proposal.epochs, value, proposal.origin))
-        self.phases[owner].tell(proposal, value, state)
+        # A phase ends only once all its proposals were told, so this is the phase that asked.
+        self.phases[self.current].tell(proposal, value, state)
 
     def late_result(self, proposal: Proposal, value: float) -> None:
         self.scored.append(Scored(proposal.epochs, value, proposal.origin))
