@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
-import fcntl
 import pickle
 from pathlib import Path
 
@@ -13,7 +13,6 @@ import torch
 from safetensors.torch import load_file
 
 import sweetspot
-
 from modules.atomic import OutputPathError
 from modules.combine import write_combined
 from modules.combine_plan import (
