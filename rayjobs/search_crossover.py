@@ -9,14 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
 from modules.errors import SweetspotError
 from rayjobs._entry import run_entry
-from search.algorithms import ALGORITHMS
-from search.api import search
-from search.config import SearchConfig
 
 DESCRIPTION = (
     "Search per-group epoch combinations with Ray Tune + Optuna across CPUs/GPUs; pick on a held-back"
@@ -42,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", metavar="YAML", help="your sweetspot.yaml (it names code the search runs)")
     parser.add_argument("--trust-run-spec", action="store_true", help="run the spec stored in the run directory (only for runs you trust)")
     parser.add_argument("--num-samples", type=int, default=200, help="trials in all, baselines included (default 200)")
-    parser.add_argument("--algo", default="tpe", choices=sorted(ALGORITHMS), help="search algorithm (default tpe)")
+    parser.add_argument("--algo", default="tpe", help="tpe (default), cmaes, gp, random, grid or module-soup")
     parser.add_argument("--candidates", default="all", choices=["all", "analysis"], help="epochs per group: all recorded, or the analysis's plateau window and neighbours (default all)")
     parser.add_argument("--analysis", metavar="DIR", help="analysis folder (sweetspot analyze): its pick is searched first")
     parser.add_argument("--include-averages", action="store_true", help="also search averaging windows around each epoch")
@@ -74,7 +72,10 @@ _FLAGS = {
 }
 
 
-def config_from(args: argparse.Namespace) -> SearchConfig:
+def config_from(args: argparse.Namespace) -> Any:
+    """The search settings; Ray and Optuna are imported only now, so other commands start fast."""
+    from search.config import SearchConfig
+
     try:
         return SearchConfig(
             num_samples=args.num_samples, algo=args.algo, candidates=args.candidates,
@@ -94,6 +95,8 @@ def config_from(args: argparse.Namespace) -> SearchConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from search.api import search
+
     config = config_from(args)
     result = search(
         args.checkpoint_dir, args.output, args.spec, trust_run_spec=args.trust_run_spec, config=config,
@@ -101,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, progress=not args.no_progress,
     )
     pick = result.pick
-    print(f"search pick ({pick.origin}): search {pick.search_score:.5g}, confirm {pick.confirm_score}, test {pick.test_score}")
+    scores = ", ".join(f"{name} {value:.5g}" for name, value in (("search", pick.search_score), ("confirm", pick.confirm_score), ("test", pick.test_score)) if value is not None)
+    print(f"search pick ({pick.origin}): {result.objective} {scores}")
     for group, epochs in pick.epochs.items():
         print(f"  {group}: {epochs[0] if len(epochs) == 1 else epochs}")
     print(f"{len(result.trials)} trials in {result.seconds:.1f} s ({result.trials_per_second:.2f}/s); wrote {args.output}/search_report.md")

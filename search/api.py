@@ -11,8 +11,11 @@ from modules.atomic import check_output_folder
 from modules.run_spec import spec_for_run
 from modules.rundir import RunDir
 from modules.spec import Spec
+from search.cluster import start_ray
 from search.config import SearchConfig
-from search.run import SearchError, SearchResult, run_search
+from search.errors import SearchError
+from search.results import SearchResult
+from search.run import run_search
 
 
 def search(
@@ -46,6 +49,7 @@ def search(
     if analysis is not None and not Path(analysis).is_dir():
         raise SearchError(f"analysis folder {analysis} does not exist; pass the folder `sweetspot analyze` wrote")
     info, _note = analysis_for(run, analysis, spec)
+    start_ray(address, config)  # an unreachable cluster or missing GPUs show before data is loaded
     data = spec.load_data()
     result = run_search(run, spec, output, config, info, data, address, resume, progress, selections)
     if evaluate:

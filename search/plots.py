@@ -9,7 +9,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from modules.atomic import atomic_path
-from search.run import SearchResult
+from search.results import SearchResult
 
 BASELINE_COLOURS = {"best single epoch": "tab:blue", "greedy soup": "tab:green", "last epoch": "tab:gray", "analysis pick": "tab:purple"}
 
@@ -37,11 +37,26 @@ def plot_convergence(result: SearchResult, path: Path) -> None:
         ax.plot(range(1, len(best) + 1), best, color="black", lw=1.6, label="best so far")
     for name, baseline in result.baselines.items():
         ax.axhline(baseline.search_score, ls="--", lw=1, color=BASELINE_COLOURS.get(name, "tab:red"), label=name)
+    _focus(ax, result)
     ax.set_xlabel("trial (in the order they finished)")
     ax.set_ylabel(f"{result.objective} on the search split ({'lower' if result.mode == 'min' else 'higher'} is better)")
     ax.set_title("Crossover search: convergence")
     ax.legend(fontsize=8, loc="best")
     _save(figure, path)
+
+
+def _focus(ax: object, result: SearchResult) -> None:
+    """Keep the band between the best trial and the worst baseline readable: far-off trials (an
+    early epoch) would otherwise squash it, so they fall outside the frame."""
+    finished = result.trials.loc[result.trials["status"] == "finished", "objective"].dropna()
+    marks = [b.search_score for b in result.baselines.values()]
+    if finished.empty or not marks:
+        return
+    best = finished.min() if result.mode == "min" else finished.max()
+    far = max(marks) if result.mode == "min" else min(marks)
+    span = abs(far - best) or abs(best) * 0.01 or 1.0
+    low, high = sorted((best - 0.4 * span, far + 0.6 * span) if result.mode == "min" else (far - 0.6 * span, best + 0.4 * span))
+    ax.set_ylim(low, high)  # type: ignore[attr-defined]
 
 
 def plot_per_group(result: SearchResult, path: Path) -> None:
@@ -50,7 +65,7 @@ def plot_per_group(result: SearchResult, path: Path) -> None:
     groups = [c.removeprefix("choice/") for c in result.trials.columns if c.startswith("choice/")]
     columns = min(4, max(1, len(groups)))
     rows = max(1, math.ceil(len(groups) / columns))
-    figure = Figure(figsize=(3.2 * columns, 2.6 * rows))
+    figure = Figure(figsize=(3.2 * columns, 2.8 * rows), layout="constrained")
     pick = result.pick.epochs
     for index, group in enumerate(groups):
         ax = figure.add_subplot(rows, columns, index + 1)
