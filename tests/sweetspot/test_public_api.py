@@ -122,10 +122,14 @@ def test_evaluate_a_selection_and_a_combined_file(
     evaluation = sweetspot.evaluate(tiny_run, {"encoder": 8, "middle": 8, "head": 8}, analysis=analysis_dir, resamples=50, trust_run_spec=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["analysis"]
     kinds = {item.candidate.kind for item in evaluation.result.evaluated}
-    assert {"combination", "single", "best_single", "last", "plateau", "uniform", "lawa", "greedy"} <= kinds
+    assert {"combination", "best_single", "uniform", "lawa", "greedy"} <= kinds
     by_kind = {item.candidate.kind: item for item in evaluation.result.evaluated}
-    # the combination is epoch 8 everywhere: the same model as the last epoch
-    assert by_kind["combination"].metrics["test"] == by_kind["last"].metrics["test"]
+    # the combination is epoch 8 everywhere: the same model as the last epoch (and as the single
+    # epochs 30, 40, 50, whose nearest recorded is 8), evaluated once and never compared with itself
+    combination = by_kind["combination"].candidate
+    assert {"last epoch (8)", "epoch 8"} <= set(combination.aliases)
+    assert combination.name.startswith("combination = ")
+    assert not any("last epoch" in c.baseline for c in evaluation.result.comparisons)
     paths = evaluation.write(tmp_path / "eval")
     data = json.loads(paths["json"].read_text())
     assert data["combination_selection"] == {"encoder": 8, "middle": 8, "head": 8}
@@ -134,7 +138,7 @@ def test_evaluate_a_selection_and_a_combined_file(
     from_file = sweetspot.evaluate(tiny_run, model.output, analysis=analysis, resamples=50, output=tmp_path / "eval2", trust_run_spec=True)
     kinds = {i.candidate.kind: i for i in from_file.result.evaluated}
     assert kinds["combination"].metrics["test"] == by_kind["combination"].metrics["test"]
-    assert kinds["plateau"].metrics["test"] == by_kind["plateau"].metrics["test"]  # same analysis, given as object
+    assert kinds["combination"].candidate.name == combination.name  # the file's provenance names the same epochs
     assert (tmp_path / "eval2" / "evaluation.json").is_file()
 
 
