@@ -24,7 +24,7 @@ demo: $(STAMP)
 	else $(SWEETSPOT) train-demo --out runs/demo; fi
 	$(SWEETSPOT) analyze --checkpoint-dir runs/demo --output runs/demo-analysis
 	$(SWEETSPOT) combine --checkpoint-dir runs/demo --selection runs/demo-analysis/selection.json \
-		--output runs/demo-combined.safetensors --update-bn
+		--output runs/demo-combined.safetensors --update-bn --spec runs/demo/sweetspot.yaml
 	$(SWEETSPOT) evaluate --spec runs/demo/sweetspot.yaml --checkpoint-dir runs/demo \
 		--model runs/demo-combined.safetensors --analysis runs/demo-analysis --output runs/demo-eval
 	@echo "demo done: see runs/demo-analysis/analysis_report.md and runs/demo-eval/evaluation_report.md"

@@ -8,8 +8,12 @@ state dict is kept in memory (``CombineResult.state_dict``) and written only on 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import fcntl
 import json
 import os
+import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,12 +36,14 @@ from modules.combine_plan import (
 )
 from modules.combine_sources import iter_plan
 from modules.errors import CombineError, CombineWarning
+from modules.importer import open_run
 from modules.model_fit import describe_spec_model, load_into_model, plan_source_text
-from modules.provenance import PROVENANCE_KEY, provenance_of, sidecar_path
-from modules.run_spec import SpecLike, as_run, as_spec, spec_for_run
+from modules.provenance import PROVENANCE_KEY, provenance_of, sha256_of, sidecar_path
+from modules.run_spec import SpecLike, as_spec, spec_for_run, stored_spec
 from modules.rundir import RunDir
 from modules.safetensors_stream import write_streaming
 from modules.selection import Selection, analysis_picks, coupling_violations, load_selection
+from modules.spec import Spec
 
 FORMATS = ("safetensors", "pt")
 #: What an analysis can be given as: its picks, a result with ``.selection``, or the folder it wrote.
@@ -91,23 +97,51 @@ def combine(
     update_bn: bool = False,
     fmt: str | None = None,
     progress: bool = False,
+    trust_run_spec: bool = False,
 ) -> CombineResult:
     """Build one model from a choice per module group.
 
     Two forms: a ``run`` directory with a ``selection`` (group -> epoch, or ``{"average": [first,
     last]}``, or a selection.json path), or whole-model checkpoint ``files`` per group (one path, or
     several to average) with ``default`` for the rest and the ``spec`` that names the groups.
-    Groups neither form names take the ``analysis``'s pick. ``update_bn`` recomputes BatchNorm
-    statistics where they no longer fit (averaged groups, groups fed by another epoch's group).
-    With ``output`` the model is streamed to that file; without, it is kept in ``state_dict``.
+    ``run`` may also be a folder of checkpoint files (imported on the fly, as ``analyze`` and
+    ``evaluate`` do; then ``spec`` is needed). Groups neither form names take the ``analysis``'s
+    pick. ``update_bn`` recomputes BatchNorm statistics where they no longer fit (averaged groups,
+    groups fed by another epoch's group); it runs the spec's code, so it uses the run's stored spec
+    only with ``trust_run_spec``. With ``output`` the model is streamed to that file; without, it
+    is kept in ``state_dict``.
     """
     if output is not None:
         output = check_output_file(output)
         fmt = output_format(output, fmt)
+    with contextlib.ExitStack() as stack:
+        if output is not None:
+            stack.enter_context(output_lock(output))
+        return _combine(
+            stack, run, selection, output, files, default, analysis, spec, update_bn, fmt, progress, trust_run_spec
+        )
+
+
+def _combine(
+    stack: contextlib.ExitStack,
+    run: RunDir | str | os.PathLike[str] | None,
+    selection: Selection | Mapping[str, Any] | str | os.PathLike[str] | None,
+    output: Path | None,
+    files: Mapping[str, FileChoice] | None,
+    default: str | os.PathLike[str] | None,
+    analysis: AnalysisLike | None,
+    spec: SpecLike | None,
+    update_bn: bool,
+    fmt: str | None,
+    progress: bool,
+    trust_run_spec: bool,
+) -> CombineResult:
     picks, picks_source = _picks(analysis)
     problems: list[str] = []
     run_dir: RunDir | None = None
-    spec_obj, spec_file = None, None
+    spec_obj: Spec | None = None
+    spec_file: Path | None = None
+    stored_only = False
     if files or default is not None:
         if run is not None or selection is not None:
             raise CombineError(
@@ -122,14 +156,25 @@ def combine(
     else:
         if run is None:
             raise CombineError("pass a run directory with a selection, or checkpoint files per group with the spec")
-        run_dir = as_run(run)
+        if spec is not None:
+            spec_obj, spec_file = as_spec(spec)
+        source = run.path if isinstance(run, RunDir) else Path(run)
+        if isinstance(run, RunDir):
+            run_dir = run
+        else:
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="sweetspot-import-"))
+            run_dir = open_run(source, spec_obj, scratch, progress=progress)
+        if spec_obj is None and (stored := stored_spec(run_dir)) is not None:
+            spec_obj, spec_file = stored  # groups and couplings only: nothing is imported
+            stored_only = True
         if isinstance(selection, (str, os.PathLike)):
             selection = load_selection(selection)
         resolved = resolve_selection(run_dir.groups, selection, picks)
         epochs = selection_epochs(resolved, run_dir)
         plan = plan_from_run(run_dir, epochs, resolved.to_json())
-        if spec is not None or run_dir.spec_path() is not None:
-            spec_obj, spec_file = spec_for_run(spec, run_dir)
+        if run_dir.path != source:  # imported on the fly: provenance and output checks name the user's folder
+            plan = dataclasses.replace(plan, run_dir=source)
+        if spec_obj is not None:
             problems = [
                 f"{problem}; groups trained together co-adapt, so check the result with `sweetspot evaluate`"
                 for problem in coupling_violations(epochs, spec_obj.couplings)
@@ -139,10 +184,12 @@ def combine(
     bn_batches = factory = None
     model_desc = "the spec's model"
     if update_bn:
-        if spec_obj is None:
-            spec_obj, spec_file = spec_for_run(spec, run_dir)
+        if spec_obj is None or stored_only:
+            spec_obj, spec_file = spec_for_run(
+                spec, run_dir, trust_run_spec=trust_run_spec, purpose="recomputing BatchNorm statistics (--update-bn)"
+            )
         model_desc = describe_spec_model(spec_obj, spec_file)
-        train = spec_obj.load_data()["train"]
+        train = spec_obj.load_data(("train",))["train"]
         batches = spec_obj.batch_iterator()
         factory = spec_obj.build_model
 
@@ -240,8 +287,37 @@ def write_tensors(
     state_dict = {k: t.clone() if t.untyped_storage().nbytes() != t.nbytes else t for k, t in tensors}
     with atomic_path(output) as tmp:
         torch.save(state_dict, tmp)
+        digest = sha256_of(tmp)
     del state_dict
-    write_json_atomic(sidecar_path(output), provenance)
+    # the sidecar names the .pt it describes, so one left from an earlier write is recognised as stale
+    write_json_atomic(sidecar_path(output), {**provenance, "sha256": digest})
+
+
+@contextlib.contextmanager
+def output_lock(output: Path) -> Iterator[None]:
+    """Hold ``<output>.lock`` exclusively while writing, so a second combine to the same file is refused."""
+    lock = Path(f"{output}.lock")
+    try:
+        handle = open(lock, "a+b")  # noqa: SIM115 - held for the whole write
+    except OSError as error:
+        raise CombineError(f"cannot create the lock file {lock} ({error}); check the folder", param="output") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(handle.fileno()).st_ino != os.stat(lock).st_ino:
+                raise BlockingIOError  # the holder before us removed it: someone else may hold the new one
+        except (BlockingIOError, FileNotFoundError):
+            raise CombineError(
+                f"{output} is being written by another combine (it holds {lock}); wait for it to finish or"
+                " write to another file",
+                param="output",
+            ) from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_combined(

@@ -11,6 +11,7 @@ from typing import Any
 from modules import __version__
 from modules.combine_plan import CombinePlan
 from modules.errors import CombineError
+from modules.run_layout import sha256_file
 from modules.safetensors_stream import read_header
 
 PROVENANCE_KEY = "sweetspot_provenance"
@@ -38,8 +39,17 @@ def sidecar_path(output: str | os.PathLike[str]) -> Path:
     return Path(f"{output}{SIDECAR_SUFFIX}")
 
 
+def sha256_of(path: str | os.PathLike[str]) -> str:
+    """The sha256 a ``.pt`` output's sidecar records, to tell its own file from a later one."""
+    return sha256_file(path)
+
+
 def read_provenance(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """Provenance of a combined file (safetensors header or ``.pt`` sidecar); None when absent."""
+    """Provenance of a combined file (safetensors header or ``.pt`` sidecar); None when absent.
+
+    A sidecar that records another file's sha256 (the ``.pt`` was replaced after it was written,
+    e.g. a combine killed between the two writes) is stale: an error says so.
+    """
     path = Path(path)
     if path.suffix == ".safetensors":
         _, metadata, _ = read_header(path)
@@ -50,6 +60,15 @@ def read_provenance(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     if text is None:
         return None
     try:
-        return json.loads(text)
+        provenance = json.loads(text)
     except json.JSONDecodeError:
         raise CombineError(f"{path}: its provenance is not valid JSON; re-create the combined file") from None
+    recorded = provenance.get("sha256") if isinstance(provenance, dict) else None
+    if path.suffix != ".safetensors" and (recorded is None or recorded != sha256_file(path)):
+        why = "records no sha256 (written by an older sweetspot)" if recorded is None else "records another file's sha256"
+        raise CombineError(
+            f"{sidecar_path(path)} is stale provenance: it {why}, so it may describe an earlier {path.name}"
+            " (e.g. a combine killed between writing the model and its provenance). Re-create the combined"
+            f" file with `sweetspot combine`, or delete {sidecar_path(path).name} to use {path.name} without provenance"
+        )
+    return provenance

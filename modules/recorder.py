@@ -164,7 +164,7 @@ class Recorder:
         self.writer.write_spec_text(dump_spec(spec))
         self.path = self.writer.path
         self.evaluate = evaluate if evaluate is not None else spec.evaluator()
-        self.val_split = val_split if val_split is not None else spec.load_data()["val"]
+        self.val_split = val_split if val_split is not None else spec.load_data(("val",))["val"]
         self.groups = list(self.group_keys)
         self.dead_inputs = dead_inputs
         self._params_by_group: dict[str, list[nn.Parameter]] = {g: [] for g in self.groups}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import importlib
+import os
 import re
-from collections.abc import Callable, Iterable
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -70,6 +74,14 @@ class Spec(BaseModel):
     groups: dict[str, list[str]]
     couplings: list[Coupling] = Field(default_factory=list)
     group_metrics: dict[str, list[JudgingMetric]] = Field(default_factory=dict)
+    #: The folder of the file the spec was read from: its callables are imported from there too.
+    _folder: Path | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal specs say the same; where they were read from does not count."""
+        return self.__dict__ == other.__dict__ if isinstance(other, Spec) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable mappings inside: unhashable, as before
 
     @field_validator("model", "data", "evaluate", "batches")
     @classmethod
@@ -183,26 +195,47 @@ class Spec(BaseModel):
                 return coupling
         return None
 
-    def build_model(self) -> Any:
-        """Instantiate the spec's model (``model(**model_args)``)."""
-        return resolve_callable(self.model, "model")(**self.model_args)
+    def check_callables(self) -> None:
+        """Import every callable the spec names, so a wrong path is reported now, with the fix."""
+        for role in ("model", "data", "evaluate", "batches"):
+            path = getattr(self, role)
+            if path is not None:
+                self._resolve(path, role)
 
-    def load_data(self) -> dict[str, Any]:
-        """Call the data callable; it must return named splits including train, val and test."""
+    def _resolve(self, path: str, role: str) -> Callable[..., Any]:
+        return resolve_callable(path, role, [self._folder] if self._folder is not None else [])
+
+    def build_model(self) -> Any:
+        """Instantiate the spec's model (``model(**model_args)``); it must be a ``torch.nn.Module``."""
+        import torch  # only the steps that build a model need torch here
+
+        model = self._resolve(self.model, "model")(**self.model_args)
+        if not isinstance(model, torch.nn.Module):
+            raise SpecError(
+                f"model callable {self.model!r} of spec {self.name!r} returned {type(model).__name__}, not a"
+                " torch.nn.Module; `model:` must name a function (or class) that builds your model"
+            )
+        return model
+
+    def load_data(self, needed: Sequence[str] = ("train", "val", "test")) -> dict[str, Any]:
+        """Call the data callable; it must return a mapping of named splits including ``needed``."""
         if self.data is None:
             raise SpecError(
                 f"spec {self.name!r} has no 'data' callable, which this step needs to load the splits; add"
                 " `data: package.module:function` returning {'train': ..., 'val': ..., 'test': ...}"
             )
-        splits = resolve_callable(self.data, "data")(**self.data_args)
-        if not isinstance(splits, dict):
-            raise SpecError(f"data callable {self.data!r} returned {type(splits).__name__}, not a dict of splits")
-        missing = [s for s in ("train", "val", "test") if s not in splits]
+        splits = self._resolve(self.data, "data")(**self.data_args)
+        if not isinstance(splits, Mapping):
+            raise SpecError(
+                f"data callable {self.data!r} returned {type(splits).__name__}, not a mapping of splits;"
+                f" return e.g. {{{', '.join(repr(n) + ': ...' for n in needed)}}}"
+            )
+        missing = [s for s in needed if s not in splits]
         if missing:
             raise SpecError(
-                f"data callable {self.data!r} returned splits {sorted(splits)}; it must also return {missing}"
+                f"data callable {self.data!r} returned splits {sorted(splits)}; this step also needs {missing}"
             )
-        return splits
+        return dict(splits)
 
     def batch_iterator(self) -> Callable[..., Any]:
         """The batches callable: ``batches(split)`` yields model inputs (tensor, tuple or dict)."""
@@ -211,7 +244,7 @@ class Spec(BaseModel):
                 f"spec {self.name!r} has no 'batches' callable, which recomputing BatchNorm statistics"
                 " needs; add `batches: package.module:function` yielding model inputs for a split"
             )
-        return resolve_callable(self.batches, "batches")
+        return self._resolve(self.batches, "batches")
 
     def evaluator(self) -> Callable[..., dict[str, Any]]:
         """The evaluate callable: ``evaluate(model, split) -> dict of metrics``."""
@@ -220,7 +253,7 @@ class Spec(BaseModel):
                 f"spec {self.name!r} has no 'evaluate' callable, which this step needs to score models; add"
                 " `evaluate: package.module:function` taking (model, split) and returning a dict of metrics"
             )
-        return resolve_callable(self.evaluate, "evaluate")
+        return self._resolve(self.evaluate, "evaluate")
 
 
 def _pattern_hint(unmatched: list[str], groups: dict[str, list[str]]) -> str:
@@ -247,16 +280,37 @@ def _matches_any(key: str, patterns: list[str]) -> bool:
     return any(_matches(key, p) for p in patterns)
 
 
-def resolve_callable(path: str, role: str = "callable") -> Callable[..., Any]:
-    """Import ``package.module:attr`` and return the attribute; errors say what to fix."""
-    module_name, _, attr_path = path.partition(":")
+@contextlib.contextmanager
+def _on_path(folders: Sequence[str | os.PathLike[str]]) -> Iterator[list[str]]:
+    """``folders`` and the current folder first on ``sys.path`` while importing (as ``python -m`` does)."""
+    wanted = list(dict.fromkeys([*(str(Path(f).resolve()) for f in folders), os.getcwd()]))
+    added = [f for f in wanted if f not in sys.path]
+    sys.path[:0] = added
     try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as error:
-        raise SpecError(
-            f"{role} {path!r}: cannot import module {module_name!r} ({error}); check the name and"
-            " that its package is installed or on PYTHONPATH"
-        ) from error
+        yield wanted
+    finally:
+        for folder in added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(folder)
+
+
+def resolve_callable(
+    path: str, role: str = "callable", folders: Sequence[str | os.PathLike[str]] = ()
+) -> Callable[..., Any]:
+    """Import ``package.module:attr`` and return the attribute; errors say what to fix.
+
+    Modules are looked up in ``folders`` (the spec file's folder) and the current folder first,
+    then on the usual ``sys.path``.
+    """
+    module_name, _, attr_path = path.partition(":")
+    with _on_path(folders) as searched:
+        try:
+            target: Any = importlib.import_module(module_name)
+        except ImportError as error:
+            raise SpecError(
+                f"{role} {path!r}: cannot import module {module_name!r} ({error}); check the name, and that"
+                f" the module is in {' or '.join(searched)}, installed, or on PYTHONPATH"
+            ) from error
     for part in attr_path.split("."):
         if not hasattr(target, part):
             raise SpecError(f"{role} {path!r}: module {module_name!r} has no attribute {attr_path!r}")
@@ -310,7 +364,9 @@ def load_spec(path: str | Path) -> Spec:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise SpecError(f"{path} is not valid YAML: {error}") from None
-    return parse_spec(data, str(path))
+    spec = parse_spec(data, str(path))
+    spec._folder = path.resolve().parent
+    return spec
 
 
 def dump_spec(spec: Spec) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import sweetspot
 from analysis.report import METRICS_FILE, REPORT_FILE, SELECTION_FILE, pick_summary
 from rayjobs._entry import run_entry
+from rayjobs.options import add_progress_flag
 
 DESCRIPTION = (
     "Recommend each module group's sweet-spot epoch with five techniques (plateau, task metrics,"
@@ -28,16 +29,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="folder for the analysis results (created if needed)")
     parser.add_argument("--thresholds", help="thresholds.json (default: the documented defaults)")
     parser.add_argument(
-        "--spec", help="sweetspot.yaml (default: the copy stored in the run; required for checkpoint_epoch_<N>.pt folders)"
+        "--spec", help="your sweetspot.yaml (default: the copy stored in the run, read for groups and metrics only;"
+        " required for a folder of checkpoint files)"
     )
-    parser.add_argument("--no-plots", action="store_true", help="skip visualizations/")
+    parser.add_argument("--no-plots", action="store_true", help="skip visualizations/ (default: draw them)")
+    add_progress_flag(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Analyse the run and write the results; errors are raised as SweetspotError."""
     analysis = sweetspot.analyze(
         args.checkpoint_dir, spec=args.spec, thresholds=args.thresholds, output=args.output,
-        plots=not args.no_plots, progress=True,
+        plots=not args.no_plots, progress=not args.no_progress,
     )
     for group, result in analysis.groups.items():
         print(pick_summary(group, result))

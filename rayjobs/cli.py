@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from rayjobs._entry import call_reporting_errors
-from sweetspot import SweetspotError
+from sweetspot import SweetspotError, __version__
 
 #: subcommand -> module in ``rayjobs`` defining ``DESCRIPTION``, ``add_arguments`` and ``run``.
 SUBCOMMANDS = {
@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "combine": "rayjobs.combine_modules",
     "evaluate": "rayjobs.evaluate_combined",
     "search": "rayjobs.search_crossover",
+    "verify": "rayjobs.verify_run",
 }
 
 DESCRIPTION = "Find each module group's best training epoch and build one model from them."
@@ -26,6 +27,7 @@ EPILOG = """pipeline:
   sweetspot analyze --checkpoint-dir runs/demo --output analysis/
   sweetspot combine --checkpoint-dir runs/demo --selection analysis/selection.json --output combined.safetensors
   sweetspot evaluate --checkpoint-dir runs/demo --model combined.safetensors --analysis analysis/ --output eval/
+  sweetspot verify runs/demo [--clean]                       # sha256 of every file, leftovers of a kill
 
 `sweetspot COMMAND --help` describes each command."""
 
@@ -34,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="sweetspot", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"sweetspot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     modules = {}
     for name, module_name in SUBCOMMANDS.items():

@@ -20,7 +20,12 @@ from typing import Any
 
 import sweetspot
 from rayjobs._entry import run_entry
-from rayjobs.options import group_file_options, parse_group_option
+from rayjobs.options import (
+    add_progress_flag,
+    add_trust_flag,
+    group_file_options,
+    parse_group_option,
+)
 
 DESCRIPTION = "Combine module groups from different epochs (or epoch averages) into one model"
 EPILOG = """examples:
@@ -36,27 +41,33 @@ is short for --group <group>=FILE (the seed's form over checkpoint_epoch_<N>.pt 
 --update-bn recomputes BatchNorm statistics only where they no longer fit: in averaged groups and
 in groups fed by a group taken from another epoch."""
 
+USAGE = """%(prog)s --checkpoint-dir RUN (--selection FILE | --group G=E ...) --output FILE [options]
+       %(prog)s --spec YAML --<group> FILE ... [--default FILE] --output FILE [options]"""
 #: combine's options: (flags, add_argument keywords).
 ARGUMENTS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
-    (("--checkpoint-dir",), dict(type=Path, metavar="RUN", help="run directory to read group checkpoints from")),
-    (("--selection",), dict(type=Path, metavar="FILE", help="selection.json: group -> epoch or {\"average\": [first, last]}")),
+    (("--checkpoint-dir",), dict(type=Path, metavar="RUN", help="run directory, or a folder of checkpoint files (imported on the fly; then --spec);"
+                                                                      " needed unless the checkpoint-file form (--<group> FILE) is used")),
+    (("--selection",), dict(type=Path, metavar="FILE", help="selection.json: group -> epoch, {\"average\": [first, last]} or {\"epochs\": [...]}")),
     (("--group",), dict(
         action="append", default=[], metavar="G=E",
-        help="GROUP=EPOCH, GROUP=FIRST-LAST (average) or GROUP=FILE (seed checkpoint); repeatable",
+        help="GROUP=EPOCH, GROUP=FIRST-LAST (average) or GROUP=FILE (seed checkpoint); repeatable; overrides --selection",
     )),
     (("--output",), dict(type=Path, required=True, metavar="FILE", help="combined model file (.safetensors or .pt)")),
     (("--format",), dict(choices=["safetensors", "pt"], help="output format (default: from the suffix)")),
-    (("--update-bn",), dict(action="store_true", help="recompute BatchNorm statistics on the train split")),
-    (("--spec",), dict(type=Path, metavar="YAML", help="sweetspot.yaml (default: the one stored in the run)")),
-    (("--analysis",), dict(type=Path, metavar="DIR", help="analysis folder: its picks fill groups not named")),
+    (("--update-bn",), dict(action="store_true", help="recompute BatchNorm statistics on the train split (runs the spec's code; default: off)")),
+    (("--spec",), dict(type=Path, metavar="YAML", help="your sweetspot.yaml (default: the run's stored spec for groups and couplings; its code runs only with --trust-run-spec)")),
+    (("--analysis",), dict(type=Path, metavar="DIR", help="analysis folder: its picks fill groups not named (default: none; every group must be named)")),
     (("--default",), dict(type=Path, metavar="FILE", help="seed form: checkpoint for every group not named")),
 ]
-OWN_OPTIONS = ("--help", *(flag for flags, _ in ARGUMENTS for flag in flags))
+OWN_OPTIONS = ("--help", "--trust-run-spec", "--no-progress", *(flag for flags, _ in ARGUMENTS for flag in flags))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.usage = USAGE
     for flags, keywords in ARGUMENTS:
         parser.add_argument(*flags, **keywords)
+    add_trust_flag(parser, "--update-bn")
+    add_progress_flag(parser)
 
 
 def translate_argv(argv: Sequence[str]) -> list[str]:
@@ -87,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         selection = {**chosen, **epochs}
     result = sweetspot.combine(
         args.checkpoint_dir, selection, args.output, files=files or None, default=args.default,
-        analysis=args.analysis, spec=args.spec, update_bn=args.update_bn, fmt=args.format, progress=True,
+        analysis=args.analysis, spec=args.spec, update_bn=args.update_bn, fmt=args.format,
+        progress=not args.no_progress, trust_run_spec=args.trust_run_spec,
     )
     print(f"wrote {args.output} ({result.plan.nbytes / 1e6:.1f} MB, {result.provenance['format']})")
     for group, choice in result.choices.items():

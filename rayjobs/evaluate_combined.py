@@ -14,7 +14,7 @@ from typing import Any
 
 import sweetspot
 from rayjobs._entry import run_entry
-from rayjobs.options import parse_group_option
+from rayjobs.options import add_progress_flag, add_trust_flag, parse_group_option
 
 DESCRIPTION = "Evaluate a combined model against single-epoch, averaged and soup baselines"
 EPILOG = """examples:
@@ -26,20 +26,26 @@ validation, the last epoch, the plateau average, a uniform soup, LAWA (last 5) a
 Everything is chosen on the validation split and reported on the held-out test split."""
 
 
+USAGE = """%(prog)s --checkpoint-dir RUN (--model FILE | --selection FILE | --group G=E ...) --output DIR
+       [--spec YAML | --trust-run-spec] [options]"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint-dir", type=Path, metavar="RUN", help="run directory the baselines are built from")
+    parser.usage = USAGE
+    parser.add_argument("--checkpoint-dir", type=Path, metavar="RUN", help="run directory the baselines are built from, or a folder of checkpoint files (with --spec); required")
     parser.add_argument("--model", type=Path, metavar="FILE", help="combined model file (.safetensors or .pt)")
     parser.add_argument("--selection", type=Path, metavar="FILE", help="selection.json to build the combination from")
-    parser.add_argument("--group", action="append", default=[], metavar="G=E", help="GROUP=EPOCH or GROUP=FIRST-LAST")
-    parser.add_argument("--spec", type=Path, metavar="YAML", help="sweetspot.yaml (default: the one stored in the run)")
-    parser.add_argument("--baselines", metavar="E,E,...", default="30,40,50", help="single epochs to compare (nearest recorded)")
-    parser.add_argument("--analysis", type=Path, metavar="DIR", help="analysis folder (module_metrics.json) for plateau windows and picks")
-    parser.add_argument("--update-bn", action="store_true", help="recompute BatchNorm statistics for a crossover too")
+    parser.add_argument("--group", action="append", default=[], metavar="G=E", help="GROUP=EPOCH or GROUP=FIRST-LAST; repeatable; overrides --selection")
+    parser.add_argument("--spec", type=Path, metavar="YAML", help="your sweetspot.yaml: evaluating runs its model, data and evaluate code (default: refuse unless --trust-run-spec)")
+    parser.add_argument("--baselines", metavar="E,E,...", default="30,40,50", help="single epochs to compare, the nearest recorded (default 30,40,50)")
+    parser.add_argument("--analysis", type=Path, metavar="DIR", help="analysis folder (module_metrics.json) for plateau windows and picks (default: analyse the run now)")
+    parser.add_argument("--update-bn", action="store_true", help="recompute BatchNorm statistics for a crossover too (default: only for averages)")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--output", type=Path, required=True, metavar="DIR", help="folder for evaluation.json, the report and the PNG")
     parser.add_argument("--device", default="auto", help="torch device: auto (a GPU when available, else CPU), cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_trust_flag(parser, "evaluation")
+    add_progress_flag(parser)
 
 
 def parse_epochs(text: str) -> list[int]:
@@ -77,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint_dir, combination_option(args), spec=args.spec, analysis=args.analysis,
         baselines=parse_epochs(args.baselines), update_bn=args.update_bn, resamples=args.resamples,
         seed=args.seed, device=args.device, progress=not args.no_progress, output=args.output,
+        trust_run_spec=args.trust_run_spec,
     )
     print(evaluation.headline())
     for path in evaluation.written.values():

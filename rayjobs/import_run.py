@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import sweetspot
 from rayjobs._entry import run_entry
+from rayjobs.options import add_progress_flag
 
 DESCRIPTION = (
     "Import a run saved as checkpoint_epoch_<N>.pt (or .safetensors) files plus an optional"
@@ -21,17 +22,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", required=True, help="sweetspot.yaml naming the module groups")
     parser.add_argument("--out", required=True, help="new run directory to create (must not exist or be empty)")
     parser.add_argument(
-        "--skip-bad", action="store_true", help="skip truncated or corrupt checkpoints and list them instead of failing"
+        "--skip-bad", action="store_true", help="skip truncated or corrupt checkpoints and list them instead of failing (default: fail)"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--pattern", action="append", help="checkpoint names: 'epoch_{epoch}.pt' or a regex with (?P<epoch>\\d+); repeatable")
-    parser.add_argument("--allow-global", action="append", default=[], metavar="MODULE.NAME", help="load this type in checkpoint extras for real (trusted only)")
+    add_progress_flag(parser, "--quiet")
+    parser.add_argument("--pattern", action="append", help="checkpoint names: 'epoch_{epoch}.pt' or a regex with (?P<epoch>\\d+); repeatable"
+                        " (default: checkpoint_epoch_<N>.pt/.pth/.safetensors and Lightning's epoch=<N>-step=<M>.ckpt)")
+    parser.add_argument("--allow-global", action="append", default=[], metavar="MODULE.NAME", help="load this type in checkpoint extras for real (trusted only; default: none, extras become inert placeholders)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Import and print a short summary; errors are raised as SweetspotError."""
     report = sweetspot.import_run(
-        args.source, args.spec, args.out, skip_bad=args.skip_bad, progress=not args.quiet,
+        args.source, args.spec, args.out, skip_bad=args.skip_bad, progress=not args.no_progress,
         pattern=args.pattern, allow_globals=args.allow_global,
     )
     print(report.summary())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,3 +85,19 @@ def _options(argv: Sequence[str]) -> list[str]:
         if item.startswith("--") and len(item) > 2:
             found.append(item)
     return found
+
+
+def add_progress_flag(parser: argparse.ArgumentParser, *old_names: str) -> None:
+    """``--no-progress`` (the one name every command uses); ``old_names`` still work, unlisted."""
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars (default: shown, on stderr)")
+    for name in old_names:
+        parser.add_argument(name, dest="no_progress", action="store_true", help=argparse.SUPPRESS)
+
+
+def add_trust_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--trust-run-spec``: use the code the run's stored spec names (a run may come from elsewhere)."""
+    parser.add_argument(
+        "--trust-run-spec", action="store_true",
+        help=f"without --spec, run the code named by the spec stored in the run for {what} (only for runs you trust;"
+        " default: refuse and ask for --spec)",
+    )

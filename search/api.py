@@ -8,32 +8,14 @@ from typing import Any
 
 from analysis.evaluation.baselines import analysis_for
 from modules.atomic import check_output_folder
-from modules.errors import SpecError
+from modules.run_spec import spec_for_run
 from modules.rundir import RunDir
-from modules.spec import Spec, load_spec
+from modules.spec import Spec
 from search.cluster import start_ray
 from search.config import SearchConfig
 from search.errors import SearchError
 from search.results import SearchResult
 from search.run import run_search
-
-
-def resolve_spec(run: RunDir, spec: Spec | str | os.PathLike[str] | None, trust_run_spec: bool) -> Spec:
-    """The user's own spec, or the run's stored one when explicitly trusted (a spec runs code)."""
-    if isinstance(spec, Spec):
-        return spec
-    if spec is not None:
-        return load_spec(spec)
-    stored = run.spec_path()
-    if stored is None:
-        raise SpecError(f"run {run.path} stores no spec; pass your sweetspot.yaml (--spec)")
-    if not trust_run_spec:
-        raise SpecError(
-            f"the search runs the spec's model, data and evaluate code; run {run.path} stores a spec, but"
-            " a run directory may come from elsewhere. Pass your own spec (--spec sweetspot.yaml), or"
-            " --trust-run-spec (trust_run_spec=True) if you trust the run's stored spec"
-        )
-    return load_spec(stored)
 
 
 def search(
@@ -66,7 +48,7 @@ def search(
     config = config or SearchConfig(**settings)
     run = run if isinstance(run, RunDir) else RunDir(run)
     output = check_output_folder(output)
-    spec = resolve_spec(run, spec, trust_run_spec)
+    spec, _ = spec_for_run(spec, run, trust_run_spec=trust_run_spec, purpose="the search")
     if analysis is not None and not Path(analysis).is_dir():
         raise SearchError(f"analysis folder {analysis} does not exist; pass the folder `sweetspot analyze` wrote")
     info, analysis_note = analysis_for(run, analysis, spec)

@@ -4,7 +4,7 @@
 
     analysis = sweetspot.analyze("runs/demo")
     combined = sweetspot.combine("runs/demo", analysis.selection, "combined.safetensors")
-    evaluation = sweetspot.evaluate("runs/demo", "combined.safetensors", output="eval/")
+    evaluation = sweetspot.evaluate("runs/demo", "combined.safetensors", spec="sweetspot.yaml", output="eval/")
 
     result = sweetspot.search("runs/demo", "search/", "runs/demo/sweetspot.yaml", num_samples=200)
 

@@ -35,10 +35,13 @@ class Candidate:
     notes: list[str] = field(default_factory=list)
     #: For a model file: the provenance ``sweetspot combine`` stored in it (None when it has none).
     provenance: dict[str, Any] | None = None
+    #: Names of the other candidates that are the same weights (evaluated once, under this one).
+    aliases: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "same_weights_as": self.aliases,
             "kind": self.kind,
             "epochs": self.epochs,
             "model_path": str(self.model_path) if self.model_path else None,
@@ -54,6 +57,46 @@ class AnalysisInfo:
     picks: Selection
     plateau_windows: dict[str, tuple[int, int] | None]
     source: str
+
+
+def weights_key(candidate: Candidate, run: RunDir) -> str:
+    """What determines a candidate's weights: its epoch set per group (a combined file: the epochs its
+    provenance names in this run, when it recorded them) and whether BatchNorm is recomputed."""
+    epochs = candidate.epochs
+    if epochs is None:
+        epochs = _provenance_epochs(candidate.provenance, run)
+    if epochs is None:
+        return json.dumps(["file", str(candidate.model_path), candidate.recompute_bn])
+    return json.dumps([{g: sorted(e) for g, e in epochs.items()}, candidate.recompute_bn], sort_keys=True)
+
+
+def _provenance_epochs(provenance: dict[str, Any] | None, run: RunDir) -> EpochSet | None:
+    if not provenance or provenance.get("update_bn") or not provenance.get("run_dir"):
+        return None
+    if Path(provenance["run_dir"]).resolve() != run.path.resolve():
+        return None
+    sources = provenance.get("sources") or {}
+    try:
+        epochs = {g: [int(s["epoch"]) for s in items] for g, items in sources.items()}
+    except (TypeError, KeyError, ValueError):
+        return None
+    return epochs if set(epochs) == set(run.groups) else None
+
+
+def deduplicate(candidates: list[Candidate], run: RunDir) -> list[Candidate]:
+    """The candidates with distinct weights, in order; a later duplicate's name goes to ``aliases`` of the
+    first (``epoch 12`` and ``last epoch (12)`` on a 12-epoch run are one model, evaluated once)."""
+    kept: dict[str, Candidate] = {}
+    for candidate in candidates:
+        key = weights_key(candidate, run)
+        if key in kept:
+            kept[key].aliases.append(candidate.name)
+        else:
+            kept[key] = candidate
+    for candidate in kept.values():
+        if candidate.aliases:  # every table, plot and headline then says which names it carries
+            candidate.name = " = ".join([candidate.name, *candidate.aliases])
+    return list(kept.values())
 
 
 def nearest_recorded(recorded: list[int], wanted: int) -> int:

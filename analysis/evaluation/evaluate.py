@@ -15,6 +15,7 @@ from analysis.evaluation.baselines import (
     AnalysisInfo,
     Candidate,
     averaged_candidates,
+    deduplicate,
     single_epoch_candidates,
 )
 from analysis.evaluation.bootstrap import PairedInterval, paired_bootstrap
@@ -30,6 +31,7 @@ from modules.model_fit import (
 )
 from modules.rundir import RunDir
 from modules.scalars import as_scalar
+from modules.selection import Selection, choice_for_epochs
 from modules.soups import EpochSet, GreedySoup, greedy_soup, same_epochs
 
 SPLITS = ("train", "val", "test")
@@ -70,6 +72,8 @@ class EvaluationResult:
     notes: list[str] = field(default_factory=list)
     #: The per-example values the intervals are over (lower is better), e.g. per_example_losses.
     per_example_name: str = LOSSES_KEY
+    #: The greedy soup as a selection `sweetspot combine --selection` builds (greedy_selection.json).
+    greedy_selection: dict[str, Any] | None = None
 
 
 def _as_array(values: Any) -> np.ndarray:
@@ -255,6 +259,7 @@ def run_evaluation(
             recompute_bn=evaluator.has_bn and len(soup.epochs) > 1,
         )
     )
+    candidates = deduplicate(candidates, run)
     evaluated = [evaluator.evaluate(c) for c in tqdm(candidates, desc="evaluating candidates", disable=not progress)]
     comparisons = [compare(evaluated[0], other, resamples, seed) for other in evaluated[1:]]
     if evaluator.mode == "max" and evaluator.per_example_name == LOSSES_KEY:
@@ -265,4 +270,6 @@ def run_evaluation(
         )
     result = EvaluationResult(evaluator.metric, evaluator.mode, evaluated, comparisons, soup, notes)
     result.per_example_name = evaluator.per_example_name
+    choice = choice_for_epochs(soup.epochs, run.epochs)
+    result.greedy_selection = Selection({g: choice for g in run.groups}).to_json()
     return result

@@ -85,6 +85,7 @@ def evaluate(
     device: str = "auto",
     progress: bool = False,
     output: str | os.PathLike[str] | None = None,
+    trust_run_spec: bool = False,
 ) -> Evaluation:
     """Evaluate ``combination`` against the baselines built from ``run``.
 
@@ -95,6 +96,8 @@ def evaluate(
     ``analysis`` is what `analyze` returned or the folder it wrote (picks and plateau windows);
     without one it is computed from the run.
     ``baselines`` are the single epochs compared (the nearest recorded ones).
+    Evaluating runs the spec's model, data and evaluate code: without ``spec`` the run's stored spec
+    is used only with ``trust_run_spec`` (a run directory may come from elsewhere).
     """
     out = check_output_folder(output) if output is not None else None  # before any work
     source = run.path if isinstance(run, RunDir) else Path(run)
@@ -108,7 +111,7 @@ def evaluate(
     if spec_obj is None and stored_run is None and (source / MANIFEST_NAME).is_file():
         stored_run = RunDir(source)
     if spec_obj is None and stored_run is not None:
-        spec_obj, spec_file = spec_for_run(None, stored_run)
+        spec_obj, spec_file = spec_for_run(None, stored_run, trust_run_spec=trust_run_spec, purpose="evaluate")
     model_desc = describe_spec_model(spec_obj, spec_file) if spec_obj is not None else None
     layout = spec_model_layout(spec_obj) if spec_obj is not None else None
     if model is not None and layout is not None:
@@ -116,7 +119,7 @@ def evaluate(
     with tempfile.TemporaryDirectory(prefix="sweetspot-import-") as scratch:
         run_dir = stored_run or open_run(source, spec_obj, scratch, progress=progress)
         if spec_obj is None:
-            spec_obj, spec_file = spec_for_run(None, run_dir)
+            spec_obj, spec_file = spec_for_run(None, run_dir, trust_run_spec=trust_run_spec, purpose="evaluate")
             model_desc = describe_spec_model(spec_obj, spec_file)
         layout = layout if layout is not None else spec_model_layout(spec_obj)
         check_run_fits(run_dir, layout, model_desc or describe_spec_model(spec_obj, spec_file), RUN_FIX)

@@ -14,6 +14,7 @@ from modules.atomic import write_json_atomic, write_text_atomic
 JSON_NAME = "evaluation.json"
 REPORT_NAME = "evaluation_report.md"
 PLOT_NAME = "evaluation.png"
+GREEDY_SELECTION_NAME = "greedy_selection.json"
 
 
 def _finite(value: float) -> float | None:
@@ -84,13 +85,14 @@ def evaluation_json(result: EvaluationResult, extra: dict[str, Any] | None = Non
             for c in result.comparisons
         ],
         "test_winner": winner_on_test(result).candidate.name,
-        "shrinkage": shrinkage(result),
+        "shrinkage": shrinkage(result) if result.comparisons else None,
         "greedy_soup": None
         if result.greedy is None
         else {
             "epochs": result.greedy.epochs,
             "val_objective": result.greedy.objective,
             "steps": [{"epoch": e, "val_objective": v, "kept": k} for e, v, k in result.greedy.steps],
+            "selection": result.greedy_selection,
         },
         "notes": result.notes,
     }
@@ -124,6 +126,12 @@ def headline(result: EvaluationResult, markdown: bool = True) -> str:
 
     metric = result.objective_metric
     winner = winner_on_test(result)
+    if not result.comparisons:
+        return (
+            f"{'Lowest' if result.objective_mode == 'min' else 'Highest'} test {metric}:"
+            f" {bold(winner.candidate.name)} ({_num(winner.metrics['test'][metric])}). Every baseline is the"
+            " same weights as the combination, so there is nothing to compare."
+        )
     best = best_baseline(result)
     comparison = next(c for c in result.comparisons if c.baseline == best.candidate.name)
     i = comparison.test_interval
@@ -298,18 +306,29 @@ def report_markdown(result: EvaluationResult) -> str:
             lines.append(f"| {item.candidate.name} | {values} |")
     if result.greedy is not None:
         lines += ["", f"Greedy soup kept epochs {result.greedy.epochs} (validation {metric} {_num(result.greedy.objective)})."]
+        if result.greedy_selection is not None:
+            greedy = next((e.candidate for e in result.evaluated if e.candidate.kind == "greedy"), None)
+            bn = " --update-bn" if greedy is not None and greedy.recompute_bn else ""
+            lines.append(
+                f"Its selection is in `{GREEDY_SELECTION_NAME}`; build it with `sweetspot combine --checkpoint-dir RUN"
+                f" --selection {GREEDY_SELECTION_NAME} --output greedy_soup.safetensors{bn}`."
+            )
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in result.notes]
     return "\n".join(lines) + "\n"
 
 
 def write_report(result: EvaluationResult, output: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> dict[str, Path]:
-    """Write evaluation.json, evaluation_report.md and the PNG into ``output``; return their paths."""
+    """Write evaluation.json, evaluation_report.md, the PNG and greedy_selection.json into ``output``; return their paths."""
     from analysis.evaluation.plots import plot_evaluation
 
     output = Path(output)
     paths = {"json": output / JSON_NAME, "report": output / REPORT_NAME, "plot": output / PLOT_NAME}
     write_json_atomic(paths["json"], evaluation_json(result, extra))
+    if result.greedy_selection is not None:
+        paths["greedy_selection"] = output / GREEDY_SELECTION_NAME
+        about = "the greedy soup of `sweetspot evaluate`; build it with `sweetspot combine --selection` this file"
+        write_json_atomic(paths["greedy_selection"], {"_about": about, **result.greedy_selection})
     write_text_atomic(paths["report"], report_markdown(result))
     plot_evaluation(result, paths["plot"])
     return paths

@@ -20,9 +20,9 @@ def make_spec(group_metrics: dict[str, list[tuple[str, str]]], groups: list[str]
     return parse_spec(
         {
             "name": "synthetic",
-            "model": "tests.nothing:model",
-            "data": "tests.nothing:data",
-            "evaluate": "tests.nothing:evaluate",
+            "model": "tests.modules._tiny:build_model",
+            "data": "tests.modules._tiny:load_data",
+            "evaluate": "tests.modules._tiny:evaluate",
             "objective": {"metric": "loss", "mode": "min"},
             "groups": {g: [f"{g}."] for g in groups},
             "group_metrics": {

@@ -46,9 +46,9 @@ def coupled_spec(gap: int):
     return parse_spec(
         {
             "name": "coupled",
-            "model": "tests.nothing:model",
-            "data": "tests.nothing:data",
-            "evaluate": "tests.nothing:evaluate",
+            "model": "tests.modules._tiny:build_model",
+            "data": "tests.modules._tiny:load_data",
+            "evaluate": "tests.modules._tiny:evaluate",
             "groups": {"backbone": ["backbone."], "heads": ["heads."]},
             "couplings": [{"name": "A", "groups": ["backbone", "heads"], "max_epoch_gap": gap}],
             "group_metrics": {

@@ -30,9 +30,9 @@ def gappy_metrics(loss=LOSS):
 def spec(gap: int | None = None):
     data = {
         "name": "gappy",
-        "model": "tests.nothing:model",
-        "data": "tests.nothing:data",
-        "evaluate": "tests.nothing:evaluate",
+        "model": "tests.modules._tiny:build_model",
+        "data": "tests.modules._tiny:load_data",
+        "evaluate": "tests.modules._tiny:evaluate",
         "groups": {"encoder": ["encoder."], "head": ["head."]},
         "group_metrics": {"head": [{"metric": "val_f1", "mode": "max"}]},
     }

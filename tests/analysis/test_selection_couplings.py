@@ -31,9 +31,9 @@ def spec(gap: int, coupled: list[str]):
     return parse_spec(
         {
             "name": "coupled",
-            "model": "tests.nothing:model",
-            "data": "tests.nothing:data",
-            "evaluate": "tests.nothing:evaluate",
+            "model": "tests.modules._tiny:build_model",
+            "data": "tests.modules._tiny:load_data",
+            "evaluate": "tests.modules._tiny:evaluate",
             "groups": {g: [f"{g}."] for g in ["backbone", "heads", "neck", "free"]},
             "couplings": [{"name": "A", "groups": coupled, "max_epoch_gap": gap}],
             "group_metrics": {

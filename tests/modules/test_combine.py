@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import pickle
@@ -11,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import sweetspot
 from modules.atomic import OutputPathError
 from modules.combine import write_combined
 from modules.combine_plan import (
@@ -263,3 +265,39 @@ def test_update_bn_recomputes_only_averaged_or_crossed_groups(tiny_run: Path, tm
         pre = x @ a["encoder.0.weight"].T + a["encoder.0.bias"]
         hand = sum(c.mean(0) for c in pre.split(64)) / 4
         torch.testing.assert_close(b["encoder.1.running_mean"], hand, rtol=1e-5, atol=1e-6)
+
+
+def test_a_pt_replaced_after_its_sidecar_is_stale_provenance(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "combined_model.pt"
+    write_combined(plan_for(tiny_run, {"encoder": 1, "middle": 1, "head": 1}), out)
+    assert read_provenance(out)["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    # what a combine killed between its two renames leaves: the new .pt beside the old sidecar
+    torch.save(RunDir(tiny_run).state_dict(5), out)
+    with pytest.raises(CombineError, match=r"combined_model\.pt\.provenance\.json is stale provenance: it records another"):
+        read_provenance(out)
+    with pytest.raises(CombineError, match="stale provenance"):
+        sweetspot.evaluate(tiny_run, out, spec=_tiny.spec(), resamples=10)
+
+
+def test_a_second_combine_to_the_same_output_is_refused_while_the_first_writes(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "combined.safetensors"
+    with open(f"{out}.lock", "a+b") as held:  # the first combine, still writing
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(CombineError, match=r"combined\.safetensors is being written by another combine"):
+            sweetspot.combine(tiny_run, {"encoder": 1, "middle": 1, "head": 1}, out)
+    assert not out.exists()
+    sweetspot.combine(tiny_run, {"encoder": 1, "middle": 1, "head": 1}, out)
+    assert out.is_file() and not Path(f"{out}.lock").exists()
+
+
+def test_combine_reads_a_folder_of_checkpoint_files_as_analyze_and_evaluate_do(tiny_run: Path, tmp_path: Path) -> None:
+    (tmp_path / "seed").mkdir()
+    save_seed_checkpoints(tiny_run, tmp_path / "seed")
+    choice = {"encoder": 2, "middle": 5, "head": {"average": [4, 6]}}
+    result = sweetspot.combine(tmp_path / "seed", choice, spec=_tiny.spec())
+    for group, epoch in {"encoder": 2, "middle": 5}.items():
+        for key, tensor in stored(tiny_run, epoch, group).items():
+            assert torch.equal(result.state_dict[key], tensor), key
+    mean = sum(stored(tiny_run, e, "head")["head.weight"].double() for e in (4, 5, 6)) / 3
+    assert torch.allclose(result.state_dict["head.weight"].double(), mean, atol=1e-6)
+    assert result.provenance["run_dir"] == str(tmp_path / "seed")

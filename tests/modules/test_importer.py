@@ -22,8 +22,6 @@ from tests.modules.test_checkpoint_io import pickle_calls
 SPEC_DATA = {
     "name": "tiny",
     "model": "tests.modules.test_importer:TinyNet",
-    "data": "x.y:z",
-    "evaluate": "x.y:z",
     "groups": {"backbone": ["backbone."], "head": ["head."], "embed": ["embed*"]},
 }
 

@@ -23,7 +23,7 @@ def test_demo_analyse_combine_evaluate(demo_run: Path, tmp_path: Path, capsys) -
     selection = json.loads((analysis / "selection.json").read_text())
     combined = tmp_path / "combined.safetensors"
     # no --selection and no --group: every group takes the analysis's pick
-    code = cli.main(["combine", "--checkpoint-dir", str(demo_run), "--analysis", str(analysis), "--output", str(combined), "--update-bn"])
+    code = cli.main(["combine", "--checkpoint-dir", str(demo_run), "--analysis", str(analysis), "--output", str(combined), "--update-bn", "--trust-run-spec"])
     assert code == 0, capsys.readouterr().err
     provenance = json.loads(load_file_metadata(combined))
     assert provenance["selection"] == selection and provenance["update_bn"] is True
@@ -40,7 +40,7 @@ def test_demo_analyse_combine_evaluate(demo_run: Path, tmp_path: Path, capsys) -
     capsys.readouterr()
     # no --analysis: evaluate analyses the run itself; its warnings come as plain `warning:` lines
     code = cli.main(["evaluate", "--checkpoint-dir", str(demo_run), "--model", str(combined),
-                     "--output", str(out), "--resamples", "300", "--no-progress"])
+                     "--output", str(out), "--resamples", "300", "--no-progress", "--trust-run-spec"])
     printed = capsys.readouterr()
     assert code == 0, printed.err
     assert "warning: group 'wrapper_emotion'" in printed.err
@@ -204,7 +204,7 @@ def test_evaluate_checks_the_model_file_before_the_analysis(demo_run: Path, tmp_
     # weights of another model: named with the spec (file and model_args) and the run's stored spec
     other = tmp_path / "other.pt"
     torch.save(_tiny.build_model().state_dict(), other)
-    code = cli.main(["evaluate", "--checkpoint-dir", str(demo_run), "--model", str(other), "--output", str(out)])
+    code = cli.main(["evaluate", "--checkpoint-dir", str(demo_run), "--model", str(other), "--output", str(out), "--trust-run-spec"])
     printed = capsys.readouterr()
     assert code == 2 and not out.exists() and "warning" not in printed.err  # the analysis never ran
     err = printed.err

@@ -94,7 +94,7 @@ def test_combine_in_memory_then_written(tiny_run: Path, tmp_path: Path) -> None:
 def test_combine_fills_unnamed_groups_from_the_analysis(
     tiny_run: Path, analysis: sweetspot.RunAnalysis
 ) -> None:
-    result = sweetspot.combine(tiny_run, {"head": 1}, analysis=analysis, update_bn=True)
+    result = sweetspot.combine(tiny_run, {"head": 1}, analysis=analysis, update_bn=True, trust_run_spec=True)
     picks = analysis.selection.to_json()
     assert result.choices == {**picks, "head": 1}
     assert result.batchnorm_recomputed is not None
@@ -119,22 +119,26 @@ def test_evaluate_a_selection_and_a_combined_file(
 ) -> None:
     analysis_dir = tmp_path / "analysis"
     sweetspot.analyze(tiny_run, output=analysis_dir, plots=False)
-    evaluation = sweetspot.evaluate(tiny_run, {"encoder": 8, "middle": 8, "head": 8}, analysis=analysis_dir, resamples=50)
+    evaluation = sweetspot.evaluate(tiny_run, {"encoder": 8, "middle": 8, "head": 8}, analysis=analysis_dir, resamples=50, trust_run_spec=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["analysis"]
     kinds = {item.candidate.kind for item in evaluation.result.evaluated}
-    assert {"combination", "single", "best_single", "last", "plateau", "uniform", "lawa", "greedy"} <= kinds
+    assert {"combination", "best_single", "uniform", "lawa", "greedy"} <= kinds
     by_kind = {item.candidate.kind: item for item in evaluation.result.evaluated}
-    # the combination is epoch 8 everywhere: the same model as the last epoch
-    assert by_kind["combination"].metrics["test"] == by_kind["last"].metrics["test"]
+    # the combination is epoch 8 everywhere: the same model as the last epoch (and as the single
+    # epochs 30, 40, 50, whose nearest recorded is 8), evaluated once and never compared with itself
+    combination = by_kind["combination"].candidate
+    assert {"last epoch (8)", "epoch 8"} <= set(combination.aliases)
+    assert combination.name.startswith("combination = ")
+    assert not any("last epoch" in c.baseline for c in evaluation.result.comparisons)
     paths = evaluation.write(tmp_path / "eval")
     data = json.loads(paths["json"].read_text())
     assert data["combination_selection"] == {"encoder": 8, "middle": 8, "head": 8}
 
     model = sweetspot.combine(tiny_run, {"encoder": 8, "middle": 8, "head": 8}, tmp_path / "c.safetensors")
-    from_file = sweetspot.evaluate(tiny_run, model.output, analysis=analysis, resamples=50, output=tmp_path / "eval2")
+    from_file = sweetspot.evaluate(tiny_run, model.output, analysis=analysis, resamples=50, output=tmp_path / "eval2", trust_run_spec=True)
     kinds = {i.candidate.kind: i for i in from_file.result.evaluated}
     assert kinds["combination"].metrics["test"] == by_kind["combination"].metrics["test"]
-    assert kinds["plateau"].metrics["test"] == by_kind["plateau"].metrics["test"]  # same analysis, given as object
+    assert kinds["combination"].candidate.name == combination.name  # the file's provenance names the same epochs
     assert (tmp_path / "eval2" / "evaluation.json").is_file()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import sweetspot
 from analysis.evaluation.baselines import AnalysisInfo, Candidate, nearest_recorded
 from analysis.evaluation.evaluate import (
     CandidateEvaluator,
@@ -45,12 +46,14 @@ def test_every_baseline_is_evaluated(evaluated) -> None:
     result, paths = evaluated
     data = json.loads(paths["json"].read_text())
     kinds = [c["kind"] for c in data["candidates"]]
-    assert kinds == ["combination", "single", "single", "single", "best_single", "last", "plateau", "uniform", "lawa", "greedy"]
+    # the last epoch is epoch 6: the same weights, evaluated once under both names
+    assert kinds == ["combination", "single", "single", "single", "best_single", "plateau", "uniform", "lawa", "greedy"]
     names = [c["name"] for c in data["candidates"]]
-    assert names[1:4] == ["epoch 2", "epoch 4", "epoch 6"]  # 40 -> nearest recorded 6
-    plateau = data["candidates"][6]
+    assert names[1:4] == ["epoch 2", "epoch 4", "epoch 6 = last epoch (6)"]  # 40 -> nearest recorded 6
+    assert data["candidates"][3]["same_weights_as"] == ["last epoch (6)"]
+    plateau = data["candidates"][5]
     assert plateau["epochs"] == {"encoder": [3, 4, 5], "middle": [4], "head": [5, 6]} and plateau["recompute_bn"]
-    assert data["candidates"][8]["epochs"]["head"] == [2, 3, 4, 5, 6]
+    assert data["candidates"][7]["epochs"]["head"] == [2, 3, 4, 5, 6]
     for cand in data["candidates"]:
         m = cand["metrics"]
         assert set(m) == {"train", "val", "test"} and {"loss", "mae"} <= set(m["test"])
@@ -146,7 +149,7 @@ def test_table_intervals_use_four_significant_digits(evaluated) -> None:
 
     _, paths = evaluated
     intervals = re.findall(r"\| \[([^\]]+)\] \|", paths["report"].read_text())
-    assert len(intervals) == 9
+    assert len(intervals) == 8
     for pair in intervals:
         for number in pair.split(", "):
             digits = number.lstrip("-").replace(".", "").lstrip("0")
@@ -223,7 +226,7 @@ def test_plot_colours_each_difference_by_its_verdict() -> None:
     assert [c.verdict for c in comparisons] == ["combination better", "baseline better", "no significant difference"]
     fig = evaluation_figure(EvaluationResult("loss", "min", [combination, *baselines], comparisons, None))
     right = fig.axes[1]
-    assert [t.get_text() for t in right.get_legend().get_texts()] == list(VERDICT_COLOURS)
+    assert [t.get_text() for t in fig.axes[2].get_legend().get_texts()] == list(VERDICT_COLOURS)
     from matplotlib.colors import to_rgba
 
     markers = [line for line in right.get_lines() if line.get_gid() == "mean"]
@@ -238,3 +241,58 @@ def test_plot_colours_each_difference_by_its_verdict() -> None:
     assert [to_rgba(line.get_color()) for line in intervals] == [to_rgba(VERDICT_COLOURS[c.verdict]) for c in comparisons]
     bars = [to_rgba(patch.get_facecolor())[:3] for patch in right.patches]
     assert bars == [to_rgba(VERDICT_COLOURS[c.verdict])[:3] for c in comparisons]
+
+
+def test_the_greedy_soup_is_written_as_a_selection_combine_builds(evaluated) -> None:
+    result, paths = evaluated
+    greedy = next(e for e in result.evaluated if e.candidate.kind == "greedy")
+    selection = sweetspot.load_selection(paths["greedy_selection"])  # the `_about` note is ignored
+    assert selection.to_json() == {g: {"epochs": result.greedy.epochs} for g in ("encoder", "middle", "head")}
+    assert result.greedy.epochs == [2, 5, 6]  # not a window: only the epoch-set form can say it
+    assert "`greedy_selection.json`; build it with `sweetspot combine" in paths["report"].read_text()
+    run = json.loads(paths["json"].read_text())["run_dir"]
+    built = sweetspot.combine(run, selection, update_bn=greedy.candidate.recompute_bn, spec=_tiny.spec())
+    model = _tiny.build_model()
+    model.load_state_dict(built.state_dict)
+    test_loss = _tiny.evaluate(model, _tiny.load_data()["test"])["loss"]
+    assert test_loss == pytest.approx(greedy.metrics["test"]["loss"], rel=1e-5)
+
+
+def test_a_plateau_average_identical_to_the_combination_is_not_compared_with_it(tmp_path: Path) -> None:
+    run = RunDir(_tiny.record_run(tmp_path / "run", epochs=6))
+    analysis = AnalysisInfo(parse_selection({"encoder": 5, "middle": 4, "head": 6}), {"encoder": (3, 5), "middle": None, "head": (5, 6)}, "by hand")
+    plateau = {"encoder": [3, 4, 5], "middle": [4], "head": [5, 6]}
+    combination = Candidate("combination", "combination", plateau, recompute_bn=True)
+    result = run_evaluation(CandidateEvaluator(_tiny.spec(), run), combination, [6], analysis, resamples=100, progress=False)
+    assert result.evaluated[0].candidate.name == "combination = plateau average"
+    assert [c.baseline for c in result.comparisons if "plateau" in c.baseline] == []
+    assert [e.candidate.name for e in result.evaluated].count("epoch 6 = last epoch (6)") == 1
+    assert "| **combination = plateau average** |" in report_markdown(result)
+
+
+def test_the_deciding_comparisons_have_a_readable_panel_of_their_own() -> None:
+    rng = np.random.default_rng(1)
+    comb = rng.exponential(1.0, 400)
+
+    def item(name: str, kind: str, losses: np.ndarray) -> Evaluated:
+        return Evaluated(Candidate(name, kind), {s: {"loss": float(losses.mean())} for s in ("train", "val", "test")}, losses)
+
+    baselines = [
+        item("epoch 1", "single", comb * 40),  # far worse: sets the scale of the full panel
+        item("best single on val (9)", "best_single", comb * 1.01 + rng.normal(0, 0.01, 400)),
+        item("greedy soup (3)", "greedy", comb * 0.99),
+    ]
+    combination = item("combination", "combination", comb)
+    comparisons = [compare(combination, b, 300, 0) for b in baselines]
+    fig = evaluation_figure(EvaluationResult("loss", "min", [combination, *baselines], comparisons, None))
+    deciding = fig.axes[2]
+    assert [t.get_text() for t in deciding.get_yticklabels()] == ["best single on val (9)", "greedy soup (3)"]
+    means = [line.get_xdata()[0] for line in deciding.get_lines() if line.get_gid() == "mean"]
+    expected = [100 * c.test_interval.mean_difference / b.test_losses.mean() for b, c in zip(baselines[1:], comparisons[1:])]
+    assert means == pytest.approx(expected)
+    low, high = deciding.get_xlim()
+    widths = [c.test_interval.high - c.test_interval.low for c in comparisons[1:]]
+    # each interval spans a visible part of its own axis (in the full panel it is under 0.1% of it)
+    assert all(100 * w / b.test_losses.mean() > 0.05 * (high - low) for w, b in zip(widths, baselines[1:]))
+    full_low, full_high = fig.axes[1].get_xlim()
+    assert all(w < 0.01 * (full_high - full_low) for w in widths)
