@@ -358,11 +358,16 @@ def run_search(
         for r in top_rows.itertuples()
     ]
     baselines = _baselines_from(finished, sign)
-    rescored = ray.get(
-        _rescore.options(num_cpus=config.cpus_per_trial, num_gpus=config.gpus_per_trial).remote(
-            context, [c.epochs for c in top]
+    if cut.confirm is None and len(cut.shards) == 1:
+        # The trials scored the whole search split already and nothing is held back: a rescore
+        # would start a worker (model, data, pool) only to repeat those scores.
+        rescored = [(c.search_score, None) for c in top]
+    else:
+        rescored = ray.get(
+            _rescore.options(num_cpus=config.cpus_per_trial, num_gpus=config.gpus_per_trial).remote(
+                context, [c.epochs for c in top]
+            )
         )
-    )
     for candidate, (search_score, confirm_score) in zip(top, rescored):
         candidate.search_score = search_score
         candidate.confirm_score = confirm_score
