@@ -255,7 +255,9 @@ def run_search(
             for r in best_rows.head(config.top_k).itertuples()
         ]
         baselines = baselines_from(finished, sign)
-        _rescore_all(context, config, [*top, *baselines.values()])
+        if plan.cut.confirm is not None or config.shards > 1:
+            _rescore_all(context, config, [*top, *baselines.values()])
+        # else the trials already scored the whole search part: nothing to rescore
         pick = top[0]
         for candidate in top[1:]:
             if _better(mode, _judged(candidate), _judged(pick)):
