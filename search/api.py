@@ -51,7 +51,7 @@ def search(
     spec, _ = spec_for_run(spec, run, trust_run_spec=trust_run_spec, purpose="the search")
     if analysis is not None and not Path(analysis).is_dir():
         raise SearchError(f"analysis folder {analysis} does not exist; pass the folder `sweetspot analyze` wrote")
-    info, analysis_note = analysis_for(run, analysis, spec)
+    info, analysis_note = (None, "a given list of selections: no analysis") if selections is not None else analysis_for(run, analysis, spec)
     start_ray(address, config)  # an unreachable cluster or missing GPUs show before data is loaded
     data = spec.load_data()
     result = run_search(run, spec, output, config, info, data, address, resume, progress, selections)

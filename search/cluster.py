@@ -40,7 +40,8 @@ def start_ray(address: str | None, config: SearchConfig) -> None:
         elif address is not None:
             check_reachable(address)
         try:
-            ray.init(address=address, namespace=POOL_NAMESPACE, log_to_driver=False, configure_logging=False)
+            local = {"include_dashboard": False} if address == "local" else {}  # saves seconds of start
+            ray.init(address=address, namespace=POOL_NAMESPACE, log_to_driver=False, configure_logging=False, **local)
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise SearchError(
                 f"cannot reach the Ray cluster at address {address!r} ({error}); start it with"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import torch
 from ray import tune
 
 from modules.atomic import write_json_atomic
@@ -133,13 +134,12 @@ def _plan(
 ) -> _Plan:
     notes: list[str] = []
     cut = cut_validation(data["val"], data["train"], config.confirm_fraction, config.shards, config.seed)
-    model = spec.build_model()
+    with_bn = _has_batchnorm(spec)
     update_bn = config.update_bn
     if update_bn is None:
-        update_bn = has_batchnorm(model) and spec.batches is not None
-    elif update_bn and spec.batches is None and has_batchnorm(model):
+        update_bn = with_bn and spec.batches is not None
+    elif update_bn and spec.batches is None and with_bn:
         raise SearchError("--update-bn needs the spec's batches callable (it feeds the train split to BatchNorm)")
-    del model
     candidates = None
     if config.candidates == "analysis":
         if analysis is None:
@@ -172,6 +172,17 @@ def _plan(
                 " it was not searched to the end"
             )
     return _Plan(cut, update_bn, space, algorithm, analysis_pick, num_samples, notes)
+
+
+def _has_batchnorm(spec: Spec) -> bool:
+    """Whether the spec's model has BatchNorm, built without memory on the meta device when the
+    factory allows it (a 730M model need not be built on the driver to answer this)."""
+    try:
+        with torch.device("meta"):
+            model = spec.build_model()
+    except Exception:  # noqa: BLE001 - a factory that cannot build on meta is built for real
+        model = spec.build_model()
+    return has_batchnorm(model)
 
 
 def _state(run: RunDir, spec: Spec, config: SearchConfig, search_id: str) -> dict[str, Any]:
