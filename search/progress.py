@@ -53,7 +53,8 @@ class ProgressLine(tune.Callback):
         sys.stderr.flush()
 
     def close(self) -> None:
-        self._print(final=True)
+        if self.done:  # after Tuner.restore, Tune feeds the callback it saved, not this one
+            self._print(final=True)
 
 
 def _short(key: str) -> str:

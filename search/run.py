@@ -25,7 +25,7 @@ from modules.atomic import write_json_atomic
 from modules.batchnorm import has_batchnorm
 from modules.rundir import RunDir
 from modules.spec import Spec, dump_spec
-from search.algorithms import ALGORITHMS, SINGLE, GreedySoup, Points, Proposal, Staged
+from search.algorithms import ALGORITHMS, SINGLE, GreedySoup, Points, Proposal, Staged, Together
 from search.cluster import create_pools, start_ray
 from search.config import SearchConfig
 from search.early_stop import SamplerASHA
@@ -88,13 +88,15 @@ def build_algorithm(
         points += [Proposal(space.same_epoch(e), SINGLE) for e in space.recorded]
     if points:
         phases.append(Points(space, mode, config.seed, points))
-    if with_soup:
-        phases.append(GreedySoup(space, mode, config.seed))
     algorithm_class = ALGORITHMS[config.algo]
     if config.algo == "module-soup":
         if not with_soup:
             raise SearchError(f"--algo module-soup starts from the greedy soup: it needs --num-samples >= {2 * n + 10}")
+        phases.append(GreedySoup(space, mode, config.seed))
         phases.append(algorithm_class(space, mode, config.seed, sweeps=config.module_soup_sweeps))  # type: ignore[call-arg]
+    elif with_soup:  # the greedy soup adds one checkpoint at a time: the sampler fills the other workers
+        sampler = algorithm_class(space, mode, config.seed)
+        phases.append(Together(space, mode, config.seed, GreedySoup(space, mode, config.seed), sampler))
     else:
         phases.append(algorithm_class(space, mode, config.seed))
     return Staged(space, mode, config.seed, phases)

@@ -10,7 +10,7 @@ from search.algorithms.base import Algorithm, Proposal, Scored, TrialState
 from search.algorithms.grid import Grid
 from search.algorithms.optuna_samplers import TPE, CmaEs, GaussianProcess, Random
 from search.algorithms.soups import GREEDY, SINGLE, GreedySoup, ModuleSoup
-from search.algorithms.staged import Points, Staged
+from search.algorithms.staged import Points, Staged, Together
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
     algorithm.name: algorithm for algorithm in (TPE, CmaEs, GaussianProcess, Random, Grid, ModuleSoup)
@@ -27,5 +27,6 @@ __all__ = [
     "Proposal",
     "Scored",
     "Staged",
+    "Together",
     "TrialState",
 ]

@@ -31,6 +31,45 @@ class Points(Algorithm):
         return not self._todo and self._open <= 0
 
 
+class Together(Algorithm):
+    """A sequential ``lead`` (the greedy soup) and a ``sampler`` side by side: the sampler fills
+    the workers the lead leaves idle, and learns each of the lead's results as it arrives."""
+
+    name = "together"
+
+    def __init__(self, space: CrossoverSpace, mode: str, seed: int, lead: Algorithm, sampler: Algorithm) -> None:
+        super().__init__(space, mode, seed)
+        self.lead = lead
+        self.sampler = sampler
+
+    def warm_start(self, scored: list[Scored]) -> None:
+        self.lead.warm_start(scored)
+        self.sampler.warm_start(scored)
+
+    def ask(self) -> Proposal | None:
+        proposal = self.lead.ask()
+        if proposal is not None:
+            proposal.extra["lead"] = True
+            return proposal
+        return self.sampler.ask()
+
+    def tell(self, proposal: Proposal, value: float | None, state: TrialState) -> None:
+        if not proposal.extra.get("lead"):
+            self.sampler.tell(proposal, value, state)
+            return
+        self.lead.tell(proposal, value, state)
+        params = self.space.encode(proposal.epochs)
+        if value is not None and state == "complete" and params is not None:
+            self.sampler.late_result(Proposal(proposal.epochs, proposal.origin, params), value)
+
+    def late_result(self, proposal: Proposal, value: float) -> None:
+        self.sampler.late_result(proposal, value)
+
+    @property
+    def finished(self) -> bool:
+        return self.lead.finished and self.sampler.finished
+
+
 class Staged(Algorithm):
     """Run ``phases`` one after the other; each starts once every trial of the one before ended."""
 
