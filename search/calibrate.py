@@ -27,8 +27,8 @@ import optuna
 from analysis.thresholds import MIN_WINDOW, Thresholds, save_thresholds
 from modules.atomic import check_output_file
 from modules.errors import SweetspotWarning
-from modules.rundir import RunDir
 from modules.run_spec import SpecLike
+from modules.rundir import RunDir
 from modules.spec import Spec, load_spec
 from search.calibration_cases import CalibrationCase, CalibrationError, read_search
 from search.space import EpochSet
@@ -87,8 +87,8 @@ def _round(value: float, digits: int = 4) -> float:
 def suggest_thresholds(trial: optuna.Trial, max_window: int) -> Thresholds:
     """Thresholds from the study's proposal; the four MCDA weights are normalised to sum to 1."""
     raw = [trial.suggest_float(f"w_{k}", 0.0, 1.0) for k in ("loss", "task", "stability", "gradient")]
-    total = sum(raw) or 1.0
-    weights = [round(v / total, 4) if sum(raw) else 0.25 for v in raw]
+    total = sum(raw)
+    weights = [round(v / total, 4) for v in raw] if total > 0 else [0.25] * 4
     top = max(range(4), key=lambda i: weights[i])
     weights[top] = round(weights[top] + 1.0 - sum(weights), 4)
     return Thresholds.model_validate(
@@ -163,7 +163,7 @@ def calibrate(
     """Fit thresholds on ``runs`` (each with the search folder of it, same order); write them to
     ``output`` (thresholds.json form) with calibration_report.md and its plot beside it."""
     started = time.perf_counter()
-    runs = [r if isinstance(r, RunDir) else RunDir(r) for r in ([runs] if isinstance(runs, (str, os.PathLike, RunDir)) else runs)]
+    runs = [runs] if isinstance(runs, (str, os.PathLike, RunDir)) else list(runs)
     searches = [searches] if isinstance(searches, (str, os.PathLike)) else list(searches)
     if not runs:
         raise CalibrationError("no run given; pass at least one run directory with the search of it")
@@ -172,11 +172,12 @@ def calibrate(
             f"{len(runs)} run(s) but {len(searches)} search folder(s); pass one --search per --checkpoint-dir, in the same order"
         )
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise CalibrationError(f"trials is {trials!r}; the study needs at least 1 trial (e.g. --trials 300)", param="trials")
+        raise CalibrationError(f"is {trials!r}; the study needs at least 1 trial (e.g. 300)", param="trials")
     output = check_output_file(output)
     if output.suffix != ".json":
         raise CalibrationError(f"{output} is not a .json file; name the thresholds file e.g. calibrated_thresholds.json", param="output")
     records = [read_search(s) for s in searches]  # cheap checks before any spec code runs
+    runs = [r if isinstance(r, RunDir) else RunDir(r) for r in runs]
     specs = _specs(spec, runs, trust_run_spec)
     cases = [CalibrationCase(run, record, s) for run, record, s in zip(runs, records, specs)]
     max_window = min(MAX_WINDOW, *(len(c.epochs) for c in cases))

@@ -34,10 +34,14 @@ from modules.recorder import Recorder
 from modules.rundir import RunDir, RunWriter
 from modules.selection import Selection, SelectionError, load_selection
 from modules.spec import Spec, load_spec
+from search.auto import AutoResult, auto
+from search.calibrate import CalibrationResult, calibrate
 
 __all__ = [
     "AnalysisError",
     "AnalysisWarning",
+    "AutoResult",
+    "CalibrationResult",
     "CheckpointImportError",
     "CombineError",
     "CombineResult",
@@ -61,6 +65,8 @@ __all__ = [
     "UnsafeCheckpointError",
     "__version__",
     "analyze",
+    "auto",
+    "calibrate",
     "combine",
     "evaluate",
     "import_run",
