@@ -20,9 +20,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import optuna
+from typing import TYPE_CHECKING, Any
 
 from analysis.thresholds import MIN_WINDOW, Thresholds, save_thresholds
 from modules.atomic import check_output_file
@@ -30,8 +28,10 @@ from modules.errors import SweetspotWarning
 from modules.run_spec import SpecLike
 from modules.rundir import RunDir
 from modules.spec import Spec, load_spec
-from search.calibration_cases import CalibrationCase, CalibrationError, read_search
-from search.space import EpochSet
+from search.calibration_cases import CalibrationCase, CalibrationError, EpochSet, read_search
+
+if TYPE_CHECKING:
+    import optuna
 
 #: Tie-break weight of the mismatch share: far below any gap that matters, so gaps come first.
 TIE_BREAK = 1e-6
@@ -69,6 +69,8 @@ class CalibrationResult:
     history: list[dict[str, Any]]
     seconds: float
     study_seconds: float
+    #: Of ``study_seconds``, the time spent scoring selections the searches had not scored.
+    scoring_seconds: float
     reproduced: bool
     improved: bool
     output: Path
@@ -197,12 +199,15 @@ def calibrate(
         )
         return gap + TIE_BREAK * share
 
+    import optuna  # not on `import sweetspot`
+
     study_started = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
     study.enqueue_trial(default_params(max_window))
     study.optimize(objective, n_trials=trials)
     study_seconds = time.perf_counter() - study_started
+    study_scoring = sum(c.scoring_seconds for c in cases)
 
     best = min(history, key=_rank)
     first = history[0]
@@ -223,7 +228,7 @@ def calibrate(
     save_thresholds(chosen, output)
     result = CalibrationResult(
         chosen, defaults, calibrated, [c.search.pick for c in cases], history,
-        time.perf_counter() - started, study_seconds, reproduced, improved, output, notes,
+        time.perf_counter() - started, study_seconds, study_scoring, reproduced, improved, output, notes,
     )
     result.written["thresholds"] = output
     if report:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +28,18 @@ from modules.errors import SweetspotError
 from modules.rundir import RunDir
 from modules.spec import Spec
 from search.scorer import SelectionScorer
-from search.space import EpochSet, selection_key
 from search.splits import cut_validation
 
+EpochSet = dict[str, list[int]]
 TRIALS_NAME = "trials.parquet"
 SUMMARY_NAME = "search_summary.json"
+
+
+def selection_key(epochs: EpochSet) -> str:
+    """The search's canonical key of a selection (search.space imports optuna: only when used)."""
+    from search.space import selection_key as key
+
+    return key(epochs)
 
 
 class CalibrationError(SweetspotError, ValueError):
@@ -125,6 +133,7 @@ class CalibrationCase:
         if search.pick_test is not None and math.isfinite(search.pick_test):
             self.test_scores[selection_key(search.pick)] = float(search.pick_test)
         self.scored = 0  # selections this case scored itself (not found in trials.parquet)
+        self.scoring_seconds = 0.0
         self._scorer: SelectionScorer | None = None
         self._splits: dict[str, Any] = {}
 
@@ -177,9 +186,12 @@ class CalibrationCase:
         return sign * (value - reference) / (abs(reference) if reference != 0 else 1.0)
 
     def _score(self, epochs: EpochSet, split: str) -> float:
+        started = time.perf_counter()
         scorer = self._scorer or self._build_scorer()
         scorer.load(epochs)
-        return float(scorer.score(self._splits[split], split)[self.search.metric])
+        value = float(scorer.score(self._splits[split], split)[self.search.metric])
+        self.scoring_seconds += time.perf_counter() - started
+        return value
 
     def _build_scorer(self) -> SelectionScorer:
         """The search's scorer, on the same cut of validation, fed from the run directory."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pandas as pd
+
 from modules.atomic import atomic_path, write_text_atomic
 
 if TYPE_CHECKING:
@@ -13,6 +15,7 @@ if TYPE_CHECKING:
 
 REPORT_NAME = "calibration_report.md"
 PLOT_NAME = "calibration_history.png"
+HISTORY_NAME = "calibration_trials.parquet"
 
 
 def _choice(epochs: list[int]) -> str:
@@ -118,11 +121,15 @@ def _run_section(index: int, case: CalibrationCase, default: CaseOutcome, calibr
 
 def report_markdown(result: CalibrationResult, cases: list[CalibrationCase]) -> str:
     trials = len(result.history)
+    analysing = result.study_seconds - result.scoring_seconds
+    scored = sum(c.scored for c in cases)
     lines = ["# Threshold calibration", "", *_verdict(result), ""]
     lines += [
         f"Study: {trials} Optuna trials (TPE; the defaults first) over {len(cases)} run(s) in"
-        f" {result.study_seconds:.1f} s ({1000 * result.study_seconds / max(trials, 1):.0f} ms per trial: every run"
-        " analysed from its recorded metrics, no weights read). The objective, in order: the mean gap of the"
+        f" {result.study_seconds:.1f} s: {analysing:.1f} s analysing ({1000 * analysing / max(trials, 1):.1f} ms per"
+        " trial, every run analysed from its recorded metrics, no weights read) and"
+        f" {result.scoring_seconds:.1f} s scoring {scored} selection(s) the searches had not scored (once each)."
+        " The objective, in order: the mean gap of the"
         " analysis's selection to the search's pick on validation (a selection as good or better counts 0),"
         " then the share of groups whose choice differs.",
         "",
@@ -137,15 +144,12 @@ def report_markdown(result: CalibrationResult, cases: list[CalibrationCase]) -> 
         lines += _run_section(index, case, default, calibrated)
     if result.notes:
         lines += ["## Notes", "", *[f"- {note}" for note in result.notes], ""]
-    lines += ["## Study history", "", f"![study history]({PLOT_NAME})", ""]
+    lines += ["## Study history", "", f"![study history]({PLOT_NAME})", "", f"Every trial: `{HISTORY_NAME}`.", ""]
     return "\n".join(lines)
 
 
 def plot_history(result: CalibrationResult, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     trials = [row["trial"] for row in result.history]
     gaps = [100 * row["gap"] for row in result.history]
@@ -153,7 +157,8 @@ def plot_history(result: CalibrationResult, path: Path) -> None:
     for row in result.history:
         running = min(running, 100 * row["gap"])
         best.append(running)
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig = Figure(figsize=(7, 3.8))
+    ax = fig.subplots()
     ax.scatter(trials, gaps, s=10, alpha=0.5, label="trial")
     ax.step(trials, best, where="post", color="C3", label="best so far")
     ax.axhline(gaps[0], color="grey", linestyle=":", label="default thresholds")
@@ -164,12 +169,27 @@ def plot_history(result: CalibrationResult, path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+
+
+def history_frame(result: CalibrationResult) -> pd.DataFrame:
+    """A row per study trial: its thresholds (flattened), mean gap and mismatched groups."""
+    rows = []
+    for row in result.history:
+        flat = row["thresholds"].to_json()
+        weights = flat.pop("mcda_weights")
+        rows.append(
+            {"trial": row["trial"], "gap": row["gap"], "mismatched_groups": row["mismatched"],
+             "mismatch_share": row["mismatch_share"], **flat, **{f"mcda_weights.{k}": v for k, v in weights.items()}}
+        )
+    return pd.DataFrame(rows)
 
 
 def write_calibration_report(result: CalibrationResult, cases: list[CalibrationCase]) -> dict[str, Path]:
+    """calibration_report.md, calibration_history.png and calibration_trials.parquet beside the thresholds."""
     folder = result.output.parent
-    paths = {"report": folder / REPORT_NAME, "history_plot": folder / PLOT_NAME}
+    paths = {"report": folder / REPORT_NAME, "history_plot": folder / PLOT_NAME, "history": folder / HISTORY_NAME}
     plot_history(result, paths["history_plot"])
+    with atomic_path(paths["history"]) as tmp:
+        history_frame(result).to_parquet(tmp, index=False)
     write_text_atomic(paths["report"], report_markdown(result, cases))
     return paths
