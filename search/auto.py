@@ -109,7 +109,7 @@ def _spec_for(run_path: str, spec: Spec | None, trust_run_spec: bool) -> Spec:
 
 def auto_one(
     run_path: str, folder: str, thresholds_json: dict[str, Any], spec: Spec | None, trust_run_spec: bool,
-    evaluate: bool, update_bn: bool, plots: bool,
+    evaluate: bool, update_bn: bool, plots: bool, device: str = "cpu",
 ) -> dict[str, Any]:
     """Analyse, select, combine and (optionally) evaluate one run into ``folder``; the record written."""
     from analysis.analyze import analyze
@@ -136,6 +136,7 @@ def auto_one(
     if evaluate:
         evaluation = evaluate_run(
             run, out / MODEL_NAME, spec=spec, analysis=analysis, update_bn=update_bn, output=out / "evaluation",
+            device=device,
         )
         record.update(evaluation_figures(evaluation.result))
     record["seconds"] = time.perf_counter() - started
@@ -259,9 +260,10 @@ def _run_tasks(
     import ray
 
     start_ray(address)
+    device = "auto" if gpus_per_run > 0 else "cpu"  # a task without GPUs must not grab one
     task = ray.remote(_task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
     pending = {
-        task.remote(run, str(folder), thresholds.to_json(), spec, trust_run_spec, evaluate, update_bn, plots):
+        task.remote(run, str(folder), thresholds.to_json(), spec, trust_run_spec, evaluate, update_bn, plots, device):
         (run, name, folder)
         for run, name, folder in todo
     }
