@@ -8,11 +8,12 @@ every search trial is scored on; test = the held-out test split). Target: calibr
 within 1% of B's search pick on validation, closer than the defaults, no worse than the greedy
 soup on test.
 
-    python benchmarks/bench_calibration.py [WORKDIR]   # a few minutes on a laptop CPU
+    python benchmarks/bench_calibration.py [WORKDIR] [--width 16 --epochs 24 --num-samples 160 --trials 300]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -33,31 +34,29 @@ from search.calibrate import calibrate  # noqa: E402
 from search.calibration_cases import CalibrationCase, read_search  # noqa: E402
 
 SEEDS = {"A": 0, "B": 1}
-WIDTH, EPOCHS, EVERY = 16, 24, 2
-NUM_SAMPLES, STUDY_TRIALS = 160, 300
 
 
 def pct(value: float) -> str:
     return f"{100 * value:+.2f}%"
 
 
-def main(workdir: Path) -> None:
+def main(workdir: Path, width: int, epochs: int, every: int, num_samples: int, study_trials: int) -> None:
     started = time.perf_counter()
     runs, searches = {}, {}
     for name, seed in SEEDS.items():
         t = time.perf_counter()
-        runs[name] = train_demo(workdir / f"run_{name}", seed=seed, width=WIDTH, epochs=EPOCHS, every=EVERY, progress=False)
-        print(f"train {name}: demo seed {seed}, width {WIDTH}, {EPOCHS} epochs every {EVERY}: {time.perf_counter() - t:.1f} s")
+        runs[name] = train_demo(workdir / f"run_{name}", seed=seed, width=width, epochs=epochs, every=every, progress=False)
+        print(f"train {name}: demo seed {seed}, width {width}, {epochs} epochs every {every}: {time.perf_counter() - t:.1f} s")
     for name, run in runs.items():
         t = time.perf_counter()
         searches[name] = workdir / f"search_{name}"
-        search(run, searches[name], trust_run_spec=True, num_samples=NUM_SAMPLES, algo="tpe", progress=False, evaluate=False)
-        print(f"search {name}: {NUM_SAMPLES} trials (tpe, baselines first): {time.perf_counter() - t:.1f} s")
+        search(run, searches[name], trust_run_spec=True, num_samples=num_samples, algo="tpe", progress=False, evaluate=False)
+        print(f"search {name}: {num_samples} trials (tpe, baselines first): {time.perf_counter() - t:.1f} s")
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = calibrate([runs["A"]], [searches["A"]], workdir / "calibrated" / "thresholds.json",
-                           trust_run_spec=True, trials=STUDY_TRIALS, seed=0)
+                           trust_run_spec=True, trials=study_trials, seed=0)
     calibrated, default = result.calibrated[0], result.defaults[0]
     n_groups = len(result.search_picks[0])
     print(
@@ -111,8 +110,17 @@ def main(workdir: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1:
-        main(Path(sys.argv[1]))
+    parser = argparse.ArgumentParser(description="Transfer of calibrated thresholds between two demo runs.")
+    parser.add_argument("workdir", nargs="?", help="keep the runs and outputs here (default: a temporary folder)")
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=24)
+    parser.add_argument("--every", type=int, default=2)
+    parser.add_argument("--num-samples", type=int, default=160, help="trials of each search")
+    parser.add_argument("--trials", type=int, default=300, help="trials of the calibration study")
+    args = parser.parse_args()
+    sizes = (args.width, args.epochs, args.every, args.num_samples, args.trials)
+    if args.workdir:
+        main(Path(args.workdir), *sizes)
     else:
         with tempfile.TemporaryDirectory(prefix="bench-calibration-") as tmp:
-            main(Path(tmp))
+            main(Path(tmp), *sizes)

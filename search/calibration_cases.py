@@ -9,7 +9,6 @@ search's ``trials.parquet`` first and caching what it scores itself.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 import warnings
@@ -129,9 +128,8 @@ class CalibrationCase:
         no_grads = groups_without_gradients(self.metrics, self.groups) if not self.metrics.empty else []
         self.proxies = weight_health(run, no_grads, self.epochs) if no_grads else None
         self.val_scores: dict[str, float] = dict(search.known)
+        # Test scores all come from this scorer (not the search's evaluate step), so gaps compare like with like.
         self.test_scores: dict[str, float] = {}
-        if search.pick_test is not None and math.isfinite(search.pick_test):
-            self.test_scores[selection_key(search.pick)] = float(search.pick_test)
         self.scored = 0  # selections this case scored itself (not found in trials.parquet)
         self.scoring_seconds = 0.0
         self._scorer: SelectionScorer | None = None

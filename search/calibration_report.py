@@ -102,12 +102,12 @@ def _run_section(index: int, case: CalibrationCase, default: CaseOutcome, calibr
         f"| calibrated | {_num(calibrated.val)} | {_pct(calibrated.val_gap)} | {_num(calibrated.test)} | {_pct(calibrated.test_gap)} |",
     ]
     soup = search.baselines.get("greedy soup")
-    if soup and soup.get("search") is not None:
+    if soup and soup.get("search") is not None and soup.get("epochs"):
         soup_val = float(soup["search"])
-        soup_test = soup.get("test")
-        test_gap = case.test_gap(float(soup_test)) if soup_test is not None else None
+        soup_test = case.test_score({g: list(v) for g, v in soup["epochs"].items()})
         lines.append(
-            f"| greedy soup (search's) | {_num(soup_val)} | {_pct(case.gap(soup_val))} | {_num(soup_test)} | {_pct(test_gap)} |"
+            f"| greedy soup (the search's) | {_num(soup_val)} | {_pct(case.gap(soup_val))} | {_num(soup_test)} |"
+            f" {_pct(case.test_gap(soup_test))} |"
         )
     lines += [
         "",
