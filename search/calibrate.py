@@ -75,6 +75,8 @@ class CalibrationResult:
     improved: bool
     output: Path
     notes: list[str] = field(default_factory=list)
+    #: Per run, the groups whose search choice some trial's thresholds selected (alone, at least).
+    reached: list[set[str]] = field(default_factory=list)
     written: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -187,10 +189,13 @@ def calibrate(
         raise CalibrationError(f"a run has only {max_window} checkpoints; the analysis needs at least {MIN_WINDOW}")
 
     history: list[dict[str, Any]] = []
+    reached: list[set[str]] = [set() for _ in cases]
 
     def objective(trial: optuna.Trial) -> float:
         thresholds = suggest_thresholds(trial, max_window)
         outcomes = [outcome(case, thresholds) for case in cases]
+        for seen, o, case in zip(reached, outcomes, cases):
+            seen.update(g for g in case.groups if g not in o.mismatched)
         gap = sum(max(0.0, o.val_gap) for o in outcomes) / len(outcomes)
         share = sum(len(o.mismatched) / len(c.groups) for o, c in zip(outcomes, cases)) / len(cases)
         history.append(
@@ -228,7 +233,7 @@ def calibrate(
     save_thresholds(chosen, output)
     result = CalibrationResult(
         chosen, defaults, calibrated, [c.search.pick for c in cases], history,
-        time.perf_counter() - started, study_seconds, study_scoring, reproduced, improved, output, notes,
+        time.perf_counter() - started, study_seconds, study_scoring, reproduced, improved, output, notes, reached,
     )
     result.written["thresholds"] = output
     if report:

@@ -73,7 +73,9 @@ def _thresholds_table(result: CalibrationResult) -> list[str]:
     return lines
 
 
-def _run_section(index: int, case: CalibrationCase, default: CaseOutcome, calibrated: CaseOutcome) -> list[str]:
+def _run_section(
+    index: int, case: CalibrationCase, default: CaseOutcome, calibrated: CaseOutcome, reached: set[str]
+) -> list[str]:
     search = case.search
     lines = [
         f"## Run {index + 1}: {case.label}",
@@ -92,6 +94,21 @@ def _run_section(index: int, case: CalibrationCase, default: CaseOutcome, calibr
             f"| {group} | {_choice(wanted)} | {_choice(d)}{_mark(sorted(d) == wanted)} |"
             f" {_choice(c)}{_mark(sorted(c) == wanted)} |"
         )
+    never = [g for g in calibrated.mismatched if g not in reached]
+    if never:
+        lines += [
+            "",
+            f"No thresholds tried selected the search's choice for {', '.join(never)}: out of reach of the"
+            " techniques on this run's recorded metrics (e.g. its judging metrics peak elsewhere than the"
+            " objective, or the epoch was not analysed).",
+        ]
+    apart = [g for g in calibrated.mismatched if g in reached]
+    if apart:
+        lines += [
+            "",
+            f"Some thresholds selected the search's choice for {', '.join(apart)}, but not together with"
+            " the choices that keep the gap smallest.",
+        ]
     pick_test = case.test_score(search.pick)
     lines += [
         "",
@@ -140,8 +157,9 @@ def report_markdown(result: CalibrationResult, cases: list[CalibrationCase]) -> 
         *_thresholds_table(result),
         "",
     ]
+    reached = result.reached or [set(c.groups) for c in cases]
     for index, (case, default, calibrated) in enumerate(zip(cases, result.defaults, result.calibrated)):
-        lines += _run_section(index, case, default, calibrated)
+        lines += _run_section(index, case, default, calibrated, reached[index])
     if result.notes:
         lines += ["## Notes", "", *[f"- {note}" for note in result.notes], ""]
     lines += ["## Study history", "", f"![study history]({PLOT_NAME})", "", f"Every trial: `{HISTORY_NAME}`.", ""]

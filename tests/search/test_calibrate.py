@@ -77,6 +77,7 @@ def test_nothing_better_than_the_defaults_writes_them_with_a_warning(
     assert load_thresholds(tmp_path / "t.json") == Thresholds()
     report = (tmp_path / "calibration_report.md").read_text()
     assert "nothing beat the default thresholds" in report and "**Not reproduced**" in report
+    assert "No thresholds tried selected the search's choice for middle, head" in report
 
 
 def test_bad_input_is_refused_before_any_work(
