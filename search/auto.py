@@ -120,7 +120,8 @@ def auto_one(
     started = time.perf_counter()
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    (out / ERROR_NAME).unlink(missing_ok=True)
+    for stale in (RESULT_NAME, ERROR_NAME):  # a run redone is complete only once its new record is written
+        (out / stale).unlink(missing_ok=True)
     thresholds = Thresholds.model_validate(thresholds_json)
     run = RunDir(run_path)
     spec = _spec_for(run_path, spec, trust_run_spec)

@@ -14,7 +14,7 @@ from analysis.analyze import analyze
 from analysis.thresholds import Thresholds, save_thresholds
 from modules.spec import dump_spec
 from rayjobs.auto_sweetspot import main
-from search.auto import AutoError, auto
+from search.auto import AutoError, auto, is_complete
 from tests.modules import _tiny
 
 THRESHOLDS = {
@@ -82,3 +82,16 @@ def test_auto_refuses_to_run_stored_specs_unless_trusted(runs: list[Path], tmp_p
         auto(runs, Thresholds(), tmp_path / "out")
     with pytest.raises(AutoError, match="no run given"):
         auto([], Thresholds(), tmp_path / "out", trust_run_spec=True)
+
+
+def test_a_run_is_complete_only_for_the_same_thresholds_and_settings(tmp_path: Path) -> None:
+    calibrated = Thresholds.model_validate(THRESHOLDS)
+    settings = {"thresholds": calibrated.to_json(), "evaluate": True, "update_bn": False}
+    (tmp_path / "combined.safetensors").write_bytes(b"x")
+    (tmp_path / "auto_result.json").write_text(json.dumps({"settings": settings, "selection": {}}))
+    assert is_complete(tmp_path, settings) is not None
+    assert is_complete(tmp_path, {**settings, "evaluate": False}) is not None  # evaluated already
+    assert is_complete(tmp_path, {**settings, "thresholds": Thresholds().to_json()}) is None
+    assert is_complete(tmp_path, {**settings, "update_bn": True}) is None
+    (tmp_path / "combined.safetensors").unlink()
+    assert is_complete(tmp_path, settings) is None
