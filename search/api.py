@@ -11,8 +11,11 @@ from modules.atomic import check_output_folder
 from modules.errors import SpecError
 from modules.rundir import RunDir
 from modules.spec import Spec, load_spec
+from search.cluster import start_ray
 from search.config import SearchConfig
-from search.run import SearchError, SearchResult, run_search
+from search.errors import SearchError
+from search.results import SearchResult
+from search.run import run_search
 
 
 def resolve_spec(run: RunDir, spec: Spec | str | os.PathLike[str] | None, trust_run_spec: bool) -> Spec:
@@ -64,6 +67,7 @@ def search(
     if analysis is not None and not Path(analysis).is_dir():
         raise SearchError(f"analysis folder {analysis} does not exist; pass the folder `sweetspot analyze` wrote")
     info, _note = analysis_for(run, analysis, spec)
+    start_ray(address, config)  # an unreachable cluster or missing GPUs show before data is loaded
     data = spec.load_data()
     result = run_search(run, spec, output, config, info, data, address, resume, progress, selections)
     if evaluate:

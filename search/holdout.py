@@ -10,7 +10,7 @@ from analysis.evaluation.baselines import DEFAULT_SINGLE_EPOCHS, Candidate, is_a
 from analysis.evaluation.evaluate import CandidateEvaluator, EvaluationResult, run_evaluation
 from modules.rundir import RunDir
 from modules.spec import Spec
-from search.run import SearchResult
+from search.results import SearchResult
 
 
 def evaluate_pick(

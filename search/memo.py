@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from search.pool import NAMESPACE
 
@@ -59,6 +60,9 @@ class SelectionMemo:
 
 
 def memo_actor(search_id: str) -> Any:
+    """The search's memo, pinned to the driver's node: losing a worker node must not lose it."""
+    here = ray.get_runtime_context().get_node_id()
     return SelectionMemo.options(
-        name=f"memo-{search_id}", namespace=NAMESPACE, get_if_exists=True, max_concurrency=1000
+        name=f"memo-{search_id}", namespace=NAMESPACE, get_if_exists=True, max_concurrency=1000,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
     ).remote()

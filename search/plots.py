@@ -9,7 +9,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from modules.atomic import atomic_path
-from search.run import SearchResult
+from search.results import SearchResult
 
 BASELINE_COLOURS = {"best single epoch": "tab:blue", "greedy soup": "tab:green", "last epoch": "tab:gray", "analysis pick": "tab:purple"}
 

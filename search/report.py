@@ -12,7 +12,7 @@ from analysis.evaluation.report import headline
 from analysis.evaluation.report import write_report as write_evaluation
 from modules.atomic import atomic_path, write_json_atomic, write_text_atomic
 from modules.selection import choice_for_epochs
-from search.run import Candidate, SearchResult
+from search.results import Candidate, SearchResult
 
 TRIALS_NAME = "trials.parquet"
 SELECTION_NAME = "best_selection.json"

@@ -7,75 +7,36 @@ picks among the top candidates; the test split is used once, by the evaluate ste
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import ray
 from ray import tune
 
 from modules.batchnorm import has_batchnorm
-from modules.errors import SweetspotError
 from modules.rundir import RunDir
 from modules.spec import Spec
-from search.algorithms import ALGORITHMS, GREEDY, SINGLE, GreedySoup, Points, Proposal, Staged
+from search.algorithms import ALGORITHMS, SINGLE, GreedySoup, Points, Proposal, Staged
+from search.cluster import create_pools, start_ray
 from search.config import SearchConfig
 from search.early_stop import SamplerASHA
+from search.errors import SearchError
+from search.finished_log import FinishedLog, read_finished
 from search.memo import memo_actor
-from search.pool import NAMESPACE as POOL_NAMESPACE
-from search.pool import CheckpointPool, kill_pools, pool_name, pool_stats
+from search.pool import kill_pools, pool_stats
 from search.progress import ProgressLine
-from search.space import CrossoverSpace, EpochSet, SpaceError, selection_key
+from search.results import Candidate, SearchResult, baselines_from, trial_rows
+from search.space import CrossoverSpace, EpochSet, SpaceError
 from search.splits import cut_validation
 from search.trainable import TrialContext, crossover_trial, worker_for
 from search.tune_searcher import METRIC, CrossoverSearcher
 
 STATE_NAME = "search_state.json"
 TUNE_DIR = "tune"
-
-
-class SearchError(SweetspotError, ValueError):
-    """The search cannot run as asked: bad settings, no GPUs, nothing to resume."""
-
-
-@dataclass
-class Candidate:
-    """One of the top selections: its scores on the search and confirm parts of validation."""
-
-    epochs: EpochSet
-    search_score: float
-    confirm_score: float | None = None
-    test_score: float | None = None
-    origin: str = ""
-
-
-@dataclass
-class SearchResult:
-    """What a search found; ``trials`` has a row per trial (finished, stopped early or failed)."""
-
-    objective: str
-    mode: str
-    trials: pd.DataFrame
-    pick: Candidate
-    top: list[Candidate]
-    baselines: dict[str, Candidate]
-    analysis_pick: EpochSet | None
-    seconds: float
-    pool: list[dict[str, Any]]
-    memo: dict[str, int]
-    settings: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
-    evaluation: Any = None
-
-    @property
-    def trials_per_second(self) -> float:
-        return len(self.trials) / self.seconds if self.seconds > 0 else math.nan
 
 
 def _better(mode: str, a: float, b: float) -> bool:
@@ -89,29 +50,6 @@ def check_inputs(run: RunDir, output: Path, config: SearchConfig) -> None:
         raise SearchError(f"output {output} is inside the run directory {run.path}; the run is input only, write elsewhere")
     if len(run.epochs) < 2:
         raise SearchError(f"run {run.path} has {len(run.epochs)} recorded epoch(s); a search needs at least two")
-
-
-def start_ray(address: str | None, config: SearchConfig) -> None:
-    """Join ``address`` (``auto`` or ``ray://...``; inside a Ray job, the job's cluster), or start a
-    local Ray; check the GPUs asked for exist."""
-    if not ray.is_initialized():
-        if address is None and not os.environ.get("RAY_ADDRESS"):
-            address = "local"  # never join a stray local cluster by accident
-        try:
-            ray.init(address=address, namespace=POOL_NAMESPACE, log_to_driver=False, configure_logging=False)
-        except (ConnectionError, RuntimeError, ValueError) as error:
-            raise SearchError(
-                f"cannot reach the Ray cluster at address {address!r} ({error}); start it with"
-                " `ray start --head` or leave the address out to run a local Ray"
-            ) from None
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if config.gpus_per_trial > 0 and gpus == 0:
-        raise SearchError(
-            f"gpus per trial is {config.gpus_per_trial} but the Ray cluster has no GPUs; use 0 to"
-            " score on CPUs, or join a cluster with GPUs"
-        )
-    if config.gpus_per_trial > max(gpus, 0) and gpus > 0:
-        raise SearchError(f"gpus per trial is {config.gpus_per_trial} but the whole cluster has {gpus:g}")
 
 
 def _analysis_candidates(analysis: Any, run: RunDir) -> dict[str, list[int]]:
@@ -157,42 +95,6 @@ def build_algorithm(
     return Staged(space, mode, config.seed, phases)
 
 
-def _trial_rows(results: Any, groups: list[str]) -> pd.DataFrame:
-    rows = []
-    for result in results:
-        metrics = dict(result.metrics or {})
-        config = dict(result.config or {})
-        epochs = config.get("epochs", {})
-        complete = bool(metrics.get("complete"))
-        status = "failed" if result.error else ("finished" if complete else "stopped early")
-        row: dict[str, Any] = {
-            "trial_id": metrics.get("trial_id") or Path(str(result.path)).name,
-            "status": status,
-            "origin": config.get("origin"),
-            "selection": config.get("key"),
-            **{f"choice/{g}": json.dumps(epochs.get(g)) for g in groups},
-            "objective": metrics.get(METRIC) if complete else None,
-            "partial_objective": metrics.get(METRIC),
-            "shards_seen": metrics.get("shard", 0),
-            "from_memo": bool(metrics.get("from_memo", False)),
-            "groups_copied": metrics.get("groups_copied"),
-            "bn_recomputed": metrics.get("bn_recomputed"),
-            "prefix_hits": metrics.get("prefix_hits"),
-            "node": metrics.get("node"),
-            "gpu_ids": metrics.get("gpu_ids"),
-            "seconds": metrics.get("trial_seconds"),
-            "eval_seconds": metrics.get("eval_seconds"),
-            "finished_at": metrics.get("timestamp"),
-            "error": str(result.error).splitlines()[0][:500] if result.error else None,
-        }
-        row.update({k: v for k, v in metrics.items() if k.startswith("val/")})
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    if not frame.empty:
-        frame = frame.sort_values(["finished_at", "trial_id"], na_position="last").reset_index(drop=True)
-    return frame
-
-
 @ray.remote
 def _rescore(context: TrialContext, selections: list[EpochSet]) -> list[tuple[float, float | None]]:
     """Whole search split and confirm split scores of ``selections`` (the top candidates)."""
@@ -222,21 +124,6 @@ def _check_selections(selections: list[EpochSet], run: RunDir) -> None:
 def _read_state(output: Path) -> dict[str, Any] | None:
     path = output / STATE_NAME
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def _create_pools(search_id: str, run_path: str, capacity: int) -> list[Any]:
-    """A pool on every alive node, owned by the driver (trial workers find it by name); the
-    handles must be kept: a named actor dies with the last reference to it."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    return [
-        CheckpointPool.options(
-            name=pool_name(search_id, node["NodeID"]), namespace=POOL_NAMESPACE, get_if_exists=True,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
-        ).remote(run_path, capacity)
-        for node in ray.nodes()
-        if node.get("Alive") and node.get("Resources", {}).get("CPU", 0) > 0
-    ]
 
 
 def run_search(
@@ -306,7 +193,7 @@ def run_search(
     search_id = state["search_id"] if state else uuid.uuid4().hex[:12]
     (output / STATE_NAME).write_text(json.dumps({"search_id": search_id, "run": str(run.path)}), encoding="utf-8")
     memo = memo_actor(search_id)
-    pools = _create_pools(search_id, str(run.path.resolve()), config.pool_memory)
+    pools = create_pools(search_id, str(run.path.resolve()), config.pool_memory)
     context = TrialContext(
         search_id, str(run.path.resolve()), spec, [ray.put(cut)], spec.objective.metric, mode, update_bn,
         list(config.prefix_modules), config.prefix_cache_memory, config.pool_memory,
@@ -323,8 +210,14 @@ def run_search(
         )
     tune_path = str((output / TUNE_DIR).resolve())
     progress_line = ProgressLine(config.num_samples, mode, enabled=progress)
+    if resume:
+        finished = read_finished(output)
+        ray.get([memo.put.remote(key, result) for key, result in finished.items()])
+    # Tune saves its experiment state every 10 s by default; a trial finished after the last save
+    # is run again on resume (answered from the memo then, but saving often keeps that rare).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     run_config = tune.RunConfig(
-        name="crossover", storage_path=tune_path, verbose=0, callbacks=[progress_line],
+        name="crossover", storage_path=tune_path, verbose=0, callbacks=[progress_line, FinishedLog(output)],
         failure_config=tune.FailureConfig(max_failures=config.max_failures),
     )
     experiment = os.path.join(tune_path, "crossover")
@@ -342,9 +235,11 @@ def run_search(
             ),
             run_config=run_config,
         )
+    # Tune's own output would interleave its tables with our one progress line.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     results = tuner.fit()
     progress_line.close()
-    trials = _trial_rows(results, run.groups)
+    trials = trial_rows(results, run.groups)
     finished = trials[trials["status"] == "finished"] if not trials.empty else trials
     if finished.empty:
         errors = trials["error"].dropna().unique().tolist()[:3] if not trials.empty else []
@@ -357,7 +252,7 @@ def run_search(
         Candidate(json.loads(r.selection), float(r.objective), origin=str(r.origin))
         for r in top_rows.itertuples()
     ]
-    baselines = _baselines_from(finished, sign)
+    baselines = baselines_from(finished, sign)
     rescored = ray.get(
         _rescore.options(num_cpus=config.cpus_per_trial, num_gpus=config.gpus_per_trial).remote(
             context, [c.epochs for c in top]
@@ -388,38 +283,4 @@ def run_search(
     )
 
 
-def _baselines_from(finished: pd.DataFrame, sign: float) -> dict[str, Candidate]:
-    """Best single epoch, last epoch, greedy soup and analysis pick, as the search scored them."""
-    out: dict[str, Candidate] = {}
-    singles = finished[finished["origin"] == SINGLE]
-    if not singles.empty:
-        best = singles.sort_values("objective", key=lambda s: sign * s).iloc[0]
-        out["best single epoch"] = Candidate(json.loads(best.selection), float(best.objective), origin=SINGLE)
-    for origin, name in (("last epoch", "last epoch"), ("analysis pick", "analysis pick")):
-        rows = finished[finished["origin"] == origin]
-        if not rows.empty:
-            out[name] = Candidate(json.loads(rows.iloc[0].selection), float(rows.iloc[0].objective), origin=origin)
-    soups = finished[finished["origin"] == GREEDY]
-    if not soups.empty:
-        best = soups.sort_values("objective", key=lambda s: sign * s).iloc[0]
-        if "best single epoch" not in out or sign * best.objective < sign * out["best single epoch"].search_score:
-            out["greedy soup"] = Candidate(json.loads(best.selection), float(best.objective), origin=GREEDY)
-        else:
-            out["greedy soup"] = out["best single epoch"]
-    return out
-
-
-def selection_json(epochs: EpochSet, recorded: list[int]) -> dict[str, Any]:
-    """An epoch set in selection.json form: an epoch, an average window, or an epoch set."""
-    out: dict[str, Any] = {}
-    for group, chosen in epochs.items():
-        chosen = sorted(chosen)
-        if len(chosen) == 1:
-            out[group] = chosen[0]
-            continue
-        window = [e for e in recorded if chosen[0] <= e <= chosen[-1]]
-        out[group] = {"average": [chosen[0], chosen[-1]]} if window == chosen else {"epochs": chosen}
-    return out
-
-
-__all__ = ["SearchConfig", "SearchError", "SearchResult", "run_search", "selection_key"]
+__all__ = ["Candidate", "SearchConfig", "SearchError", "SearchResult", "run_search", "start_ray"]

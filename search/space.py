@@ -1,15 +1,16 @@
 """The crossover search space: one integer per coupling unit (and optional window half-widths).
 
-A *unit* is a group, or the groups of one coupling. Its lead group takes a candidate epoch by
-index; with ``max_epoch_gap`` 0 every member takes the same choice, otherwise each follower takes
-an offset within the gap. With averages, a unit also takes a half-width ``h``: the lead averages
-the ``2h + 1`` recorded checkpoints around its epoch. Integers, not categoricals, so CMA-ES and
-GP model the order of epochs. Decoding always yields a selection that satisfies the couplings.
+A *unit* is a group, or the groups of one coupling. It takes a candidate epoch by index; with
+``max_epoch_gap`` 0 every member takes that choice, otherwise that epoch is the lowest centre and
+each member takes an offset in ``[0, gap]`` above it, so the centres lie within the gap (the one
+coupling rule, ``modules.couplings``). With averages, a unit also takes a half-width ``h``: each
+member averages the ``2h + 1`` recorded checkpoints around its epoch. Integers, not categoricals,
+so CMA-ES and GP model the order of epochs. Decoding always yields a selection that keeps the
+couplings.
 """
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import json
 import math
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 
 from optuna.distributions import BaseDistribution, IntDistribution
 
-from modules.spec import Spec
+from modules.couplings import coupling_allows
+from modules.spec import Coupling, Spec
 
 EpochSet = dict[str, list[int]]
 
@@ -41,8 +43,12 @@ class Unit:
         return self.groups[0]
 
     @property
-    def followers(self) -> tuple[str, ...]:
-        return self.groups[1:] if self.gap > 0 else ()
+    def offsets(self) -> tuple[str, ...]:
+        """Members that take an offset above the unit's epoch (all of them, when the gap is > 0)."""
+        return self.groups if self.gap > 0 and len(self.groups) > 1 else ()
+
+    def coupling(self) -> Coupling:
+        return Coupling(name=self.name, groups=list(self.groups), max_epoch_gap=self.gap)
 
 
 def selection_key(epochs: Mapping[str, Sequence[int]]) -> str:
@@ -130,8 +136,8 @@ class CrossoverSpace:
         out: dict[str, BaseDistribution] = {}
         for unit in self.units:
             out[unit.name] = IntDistribution(0, len(unit.candidates) - 1)
-            for follower in unit.followers:
-                out[f"{follower}.offset"] = IntDistribution(-unit.gap, unit.gap)
+            for member in unit.offsets:
+                out[f"{member}.offset"] = IntDistribution(0, unit.gap)
             if self.max_half_width > 0:
                 out[f"{unit.name}.half_width"] = IntDistribution(0, self.max_half_width)
         return out
@@ -156,55 +162,60 @@ class CrossoverSpace:
     # -- decoding and encoding ----------------------------------------------------------------
 
     def decode(self, params: Mapping[str, int]) -> EpochSet:
-        """The epoch set a config stands for; followers are kept within their coupling's gap."""
+        """The epoch set a config stands for; coupled groups always keep their coupling."""
         out: EpochSet = {}
         for unit in self.units:
             epoch = unit.candidates[int(params[unit.name])]
             half = int(params.get(f"{unit.name}.half_width", 0))
-            lead = window_around(self.recorded, epoch, half)
-            for group in unit.groups:
-                if group in unit.followers:
-                    out[group] = self._follower(lead, epoch, half, int(params[f"{group}.offset"]), unit.gap)
-                else:
-                    out[group] = list(lead)
+            if not unit.offsets:
+                for group in unit.groups:
+                    out[group] = window_around(self.recorded, epoch, half)
+                continue
+            allowed = [e for e in self.recorded if epoch <= e <= epoch + unit.gap]
+            centres = {
+                g: min(allowed, key=lambda e, g=g: (abs(e - (epoch + int(params[f"{g}.offset"]))), e))
+                for g in unit.groups
+            }
+            windows = {g: window_around(self.recorded, c, half) for g, c in centres.items()}
+            picks = {g: (w[0], w[-1]) if len(w) > 1 else w[0] for g, w in windows.items()}
+            if not coupling_allows(unit.coupling(), picks):  # windows cut short at the run's ends
+                windows = {g: [c] for g, c in centres.items()}
+            out.update(windows)
         return out
-
-    def _follower(self, lead: list[int], epoch: int, half: int, offset: int, gap: int) -> list[int]:
-        allowed = [e for e in self.recorded if epoch - gap <= e <= epoch + gap]
-        centre = min(allowed, key=lambda e: (abs(e - (epoch + offset)), e))
-        low, high = lead[0] - gap, lead[-1] + gap
-        return [e for e in window_around(self.recorded, centre, half) if low <= e <= high]
 
     def encode(self, epochs: Mapping[str, Sequence[int]]) -> dict[str, int] | None:
         """The config that decodes to ``epochs``, or None when the space cannot express it."""
         params: dict[str, int] = {}
         for unit in self.units:
-            lead = sorted(epochs[unit.lead])
-            centre = lead[len(lead) // 2]
-            if centre not in unit.candidates or len(lead) % 2 == 0:
+            found = {g: self._centre_and_half(sorted(epochs[g])) for g in unit.groups}
+            if any(v is None for v in found.values()) or len({h for _, h in found.values()}) > 1:  # type: ignore[misc]
                 return None
-            params[unit.name] = unit.candidates.index(centre)
+            centres = {g: v[0] for g, v in found.items()}  # type: ignore[index]
+            half = found[unit.lead][1]  # type: ignore[index]
+            base = min(centres.values()) if unit.offsets else centres[unit.lead]
+            if base not in unit.candidates:
+                return None
+            params[unit.name] = unit.candidates.index(base)
             if self.max_half_width > 0:
-                params[f"{unit.name}.half_width"] = len(lead) // 2
-            for follower in unit.followers:
-                chosen = sorted(epochs[follower])
-                params[f"{follower}.offset"] = max(-unit.gap, min(unit.gap, chosen[len(chosen) // 2] - centre))
+                params[f"{unit.name}.half_width"] = half
+            for member in unit.offsets:
+                if centres[member] - base > unit.gap:
+                    return None
+                params[f"{member}.offset"] = centres[member] - base
         try:
             decoded = self.decode(params)
         except (ValueError, IndexError):
             return None
         return params if selection_key(decoded) == selection_key(epochs) else None
 
+    def _centre_and_half(self, window: list[int]) -> tuple[int, int] | None:
+        """An epoch and half-width whose window is ``window`` (None when no such pair exists)."""
+        for half in range(self.max_half_width + 1):
+            for epoch in window:
+                if epoch in self.recorded and window_around(self.recorded, epoch, half) == window:
+                    return epoch, half
+        return None
+
     def same_epoch(self, epoch: int) -> EpochSet:
         """Every group at one recorded epoch (a single-checkpoint baseline)."""
         return {g: [epoch] for g in self.groups}
-
-
-def nearest_index(values: Sequence[int], target: float) -> int:
-    """Index of the value closest to ``target`` in sorted ``values`` (the earlier on a tie)."""
-    position = bisect.bisect_left(values, target)
-    if position == 0:
-        return 0
-    if position == len(values):
-        return len(values) - 1
-    return position - 1 if target - values[position - 1] <= values[position] - target else position

@@ -6,7 +6,10 @@
     combined = sweetspot.combine("runs/demo", analysis.selection, "combined.safetensors")
     evaluation = sweetspot.evaluate("runs/demo", "combined.safetensors", output="eval/")
 
-The implementations live in ``modules`` and ``analysis``; this package only re-exports them.
+    result = sweetspot.search("runs/demo", "search/", "runs/demo/sweetspot.yaml", num_samples=200)
+
+The implementations live in ``modules``, ``analysis`` and ``search``; this package only re-exports
+them. The search's names load on first use, so ``import sweetspot`` does not import Ray or Optuna.
 """
 
 from analysis.analyze import analyze
@@ -37,6 +40,24 @@ from modules.spec import Spec, load_spec
 from search.auto import AutoResult, auto
 from search.calibrate import CalibrationResult, calibrate
 
+#: Names that need Ray and Optuna: imported when first used (PEP 562).
+_ON_RAY = {
+    "search": ("search.api", "search"),
+    "SearchConfig": ("search.config", "SearchConfig"),
+    "SearchResult": ("search.results", "SearchResult"),
+    "SearchError": ("search.errors", "SearchError"),
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _ON_RAY:
+        import importlib
+
+        module, attribute = _ON_RAY[name]
+        return getattr(importlib.import_module(module), attribute)
+    raise AttributeError(f"module 'sweetspot' has no attribute {name!r}")
+
+
 __all__ = [
     "AnalysisError",
     "AnalysisWarning",
@@ -55,6 +76,9 @@ __all__ = [
     "RunDir",
     "RunDirError",
     "RunWriter",
+    "SearchConfig",
+    "SearchError",
+    "SearchResult",
     "Selection",
     "SelectionError",
     "Spec",
@@ -73,4 +97,5 @@ __all__ = [
     "load_selection",
     "load_spec",
     "load_thresholds",
+    "search",
 ]

@@ -40,4 +40,5 @@ def test_sweetspot_only_reexports() -> None:
     for path in (ROOT / "sweetspot").glob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         defined = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
-        assert defined == [], (path.name, defined)
+        # PEP 562's module __getattr__ only re-exports lazily (the names that need Ray).
+        assert [name for name in defined if name != "__getattr__"] == [], (path.name, defined)

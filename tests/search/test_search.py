@@ -102,3 +102,19 @@ def test_bad_settings_are_refused_before_any_trial(ray_local: None, tiny_run_pat
         search(tiny_run_path, tmp_path / "gpus", spec, gpus_per_trial=4, progress=False)
     with pytest.raises(Exception, match="trust-run-spec"):
         search(tiny_run_path, tmp_path / "trust", progress=False)
+
+
+def test_an_unreachable_cluster_and_a_one_epoch_run_are_refused_quickly(tmp_path: Path) -> None:
+    from modules.rundir import RunWriter
+    from search.cluster import check_reachable
+    from search.run import check_inputs
+
+    with pytest.raises(SearchError, match="no Ray cluster answers"):
+        check_reachable("127.0.0.1:1")
+    model = _tiny.build_model()
+    keys = _tiny.spec().assign_groups(model.state_dict())
+    writer = RunWriter.create(tmp_path / "one", "tiny", keys)
+    state = model.state_dict()
+    writer.write_epoch(1, {g: {k: state[k] for k in ks} for g, ks in keys.items()})
+    with pytest.raises(SearchError, match="at least two"):
+        check_inputs(RunDir(tmp_path / "one"), tmp_path / "out", SearchConfig())

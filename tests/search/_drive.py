@@ -1,0 +1,76 @@
+"""Searches run as their own process, for fault tests: ``python -m tests.search._drive MODE RUN OUT``.
+
+MODE ``node-loss``: a cluster (``ray.cluster_utils.Cluster``) of a head without CPUs and two worker
+nodes; once five trials have finished the larger worker node is removed. MODE ``slow``: a local Ray and slow trials (the test kills it);
+``resume``: the same search resumed. Each prints one JSON line with what the test checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import ray
+
+from search.api import search
+from tests.search import _faulty
+
+
+def finished_trials(out: Path) -> int:
+    return sum(1 for p in (out / "tune" / "crossover").glob("*/result.json") if '"complete": true' in p.read_text())
+
+
+def node_loss(run: str, out: Path) -> dict:
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    worker = cluster.add_node(num_cpus=2)
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, namespace="sweetspot", log_to_driver=False)
+    removed: list[float] = []
+
+    def remove_when_five_finished() -> None:
+        while finished_trials(out) < 5:
+            time.sleep(0.1)
+        cluster.remove_node(worker)
+        removed.append(time.time())
+
+    threading.Thread(target=remove_when_five_finished, daemon=True).start()
+    result = search(
+        run, out, _faulty.spec(delay=0.5), algo="random", num_samples=24, shards=1, confirm_fraction=0.0,
+        baselines=False, evaluate=False, progress=False, max_failures=5,
+    )
+    trials = result.trials
+    summary = {
+        "removed": bool(removed),
+        "trials": len(trials),
+        "statuses": trials["status"].value_counts().to_dict(),
+        "nodes": int(trials["node"].dropna().nunique()),
+        "errors": trials["error"].dropna().tolist(),
+    }
+    ray.shutdown()
+    cluster.shutdown()
+    return summary
+
+
+def slow(run: str, out: Path, resume: bool) -> dict:
+    result = search(
+        run, out, _faulty.spec(delay=0.3), algo="random", num_samples=16, shards=1, confirm_fraction=0.0,
+        baselines=False, evaluate=False, progress=False, max_concurrent=1, resume=resume,
+    )
+    return {"trials": len(result.trials), "statuses": result.trials["status"].value_counts().to_dict()}
+
+
+if __name__ == "__main__":
+    mode, run_path, out_path = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    if mode == "node-loss":
+        summary = node_loss(run_path, out_path)
+    else:
+        summary = slow(run_path, out_path, resume=mode == "resume")
+    print("RESULT " + json.dumps(summary), flush=True)
+    sys.stderr.flush()
+    os._exit(0)  # Ray's exit hooks may still log about the removed node; the result is out
