@@ -18,6 +18,8 @@ SUBCOMMANDS = {
     "combine": "rayjobs.combine_modules",
     "evaluate": "rayjobs.evaluate_combined",
     "search": "rayjobs.search_crossover",
+    "calibrate": "rayjobs.calibrate_thresholds",
+    "auto": "rayjobs.auto_sweetspot",
     "verify": "rayjobs.verify_run",
 }
 

@@ -37,6 +37,8 @@ from modules.recorder import Recorder
 from modules.rundir import RunDir, RunWriter
 from modules.selection import Selection, SelectionError, load_selection
 from modules.spec import Spec, load_spec
+from search.auto import AutoResult, auto
+from search.calibrate import CalibrationResult, calibrate
 
 #: Names that need Ray and Optuna: imported when first used (PEP 562).
 _ON_RAY = {
@@ -59,6 +61,8 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "AnalysisError",
     "AnalysisWarning",
+    "AutoResult",
+    "CalibrationResult",
     "CheckpointImportError",
     "CombineError",
     "CombineResult",
@@ -85,6 +89,8 @@ __all__ = [
     "UnsafeCheckpointError",
     "__version__",
     "analyze",
+    "auto",
+    "calibrate",
     "combine",
     "evaluate",
     "import_run",

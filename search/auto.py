@@ -1,0 +1,286 @@
+"""``auto``: with calibrated thresholds, analyse, select, combine (and evaluate) many runs on Ray.
+
+Each run is an independent Ray task with its own resources, so runs spread over a cluster. A run
+that fails is reported with its error and the others go on; a rerun skips the runs whose outputs
+are complete (``auto_result.json``, written last, for the same thresholds and settings).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from analysis.thresholds import Thresholds, load_thresholds
+from modules.atomic import check_output_folder, write_json_atomic, write_text_atomic
+from modules.errors import SweetspotError
+from modules.run_spec import SpecLike
+from modules.spec import Spec, load_spec
+
+RESULT_NAME = "auto_result.json"
+ERROR_NAME = "auto_error.txt"
+MODEL_NAME = "combined.safetensors"
+
+
+class AutoError(SweetspotError, ValueError):
+    """Auto cannot start as asked (the per-run failures are reported, not raised)."""
+
+
+@dataclass
+class AutoRun:
+    """One run's outcome: ``done``, ``skipped`` (complete from an earlier call) or ``failed``."""
+
+    run: str
+    name: str
+    status: str
+    folder: Path
+    record: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+@dataclass
+class AutoResult:
+    """Every run's outcome and the summary files."""
+
+    runs: list[AutoRun]
+    output: Path
+    seconds: float
+    written: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[AutoRun]:
+        return [r for r in self.runs if not r.ok]
+
+
+def run_names(runs: Sequence[str]) -> list[str]:
+    """A folder name per run: the run's own name, numbered when two runs share one."""
+    names: list[str] = []
+    for path in runs:
+        base = Path(path).resolve().name or "run"
+        name, n = base, 2
+        while name in names:
+            name, n = f"{base}-{n}", n + 1
+        names.append(name)
+    return names
+
+
+def _settings(thresholds: Thresholds, evaluate: bool, update_bn: bool) -> dict[str, Any]:
+    return {"thresholds": thresholds.to_json(), "evaluate": evaluate, "update_bn": update_bn}
+
+
+def is_complete(folder: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The earlier record of a finished run with the same thresholds and settings (evaluated if asked)."""
+    path = folder / RESULT_NAME
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    earlier = record.get("settings", {})
+    same = earlier.get("thresholds") == settings["thresholds"] and earlier.get("update_bn") == settings["update_bn"]
+    if not same or (settings["evaluate"] and not earlier.get("evaluate")) or not (folder / MODEL_NAME).is_file():
+        return None
+    return record
+
+
+def _spec_for(run_path: str, spec: Spec | None, trust_run_spec: bool) -> Spec:
+    from modules.rundir import RunDir
+
+    if spec is not None:
+        return spec
+    stored = RunDir(run_path).spec_path()
+    if stored is None:
+        raise AutoError(f"run {run_path} stores no spec; pass your sweetspot.yaml (--spec)")
+    if not trust_run_spec:
+        raise AutoError(
+            f"combining and evaluating run the spec's code, and run {run_path} may come from elsewhere; pass your"
+            " own spec (--spec sweetspot.yaml) or --trust-run-spec if you trust the runs' stored specs"
+        )
+    return load_spec(stored)
+
+
+def auto_one(
+    run_path: str, folder: str, thresholds_json: dict[str, Any], spec: Spec | None, trust_run_spec: bool,
+    evaluate: bool, update_bn: bool, plots: bool, device: str = "cpu",
+) -> dict[str, Any]:
+    """Analyse, select, combine and (optionally) evaluate one run into ``folder``; the record written."""
+    from analysis.analyze import analyze
+    from analysis.evaluation.evaluate_run import evaluate as evaluate_run
+    from modules.combine import combine
+    from modules.rundir import RunDir
+
+    started = time.perf_counter()
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in (RESULT_NAME, ERROR_NAME):  # a run redone is complete only once its new record is written
+        (out / stale).unlink(missing_ok=True)
+    thresholds = Thresholds.model_validate(thresholds_json)
+    run = RunDir(run_path)
+    spec = _spec_for(run_path, spec, trust_run_spec)
+    analysis = analyze(run, spec=spec, thresholds=thresholds, output=out / "analysis", plots=plots)
+    selection = analysis.selection
+    combine(run, selection, out / MODEL_NAME, spec=spec, update_bn=update_bn)
+    record: dict[str, Any] = {
+        "run": run_path,
+        "settings": _settings(thresholds, evaluate, update_bn),
+        "selection": selection.to_json(),
+        "objective": {"metric": spec.objective.metric, "mode": spec.objective.mode},
+    }
+    if evaluate:
+        evaluation = evaluate_run(
+            run, out / MODEL_NAME, spec=spec, analysis=analysis, update_bn=update_bn, output=out / "evaluation",
+            device=device,
+        )
+        record.update(evaluation_figures(evaluation.result))
+    record["seconds"] = time.perf_counter() - started
+    write_json_atomic(out / RESULT_NAME, record)
+    return record
+
+
+def evaluation_figures(result: Any) -> dict[str, Any]:
+    """Val and test objective of the combination; its gain over the best single epoch and the
+    greedy soup (percent, positive = better) with the test interval of the per-example difference."""
+    metric, sign = result.objective_metric, (-1.0 if result.objective_mode == "min" else 1.0)
+    combination = result.evaluated[0]
+    out: dict[str, Any] = {
+        "val": combination.metrics["val"][metric],
+        "test": combination.metrics["test"][metric],
+        "per_example": result.per_example_name,
+    }
+    names = {e.candidate.kind: e.candidate.name for e in result.evaluated[1:]}
+    for kind, key in (("best_single", "best_single"), ("greedy", "greedy_soup")):
+        comparison = next((c for c in result.comparisons if c.baseline == names.get(kind)), None)
+        if comparison is None:
+            continue
+        interval = comparison.test_interval
+        out[key] = {
+            "name": comparison.baseline,
+            "val_gain_pct": sign * comparison.percent["val"].get(metric, float("nan")),
+            "test_gain_pct": sign * comparison.percent["test"].get(metric, float("nan")),
+            "test_difference": [interval.low, interval.high],
+            "verdict": comparison.verdict,
+        }
+    return out
+
+
+def _task(*args: Any) -> dict[str, Any]:
+    """The Ray task: a run's failure comes back as a record (its message), never as an exception."""
+    try:
+        return {"status": "done", **auto_one(*args)}
+    except Exception as error:  # noqa: BLE001 - any failure of one run is that run's, reported
+        folder = Path(args[1])
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(folder / ERROR_NAME, traceback.format_exc())
+        return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+
+
+def start_ray(address: str | None) -> None:
+    """Join ``address`` (``auto``, ``ray://...``, or the job's cluster), else start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        address = "local"  # never join a stray local cluster by accident
+    try:
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise AutoError(
+            f"cannot reach the Ray cluster at address {address!r} ({error}); start it with `ray start --head`"
+            " or leave the address out to run a local Ray"
+        ) from None
+
+
+def auto(
+    runs: Sequence[str | os.PathLike[str]],
+    thresholds: Thresholds | str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    spec: SpecLike | None = None,
+    *,
+    trust_run_spec: bool = False,
+    evaluate: bool = False,
+    update_bn: bool = False,
+    address: str | None = None,
+    cpus_per_run: float = 1.0,
+    gpus_per_run: float = 0.0,
+    plots: bool = False,
+    redo: bool = False,
+    progress: bool = True,
+) -> AutoResult:
+    """Pick and build the combination of each run with ``thresholds``, one Ray task per run, into
+    ``output/<run name>/``; ``auto_summary.md`` and ``.parquet`` summarise every run."""
+    started = time.perf_counter()
+    runs = [str(r) for r in ([runs] if isinstance(runs, (str, os.PathLike)) else runs)]
+    if not runs:
+        raise AutoError("no run given; pass at least one run directory (--checkpoint-dir)")
+    output = check_output_folder(output)
+    if not isinstance(thresholds, Thresholds):
+        thresholds = load_thresholds(thresholds)
+    if cpus_per_run <= 0 or gpus_per_run < 0:
+        raise AutoError(f"cpus per run {cpus_per_run} and gpus per run {gpus_per_run}: give CPUs > 0 and GPUs >= 0")
+    spec_obj = None if spec is None else (spec if isinstance(spec, Spec) else load_spec(spec))
+    if spec_obj is None and not trust_run_spec:
+        raise AutoError(
+            "auto combines and evaluates with the spec's code; pass your own spec (--spec sweetspot.yaml), or"
+            " --trust-run-spec (trust_run_spec=True) if you trust the runs' stored specs"
+        )
+    settings = _settings(thresholds, evaluate, update_bn)
+    outcomes: dict[str, AutoRun] = {}
+    todo = []
+    for run, name in zip(runs, run_names(runs)):
+        folder = output / name
+        record = None if redo else is_complete(folder, settings)
+        if record is not None:
+            outcomes[name] = AutoRun(run, name, "skipped", folder, record)
+        else:
+            todo.append((run, name, folder))
+    if todo:
+        _run_tasks(todo, outcomes, thresholds, spec_obj, trust_run_spec, evaluate, update_bn, plots,
+                   address, cpus_per_run, gpus_per_run, progress)
+    ordered = [outcomes[name] for name in run_names(runs)]
+    result = AutoResult(ordered, output, time.perf_counter() - started)
+    from search.auto_report import write_summary
+
+    result.written = write_summary(result)
+    return result
+
+
+def _run_tasks(
+    todo: list[tuple[str, str, Path]], outcomes: dict[str, AutoRun], thresholds: Thresholds, spec: Spec | None,
+    trust_run_spec: bool, evaluate: bool, update_bn: bool, plots: bool, address: str | None,
+    cpus_per_run: float, gpus_per_run: float, progress: bool,
+) -> None:
+    import ray
+
+    start_ray(address)
+    device = "auto" if gpus_per_run > 0 else "cpu"  # a task without GPUs must not grab one
+    task = ray.remote(_task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
+    pending = {
+        task.remote(run, str(folder), thresholds.to_json(), spec, trust_run_spec, evaluate, update_bn, plots, device):
+        (run, name, folder)
+        for run, name, folder in todo
+    }
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        run, name, folder = pending.pop(done[0])
+        try:
+            record = ray.get(done[0])
+        except ray.exceptions.RayError as error:  # the worker died (out of memory, node lost)
+            record = {"status": "failed", "error": str(error).strip().splitlines()[-1][:500]}
+        status = record.pop("status")
+        outcome = AutoRun(run, name, status, folder, record, record.pop("error", None))
+        outcomes[name] = outcome
+        if progress:
+            what = f"failed: {outcome.error}" if status == "failed" else f"done in {record.get('seconds', 0):.1f} s"
+            print(f"[{len(outcomes)}/{len(outcomes) + len(pending)}] {name}: {what}", flush=True)
+
+
+__all__ = ["AutoError", "AutoResult", "AutoRun", "auto"]
