@@ -155,8 +155,15 @@ def evaluation_figures(result: Any) -> dict[str, Any]:
         "test": combination.metrics["test"][metric],
         "per_example": result.per_example_name,
     }
-    names = {e.candidate.kind: e.candidate.name for e in result.evaluated[1:]}
+    names: dict[str, str] = {}
+    for evaluated in result.evaluated[1:]:  # a baseline may carry several kinds (same weights)
+        for kind in [evaluated.candidate.kind, *evaluated.candidate.alias_kinds]:
+            names.setdefault(kind, evaluated.candidate.name)
     for kind, key in (("best_single", "best_single"), ("greedy", "greedy_soup")):
+        if kind in combination.candidate.alias_kinds:  # the combination is that baseline's weights
+            out[key] = {"name": combination.candidate.name, "val_gain_pct": 0.0, "test_gain_pct": 0.0,
+                        "test_difference": [0.0, 0.0], "verdict": "same weights"}
+            continue
         comparison = next((c for c in result.comparisons if c.baseline == names.get(kind)), None)
         if comparison is None:
             continue

@@ -163,6 +163,7 @@ def calibrate(
     trials: int = 300,
     seed: int = 0,
     report: bool = True,
+    progress: bool = False,
 ) -> CalibrationResult:
     """Fit thresholds on ``runs`` (each with the search folder of it, same order); write them to
     ``output`` (thresholds.json form) with calibration_report.md and its plot beside it."""
@@ -210,7 +211,7 @@ def calibrate(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
     study.enqueue_trial(default_params(max_window))
-    study.optimize(objective, n_trials=trials)
+    study.optimize(objective, n_trials=trials, show_progress_bar=progress)
     study_seconds = time.perf_counter() - study_started
     study_scoring = sum(c.scoring_seconds for c in cases)
 

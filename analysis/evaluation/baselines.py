@@ -37,6 +37,8 @@ class Candidate:
     provenance: dict[str, Any] | None = None
     #: Names of the other candidates that are the same weights (evaluated once, under this one).
     aliases: list[str] = field(default_factory=list)
+    #: The kinds of the duplicates merged into this one (e.g. "greedy" when the soup kept one epoch).
+    alias_kinds: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,6 +93,7 @@ def deduplicate(candidates: list[Candidate], run: RunDir) -> list[Candidate]:
         key = weights_key(candidate, run)
         if key in kept:
             kept[key].aliases.append(candidate.name)
+            kept[key].alias_kinds.append(candidate.kind)
         else:
             kept[key] = candidate
     for candidate in kept.values():

@@ -57,6 +57,8 @@ def _required(name: str) -> list[str]:
         "combine": ["--output", "o"],
         "evaluate": ["--output", "o"],
         "search": ["--checkpoint-dir", "r", "--output", "o"],
+        "calibrate": ["--checkpoint-dir", "r", "--search", "s", "--output", "o.json"],
+        "auto": ["--checkpoint-dir", "r", "--thresholds", "t.json", "--output", "o"],
     }[name]
 
 

@@ -41,7 +41,7 @@ def node_loss(run: str, out: Path) -> dict:
 
     threading.Thread(target=remove_when_five_finished, daemon=True).start()
     result = search(
-        run, out, _faulty.spec(delay=0.5), algo="random", num_samples=24, shards=1, confirm_fraction=0.0,
+        run, out, _faulty.spec(delay=0.4), algo="random", num_samples=16, shards=1, confirm_fraction=0.0,
         baselines=False, evaluate=False, progress=False, max_failures=5,
     )
     trials = result.trials
