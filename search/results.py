@@ -49,11 +49,20 @@ class SearchResult:
         return len(self.trials) / self.seconds if self.seconds > 0 else math.nan
 
 
+def _params(path: object) -> dict[str, Any]:
+    """A trial's config from the params.json Tune wrote when it started (an errored trial's
+    result may carry none)."""
+    try:
+        return json.loads((Path(str(path)) / "params.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
 def trial_rows(results: Any, groups: list[str]) -> pd.DataFrame:
     rows = []
     for result in results:
         metrics = dict(result.metrics or {})
-        config = dict(result.config or {})
+        config = dict(result.config or {}) or _params(result.path)
         epochs = config.get("epochs", {})
         complete = bool(metrics.get("complete"))
         status = "failed" if result.error else ("finished" if complete else "stopped early")

@@ -339,9 +339,13 @@ def _run_tune(
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
-                    search_alg=CrossoverSearcher(plan.algorithm, mode, context.search_id, config.max_concurrent),
+                    search_alg=CrossoverSearcher(
+                        plan.algorithm, mode, context.search_id, plan.num_samples, config.max_concurrent,
+                        config.max_failures,
+                    ),
                     scheduler=scheduler,
-                    num_samples=plan.num_samples,
+                    # the searcher keeps to plan.num_samples; the rest is room for re-asked trials
+                    num_samples=plan.num_samples * (1 + config.max_failures),
                     reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(

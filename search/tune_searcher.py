@@ -22,7 +22,15 @@ class CrossoverSearcher(Searcher):
     re-run after ``Tuner.restore`` still reaches it (as a late result).
     """
 
-    def __init__(self, algorithm: Algorithm, mode: str, search_id: str, max_live: int | None = None) -> None:
+    def __init__(
+        self,
+        algorithm: Algorithm,
+        mode: str,
+        search_id: str,
+        budget: int,
+        max_live: int | None = None,
+        retries: int = 0,
+    ) -> None:
         super().__init__(metric=METRIC, mode=mode)
         self.algorithm = algorithm
         self.search_id = search_id
@@ -31,15 +39,31 @@ class CrossoverSearcher(Searcher):
         self.max_live = max_live
         self.live: dict[str, Proposal] = {}
         self.ended: dict[str, Proposal] = {}
+        # Tune retries a trial that fails while running, not one whose node died while it started:
+        # such a proposal is asked again as a new trial, up to ``retries`` times.
+        self.retries = retries
+        self.again: list[Proposal] = []
+        self.attempts: dict[str, int] = {}
+        #: Fresh selections to ask the algorithm for (re-asked ones come on top, so Tune's own
+        #: num_samples is set higher and this is the search's real budget).
+        self.budget = budget
+        self.asked = 0
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if trial_id in self.live:
             return self._config(self.live[trial_id])
         if self.max_live is not None and len(self.live) >= self.max_live:
             return None
-        proposal = self.algorithm.ask()
+        if self.again:
+            proposal: Proposal | None = self.again.pop(0)
+        elif self.asked < self.budget:
+            proposal = self.algorithm.ask()
+            self.asked += proposal is not None
+        else:
+            proposal = None
         if proposal is None:
-            return Searcher.FINISHED if self.algorithm.finished and not self.live else None
+            done = self.algorithm.finished or self.asked >= self.budget
+            return Searcher.FINISHED if done and not self.live and not self.again else None
         self.live[trial_id] = proposal
         return self._config(proposal)
 
@@ -62,6 +86,12 @@ class CrossoverSearcher(Searcher):
                 self.algorithm.late_result(late, value)
             return
         self.ended[trial_id] = proposal
+        key = selection_key(proposal.epochs)
+        if error and self.attempts.get(key, 0) < self.retries:
+            self.attempts[key] = self.attempts.get(key, 0) + 1
+            self.again.append(proposal)
+            self._release(key, trial_id)
+            return
         state = "complete" if complete else ("failed" if error else "pruned")
         self.algorithm.tell(proposal, value, state)
         if not complete:

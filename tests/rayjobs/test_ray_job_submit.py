@@ -15,12 +15,16 @@ from pathlib import Path
 
 import pytest
 
+#: Tests that start Ray run one after another on one xdist worker (ports, CPUs).
+pytestmark = pytest.mark.xdist_group("ray")
+
 REPO = Path(__file__).resolve().parents[2]
 RAY_CLI = Path(sys.executable).with_name("ray")
 
 # Starts a one-CPU local cluster with its dashboard (job server) and keeps it until stdin closes.
 CLUSTER = """
 import sys, ray
+
 ray.init(address="local", num_cpus=1, include_dashboard=True, dashboard_host="127.0.0.1",
          dashboard_port=int(sys.argv[1]), configure_logging=False)
 print("ready", flush=True)
@@ -59,10 +63,16 @@ def job_server():
 
 def submit(job_server, *command: str, timeout_s: float = 240) -> subprocess.CompletedProcess:
     address, env = job_server
-    return subprocess.run(
-        [str(RAY_CLI), "job", "submit", "--address", address, "--working-dir", str(REPO), "--", *command],
-        env=env, capture_output=True, text=True, timeout=timeout_s,
-    )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        done = subprocess.run(
+            [str(RAY_CLI), "job", "submit", "--address", address, "--working-dir", str(REPO), "--", *command],
+            env=env, capture_output=True, text=True, timeout=timeout_s,
+        )
+        # The job agent starts a little after the dashboard; on a busy machine, ask again.
+        if "No available agent to submit job" not in done.stdout + done.stderr or time.monotonic() > deadline:
+            return done
+        time.sleep(2)
 
 
 def test_analyze_runs_as_a_ray_job(job_server, demo_run: Path, tmp_path: Path) -> None:

@@ -51,6 +51,9 @@ def node_loss(run: str, out: Path) -> dict:
         "statuses": trials["status"].value_counts().to_dict(),
         "nodes": int(trials["node"].dropna().nunique()),
         "errors": trials["error"].dropna().tolist(),
+        "unfinished_selections": sorted(
+            set(trials.loc[trials["status"] != "finished", "selection"]) - set(trials.loc[trials["status"] == "finished", "selection"])
+        ),
     }
     ray.shutdown()
     cluster.shutdown()

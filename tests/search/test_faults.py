@@ -11,8 +11,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tests.search._drive import finished_trials
+
+#: Tests that start Ray run one after another on one xdist worker (ports, CPUs).
+pytestmark = pytest.mark.xdist_group("ray")
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,8 +33,10 @@ def _drive(*args: str, timeout: float = 480) -> dict:
 def test_a_node_lost_mid_search_costs_no_trial(tiny_run_path: Path, tmp_path: Path) -> None:
     summary = _drive("node-loss", str(tiny_run_path), str(tmp_path / "out"))
     assert summary["removed"]
-    assert summary["trials"] == 16  # every trial accounted for ...
-    assert set(summary["statuses"]) == {"finished"}, summary  # ... those on the lost node ran again elsewhere
+    assert summary["trials"] >= 16  # every trial accounted for ...
+    # ... those on the lost node ran again elsewhere: by Tune's retry, or (a trial whose node died
+    # while it was starting, which Tune does not retry) as a new trial of the same selection
+    assert summary["unfinished_selections"] == [], summary
     assert summary["nodes"] == 2
 
 
