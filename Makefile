@@ -29,10 +29,9 @@ demo: $(STAMP)
 		--model runs/demo-combined.safetensors --analysis runs/demo-analysis --output runs/demo-eval
 	@echo "demo done: see runs/demo-analysis/analysis_report.md and runs/demo-eval/evaluation_report.md"
 
-# Two workers; the tests that start Ray share one of them (xdist group "ray"), one at a time.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -15,9 +15,6 @@ from pathlib import Path
 
 import pytest
 
-#: Tests that start Ray run one after another on one xdist worker (ports, CPUs).
-pytestmark = pytest.mark.xdist_group("ray")
-
 REPO = Path(__file__).resolve().parents[2]
 RAY_CLI = Path(sys.executable).with_name("ray")
 

@@ -17,9 +17,6 @@ from rayjobs.auto_sweetspot import main
 from search.auto import AutoError, auto, is_complete
 from tests.modules import _tiny
 
-#: Tests that start Ray run one after another on one xdist worker (ports, CPUs).
-pytestmark = pytest.mark.xdist_group("ray")
-
 THRESHOLDS = {
     "plateau_variance": 0.00111,
     "improvement_rate": 0.0000251,

@@ -19,9 +19,6 @@ from search.calibrate import CalibrationWarning, calibrate
 from search.calibration_cases import CalibrationError
 from tests.modules import _tiny
 
-#: Tests that start Ray run one after another on one xdist worker (ports, CPUs).
-pytestmark = pytest.mark.xdist_group("ray")
-
 #: Thresholds under which the analysis of the tiny run picks encoder 2, middle 5, head 5; the
 #: defaults pick epoch 2 for every group.
 KNOWN = {

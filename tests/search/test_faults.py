@@ -11,12 +11,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from tests.search._drive import finished_trials
-
-#: Tests that start Ray run one after another on one xdist worker (ports, CPUs).
-pytestmark = pytest.mark.xdist_group("ray")
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -21,9 +21,6 @@ from search.run import SearchError
 from tests.modules import _tiny
 from tests.search import _faulty
 
-#: Tests that start Ray run one after another on one xdist worker (ports, CPUs).
-pytestmark = pytest.mark.xdist_group("ray")
-
 COUPLED = [{"groups": ["encoder", "middle"], "max_epoch_gap": 0}]
 
 
