@@ -229,6 +229,13 @@ def auto(
     if not runs:
         raise AutoError("no run given; pass at least one run directory (--checkpoint-dir)")
     output = check_output_folder(output)
+    for run in runs:
+        root = Path(getattr(run, "path", run)).resolve()
+        if root == output.resolve() or root in output.resolve().parents:
+            raise AutoError(
+                f"{output} is inside the run directory {root}; runs are input only, write elsewhere",
+                param="output",
+            )
     if not isinstance(thresholds, Thresholds):
         thresholds = load_thresholds(thresholds)
     if cpus_per_run <= 0 or gpus_per_run < 0:

@@ -13,6 +13,7 @@ fence, analysis.thresholds): thresholds files stay interchangeable between analy
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -153,6 +154,15 @@ def _specs(spec: SpecLike | Sequence[SpecLike] | None, runs: list[RunDir], trust
     return out
 
 
+def _searched_run(search: str | os.PathLike[str]) -> Path | None:
+    """The run directory a search folder's summary names (None when it names none)."""
+    try:
+        summary = json.loads((Path(search) / "search_summary.json").read_text(encoding="utf-8"))
+        return Path(summary["run_dir"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def calibrate(
     runs: Sequence[RunDir | str | os.PathLike[str]],
     searches: Sequence[str | os.PathLike[str]],
@@ -183,6 +193,18 @@ def calibrate(
         raise CalibrationError(f"{output} is not a .json file; name the thresholds file e.g. calibrated_thresholds.json", param="output")
     records = [read_search(s) for s in searches]  # cheap checks before any spec code runs
     runs = [r if isinstance(r, RunDir) else RunDir(r) for r in runs]
+    for run, search in zip(runs, searches):
+        if run.path.resolve() in output.resolve().parents:
+            raise CalibrationError(
+                f"{output} is inside the run directory {run.path}; the run is input only, write elsewhere",
+                param="output",
+            )
+        searched = _searched_run(search)
+        if searched is not None and searched.is_dir() and searched.resolve() != run.path.resolve():
+            raise CalibrationError(
+                f"search folder {search} searched the run {searched}, not {run.path}; pass each run with"
+                " the search of that run, in the same order"
+            )
     specs = _specs(spec, runs, trust_run_spec)
     cases = [CalibrationCase(run, record, s) for run, record, s in zip(runs, records, specs)]
     max_window = min(MAX_WINDOW, *(len(c.epochs) for c in cases))

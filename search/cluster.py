@@ -47,14 +47,26 @@ def start_ray(address: str | None, config: SearchConfig) -> None:
                 f"cannot reach the Ray cluster at address {address!r} ({error}); start it with"
                 " `ray start --head` or leave the address out to run a local Ray"
             ) from None
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if config.gpus_per_trial > 0 and gpus == 0:
+    check_resources(config.cpus_per_trial, config.gpus_per_trial, "per trial")
+
+
+def check_resources(cpus: float, gpus: float, unit: str) -> None:
+    """Refuse CPUs or GPUs per task that no node of the cluster has (Ray would wait forever)."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    most_cpus = max((r.get("CPU", 0) for r in nodes), default=0)
+    most_gpus = max((r.get("GPU", 0) for r in nodes), default=0)
+    if gpus > 0 and most_gpus == 0:
         raise SearchError(
-            f"gpus per trial is {config.gpus_per_trial} but the Ray cluster has no GPUs; use 0 to"
-            " score on CPUs, or join a cluster with GPUs"
+            f"gpus {unit} is {gpus:g} but the Ray cluster has no GPUs; use 0 to score on CPUs, or join a"
+            " cluster with GPUs"
         )
-    if config.gpus_per_trial > max(gpus, 0) and gpus > 0:
-        raise SearchError(f"gpus per trial is {config.gpus_per_trial} but the whole cluster has {gpus:g}")
+    if gpus > most_gpus:
+        raise SearchError(f"gpus {unit} is {gpus:g} but no node of the cluster has more than {most_gpus:g}")
+    if cpus > most_cpus:
+        raise SearchError(
+            f"cpus {unit} is {cpus:g} but no node of the cluster has more than {most_cpus:g}; lower it"
+            " (a task asking for more than a node has would wait forever)"
+        )
 
 
 def create_pools(search_id: str, run_path: str, capacity: int) -> list[Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,16 @@ class SearchResult:
         return len(self.trials) / self.seconds if self.seconds > 0 else math.nan
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def error_text(error: BaseException) -> str:
+    """What went wrong in a trial, in one line: the last line of Ray's remote traceback (the
+    exception's own message), colour codes removed."""
+    lines = [line.strip() for line in _ANSI.sub("", str(error)).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:500]
+
+
 def _params(path: object) -> dict[str, Any]:
     """A trial's config from the params.json Tune wrote when it started (an errored trial's
     result may carry none)."""
@@ -84,7 +95,7 @@ def trial_rows(results: Any, groups: list[str]) -> pd.DataFrame:
             "seconds": metrics.get("trial_seconds"),
             "eval_seconds": metrics.get("eval_seconds"),
             "finished_at": metrics.get("timestamp"),
-            "error": str(result.error).splitlines()[0][:500] if result.error else None,
+            "error": error_text(result.error) if result.error else None,
         }
         row.update({k: v for k, v in metrics.items() if k.startswith("val/")})
         rows.append(row)

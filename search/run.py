@@ -24,6 +24,7 @@ from ray import tune
 from modules.atomic import write_json_atomic
 from modules.batchnorm import has_batchnorm
 from modules.rundir import RunDir
+from modules.selection import SelectionError, parse_selection
 from modules.spec import Spec, dump_spec
 from search.algorithms import ALGORITHMS, SINGLE, GreedySoup, Points, Proposal, Staged, Together
 from search.cluster import create_pools, start_ray
@@ -38,7 +39,7 @@ from search.results import Candidate, SearchResult, baselines_from, trial_rows
 from search.space import CrossoverSpace, EpochSet, SpaceError, selection_key
 from search.splits import cut_validation
 from search.trainable import TrialContext, crossover_trial, rescore
-from search.tune_searcher import METRIC, CrossoverSearcher
+from search.tune_searcher import GIVE_UP_AFTER, METRIC, CrossoverSearcher
 
 STATE_NAME = "search_state.json"
 TUNE_DIR = "tune"
@@ -102,6 +103,23 @@ def build_algorithm(
     return Staged(space, mode, config.seed, phases)
 
 
+def _as_epoch_set(chosen: Mapping[str, Any], run: RunDir, index: int) -> EpochSet:
+    """group -> epochs averaged, from lists of epochs or the selection.json forms (an epoch,
+    {"average": [first, last]}, {"epochs": [...]})."""
+    if not isinstance(chosen, Mapping):
+        raise SearchError(f"selections[{index}] is {type(chosen).__name__}; give a mapping of group -> epochs")
+    out: EpochSet = {}
+    for group, value in chosen.items():
+        if isinstance(value, (list, tuple)):
+            out[group] = sorted(int(e) for e in value)
+            continue
+        try:
+            out[group] = parse_selection({group: value}, f"selections[{index}]").epochs_for(group, run.epochs)
+        except SelectionError as error:
+            raise SearchError(str(error)) from None
+    return out
+
+
 def _check_selections(selections: list[EpochSet], run: RunDir) -> None:
     if not selections:
         raise SearchError("selections is empty; give at least one group -> epochs mapping")
@@ -136,7 +154,15 @@ def _plan(
 ) -> _Plan:
     notes: list[str] = []
     cut = cut_validation(data["val"], data["train"], config.confirm_fraction, config.shards, config.seed)
-    with_bn = _has_batchnorm(spec)
+    skeleton = _skeleton(spec)
+    with_bn = has_batchnorm(skeleton)
+    modules = dict(skeleton.named_modules())
+    unknown = [m for m in config.prefix_modules if m not in modules]
+    if unknown:
+        raise SearchError(
+            f"prefix module(s) {unknown} are not submodules of the spec's model; name one of"
+            f" {[n for n, _ in skeleton.named_children()][:8]}"
+        )
     update_bn = config.update_bn
     if update_bn is None:
         update_bn = with_bn and spec.batches is not None
@@ -162,8 +188,9 @@ def _plan(
     mode = spec.objective.mode
     num_samples = config.num_samples
     if selections is not None:
+        selections = [_as_epoch_set(chosen, run, index) for index, chosen in enumerate(selections)]
         _check_selections(selections, run)
-        points = [Proposal({g: sorted(int(e) for e in v) for g, v in chosen.items()}, "given") for chosen in selections]
+        points = [Proposal(chosen, "given") for chosen in selections]
         algorithm = Staged(space, mode, config.seed, [Points(space, mode, config.seed, points)])
         num_samples = len(points)
     else:
@@ -176,15 +203,14 @@ def _plan(
     return _Plan(cut, update_bn, space, algorithm, analysis_pick, num_samples, notes)
 
 
-def _has_batchnorm(spec: Spec) -> bool:
-    """Whether the spec's model has BatchNorm, built without memory on the meta device when the
-    factory allows it (a 730M model need not be built on the driver to answer this)."""
+def _skeleton(spec: Spec) -> torch.nn.Module:
+    """The spec's model built without memory on the meta device when the factory allows it (a
+    730M model need not be built on the driver to see its structure)."""
     try:
         with torch.device("meta"):
-            model = spec.build_model()
+            return spec.build_model()
     except Exception:  # noqa: BLE001 - a factory that cannot build on meta is built for real
-        model = spec.build_model()
-    return has_batchnorm(model)
+        return spec.build_model()
 
 
 def _state(run: RunDir, spec: Spec, config: SearchConfig, search_id: str) -> dict[str, Any]:
@@ -260,7 +286,10 @@ def run_search(
         finished = trials[trials["status"] == "finished"] if not trials.empty else trials
         if finished.empty:
             errors = trials["error"].dropna().unique().tolist()[:3] if not trials.empty else []
-            raise SearchError(f"no trial finished; first errors: {errors}")
+            raise SearchError(
+                f"no trial finished (the search stops after {GIVE_UP_AFTER} trials fail with none"
+                f" finished); the trials' errors: {errors}"
+            )
         sign = 1.0 if mode == "min" else -1.0
         best_rows = finished.sort_values("objective", key=lambda s: sign * s).drop_duplicates("selection")
         top = [

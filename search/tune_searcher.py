@@ -13,6 +13,8 @@ from search.memo import NAMESPACE
 from search.space import selection_key
 
 METRIC = "objective"
+#: The search stops when this many trials failed (each after its retries) and none finished.
+GIVE_UP_AFTER = 3
 
 
 class CrossoverSearcher(Searcher):
@@ -48,12 +50,17 @@ class CrossoverSearcher(Searcher):
         #: num_samples is set higher and this is the search's real budget).
         self.budget = budget
         self.asked = 0
+        #: Trials that failed for good before any finished: a spec or setting error, not bad luck.
+        self.failed_before_any = 0
+        self.completed = 0
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if trial_id in self.live:
             return self._config(self.live[trial_id])
         if self.max_live is not None and len(self.live) >= self.max_live:
             return None
+        if self.completed == 0 and self.failed_before_any >= GIVE_UP_AFTER:
+            return Searcher.FINISHED if not self.live else None
         if self.again:
             proposal: Proposal | None = self.again.pop(0)
         elif self.asked < self.budget:
@@ -86,6 +93,8 @@ class CrossoverSearcher(Searcher):
                 self.algorithm.late_result(late, value)
             return
         self.ended[trial_id] = proposal
+        self.completed += complete
+        self.failed_before_any += error and not self.completed
         key = selection_key(proposal.epochs)
         if error and self.attempts.get(key, 0) < self.retries:
             self.attempts[key] = self.attempts.get(key, 0) + 1

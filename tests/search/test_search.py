@@ -118,3 +118,18 @@ def test_an_unreachable_cluster_and_a_one_epoch_run_are_refused_quickly(tmp_path
     writer.write_epoch(1, {g: {k: state[k] for k in ks} for g, ks in keys.items()})
     with pytest.raises(SearchError, match="at least two"):
         check_inputs(RunDir(tmp_path / "one"), tmp_path / "out", SearchConfig())
+
+
+def test_a_spec_whose_trials_all_fail_stops_early_with_the_reason(
+    ray_local: None, tiny_run_path: Path, tmp_path: Path
+) -> None:
+    data = dict(_tiny.SPEC, evaluate="tests.search._faulty:evaluate_without_objective")
+    from modules.spec import parse_spec
+
+    with pytest.raises(SearchError, match="without the objective 'loss'"):
+        search(tiny_run_path, tmp_path / "out", parse_spec(data, "spec"), num_samples=40, shards=1,
+               confirm_fraction=0.0, baselines=False, max_failures=0, evaluate=False, progress=False)
+    trials = pd.read_parquet(tmp_path / "out" / "trials.parquet") if (tmp_path / "out" / "trials.parquet").exists() else None
+    assert trials is None  # nothing scored, nothing written as a result
+    with pytest.raises(SearchError, match="not submodules"):
+        search(tiny_run_path, tmp_path / "out2", _faulty.spec(), prefix_modules=("backbone",), progress=False)
