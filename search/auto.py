@@ -275,6 +275,9 @@ def _run_tasks(
     import ray
 
     start_ray(address)
+    from search.cluster import check_resources  # imports Ray: only once a run is to be done
+
+    check_resources(cpus_per_run, gpus_per_run, "per run")
     device = "auto" if gpus_per_run > 0 else "cpu"  # a task without GPUs must not grab one
     task = ray.remote(_task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
     pending = {
