@@ -98,7 +98,7 @@ def test_bad_settings_are_refused_before_any_trial(ray_local: None, tiny_run_pat
         search(tiny_run_path, tmp_path / "nothing", spec, resume=True, progress=False)
     with pytest.raises(SearchError, match="inside the run directory"):
         search(tiny_run_path, tiny_run_path / "out", spec, progress=False)
-    with pytest.raises(SearchError, match="whole cluster has 2"):
+    with pytest.raises(SearchError, match="no node of the cluster has more than 2"):
         search(tiny_run_path, tmp_path / "gpus", spec, gpus_per_trial=4, progress=False)
     with pytest.raises(Exception, match="trust-run-spec"):
         search(tiny_run_path, tmp_path / "trust", progress=False)
@@ -133,3 +133,8 @@ def test_a_spec_whose_trials_all_fail_stops_early_with_the_reason(
     assert trials is None  # nothing scored, nothing written as a result
     with pytest.raises(SearchError, match="not submodules"):
         search(tiny_run_path, tmp_path / "out2", _faulty.spec(), prefix_modules=("backbone",), progress=False)
+
+
+def test_cpus_per_trial_no_node_has_are_refused(ray_local: None, tiny_run_path: Path, tmp_path: Path) -> None:
+    with pytest.raises(SearchError, match="cpus per trial is 4 but no node of the cluster has more than 2"):
+        search(tiny_run_path, tmp_path / "cpus", _faulty.spec(), cpus_per_trial=4, progress=False)
