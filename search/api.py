@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from analysis.evaluation.baselines import analysis_for
 from modules.atomic import check_output_folder
 from modules.run_spec import spec_for_run
@@ -45,7 +47,13 @@ def search(
 
     if config is not None and settings:
         raise SearchError(f"pass either config= or settings ({sorted(settings)}), not both")
-    config = config or SearchConfig(**settings)
+    if config is None:
+        try:
+            config = SearchConfig(**settings)
+        except ValidationError as error:
+            first = error.errors()[0]
+            name = str(first["loc"][0]) if first["loc"] else "settings"
+            raise SearchError(f"{first.get('input')!r}: {first['msg']}", param=name) from None
     run = run if isinstance(run, RunDir) else RunDir(run)
     output = check_output_folder(output)
     spec, _ = spec_for_run(spec, run, trust_run_spec=trust_run_spec, purpose="the search")

@@ -311,6 +311,8 @@ def run_search(
         del pools
         ray.kill(memo)
     notes = plan.notes
+    if resume:
+        notes.append("resumed: Tune keeps the first run's trial budget, so a new --num-samples does not extend it")
     if plan.cut.confirm is None:
         notes.append("--confirm-fraction 0: the pick is the best on the search split itself, with no held-back check")
     settings = {

@@ -138,3 +138,11 @@ def test_a_spec_whose_trials_all_fail_stops_early_with_the_reason(
 def test_cpus_per_trial_no_node_has_are_refused(ray_local: None, tiny_run_path: Path, tmp_path: Path) -> None:
     with pytest.raises(SearchError, match="cpus per trial is 4 but no node of the cluster has more than 2"):
         search(tiny_run_path, tmp_path / "cpus", _faulty.spec(), cpus_per_trial=4, progress=False)
+
+
+def test_a_bad_setting_in_python_is_a_sweetspot_error_naming_the_argument(tmp_path: Path) -> None:
+    import sweetspot
+
+    with pytest.raises(sweetspot.SweetspotError, match="unknown algorithm 'tpee'") as caught:
+        sweetspot.search(tmp_path / "run", tmp_path / "out", algo="tpee")
+    assert caught.value.param == "algo"
