@@ -118,5 +118,7 @@ def load_with_placeholders(
         return unpickler(file, **kwargs).load()
 
     module = SimpleNamespace(__name__="sweetspot_restricted_pickle", Unpickler=unpickler, load=load)
+    # weights_only=False only hands torch our pickle module: every global still goes through the
+    # restricted find_class above (allow-list, inert placeholders, code refused), never pickle's own.
     obj = torch.load(Path(path), map_location="cpu", weights_only=False, pickle_module=module, mmap=mmap)
     return obj, sorted(skipped)

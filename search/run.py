@@ -195,9 +195,10 @@ def _plan(
         num_samples = len(points)
     else:
         algorithm = build_algorithm(space, config, mode, seeds, notes)
-        if config.algo == "grid" and num_samples < len(space.enumerate()) + len(seeds):
+        grid_size = len(space.enumerate()) if config.algo == "grid" else 0
+        if grid_size and num_samples < grid_size + len(seeds):
             notes.append(
-                f"the grid holds {len(space.enumerate())} selections but --num-samples is {num_samples}:"
+                f"the grid holds {grid_size} selections but --num-samples is {num_samples}:"
                 " it was not searched to the end"
             )
     return _Plan(cut, update_bn, space, algorithm, analysis_pick, num_samples, notes)
