@@ -1,4 +1,4 @@
-# sweetspot: `make demo` trains the embedded demo run; `make test` runs the suite.
+# sweetspot: `make demo` runs the whole pipeline on two demo runs; `make test` runs the suite.
 PYTHON ?= python3
 # An activated virtual environment is used as it is (its own torch kept); otherwise .venv is made.
 VENV ?= $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),.venv)
@@ -18,16 +18,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Each step's output feeds the next; a finished demo run is reused (delete runs/ to start over).
+# The whole pipeline on two demo runs (seeds 0 and 1): train both, then analyse, combine, search and
+# calibrate on A, auto on B, evaluate and summarise into runs/summary.md. Complete stages are
+# reused on a rerun; FORCE=1 redoes them all.
+DEMO_SAMPLES ?= 200
 demo: $(STAMP)
-	@if [ -f runs/demo/manifest.json ]; then echo "runs/demo already trained; reusing it (rm -r runs to retrain)"; \
-	else $(SWEETSPOT) train-demo --out runs/demo; fi
-	$(SWEETSPOT) analyze --checkpoint-dir runs/demo --output runs/demo-analysis
-	$(SWEETSPOT) combine --checkpoint-dir runs/demo --selection runs/demo-analysis/selection.json \
-		--output runs/demo-combined.safetensors --update-bn --spec runs/demo/sweetspot.yaml
-	$(SWEETSPOT) evaluate --spec runs/demo/sweetspot.yaml --checkpoint-dir runs/demo \
-		--model runs/demo-combined.safetensors --analysis runs/demo-analysis --output runs/demo-eval
-	@echo "demo done: see runs/demo-analysis/analysis_report.md and runs/demo-eval/evaluation_report.md"
+	$(if $(FORCE),rm -rf runs/demo-a runs/demo-b)
+	$(SWEETSPOT) train-demo --out runs/demo-a --seed 0 --reuse
+	$(SWEETSPOT) train-demo --out runs/demo-b --seed 1 --reuse
+	$(SWEETSPOT) pipeline --checkpoint-dir runs/demo-a --auto-runs runs/demo-b --trust-run-spec \
+		--output runs --num-samples $(DEMO_SAMPLES) $(if $(FORCE),--force)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "calibrate": "rayjobs.calibrate_thresholds",
     "auto": "rayjobs.auto_sweetspot",
     "verify": "rayjobs.verify_run",
+    "pipeline": "rayjobs.pipeline",
 }
 
 DESCRIPTION = "Find each module group's best training epoch and build one model from them."
@@ -30,6 +31,7 @@ EPILOG = """pipeline:
   sweetspot combine --checkpoint-dir runs/demo --selection analysis/selection.json --output combined.safetensors
   sweetspot evaluate --checkpoint-dir runs/demo --model combined.safetensors --analysis analysis/ --output eval/
   sweetspot verify runs/demo [--clean]                       # sha256 of every file, leftovers of a kill
+  sweetspot pipeline --checkpoint-dir runs/a --auto-runs runs/b --spec S --output results/   # all of it, summary.md
 
 `sweetspot COMMAND --help` describes each command."""
 

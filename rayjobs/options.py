@@ -1,4 +1,4 @@
-"""Option values shared by the entrypoints: ``--group G=E`` and the seed's ``--<group> FILE``."""
+"""Options shared by the entrypoints: ``--group G=E``, the seed's ``--<group> FILE``, the search settings."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import argparse
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 import sweetspot
 
@@ -101,3 +104,58 @@ def add_trust_flag(parser: argparse.ArgumentParser, what: str) -> None:
         help=f"without --spec, run the code named by the spec stored in the run for {what} (only for runs you trust;"
         " default: refuse and ask for --spec)",
     )
+
+
+class SearchArgumentError(sweetspot.SweetspotError, ValueError):
+    """A search option with a value the search cannot take."""
+
+
+def add_search_settings(parser: argparse.ArgumentParser) -> None:
+    """The options that make a ``SearchConfig`` (``config_from``), shared with ``rayjobs.pipeline``."""
+    parser.add_argument("--num-samples", type=int, default=200, help="trials in all, baselines included (default 200)")
+    parser.add_argument("--algo", default="tpe", help="tpe (default), cmaes, gp, random, grid or module-soup")
+    parser.add_argument("--candidates", default="all", choices=["all", "analysis"], help="epochs per group: all recorded, or the analysis's plateau window and neighbours (default all)")
+    parser.add_argument("--include-averages", action="store_true", help="also search averaging windows around each epoch")
+    parser.add_argument("--max-half-width", type=int, default=2, help="widest averaging window, in checkpoints each side (default 2)")
+    parser.add_argument("--confirm-fraction", type=float, default=0.3, help="part of validation held back to pick among the top candidates (default 0.3)")
+    bn = parser.add_mutually_exclusive_group()
+    bn.add_argument("--update-bn", dest="update_bn", action="store_true", default=None, help="recompute stale BatchNorm statistics before scoring (default: when the model has BatchNorm and the spec has batches)")
+    bn.add_argument("--no-update-bn", dest="update_bn", action="store_false", help="score without recomputing BatchNorm statistics")
+    parser.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractional allowed (default 0: CPU)")
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
+    parser.add_argument("--max-concurrent", type=int, help="most trials at once (default: as resources allow)")
+    parser.add_argument("--shards", type=int, default=4, help="validation shards; ASHA stops poor trials after each (default 4; 1 = no early stopping)")
+    parser.add_argument("--pool-memory", default="8GB", help="object-store memory per node for checkpoints (default 8GB)")
+    parser.add_argument("--prefix-module", action="append", default=[], metavar="MODULE", help="a submodule whose output is cached per choice (e.g. backbone); repeatable")
+    parser.add_argument("--prefix-cache-memory", default="1GB", help="memory per worker for cached prefix outputs (default 1GB)")
+    parser.add_argument("--max-failures", type=int, default=2, help="reruns of a trial whose worker or node died (default 2)")
+    parser.add_argument("--top-k", type=int, default=5, help="top candidates rescored on the confirm part and on test (default 5)")
+    parser.add_argument("--no-baselines", action="store_true", help="do not search single epochs and the greedy soup first")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the samplers and of the confirm split (default 0)")
+
+
+_FLAGS = {
+    "num_samples": "--num-samples", "confirm_fraction": "--confirm-fraction", "gpus_per_trial": "--gpus-per-trial",
+    "cpus_per_trial": "--cpus-per-trial", "max_concurrent": "--max-concurrent", "shards": "--shards",
+    "pool_memory": "--pool-memory", "prefix_cache_memory": "--prefix-cache-memory", "top_k": "--top-k", "max_half_width": "--max-half-width", "algo": "--algo",
+}
+
+
+def config_from(args: argparse.Namespace) -> Any:
+    """The search settings; Ray and Optuna are imported only now, so other commands start fast."""
+    try:
+        return sweetspot.SearchConfig(
+            num_samples=args.num_samples, algo=args.algo, candidates=args.candidates,
+            include_averages=args.include_averages, max_half_width=args.max_half_width,
+            confirm_fraction=args.confirm_fraction, update_bn=args.update_bn,
+            gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
+            max_concurrent=args.max_concurrent, shards=args.shards, pool_memory=args.pool_memory,
+            prefix_modules=tuple(args.prefix_module), prefix_cache_memory=args.prefix_cache_memory,
+            top_k=args.top_k, baselines=not args.no_baselines, max_failures=args.max_failures, seed=args.seed,
+        )
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            field = str(item["loc"][0]) if item["loc"] else ""
+            problems.append(f"{_FLAGS.get(field, '--' + field.replace('_', '-'))} {item.get('input')!r}: {item['msg']}")
+        raise SearchArgumentError("; ".join(problems)) from None

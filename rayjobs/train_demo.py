@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=60, help="training epochs (default 60)")
     parser.add_argument("--every", type=int, default=2, help="save a checkpoint every k epochs (default 2)")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument(
+        "--reuse", action="store_true",
+        help="keep a complete demo run of these settings already in --out; retrain one a kill left incomplete",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -34,12 +38,12 @@ def run(args: argparse.Namespace) -> int:
 
     out = train_demo(
         args.out, seed=args.seed, width=args.width, epochs=args.epochs, every=args.every,
-        progress=not args.no_progress, device=resolve_device(args.device),
+        progress=not args.no_progress, device=resolve_device(args.device), reuse=args.reuse,
     )
     run_dir = RunDir(out)
     megabytes = sum(run_dir.group_nbytes(g) for g in run_dir.groups) / 1e6
     print(
-        f"trained the demo ({megabytes:.1f} MB per checkpoint) for {args.epochs} epochs;"
+        f"demo run of {args.epochs} epochs ({megabytes:.1f} MB per checkpoint);"
         f" recorded epochs {run_dir.epochs[0] if run_dir.epochs else '-'}..{run_dir.epochs[-1] if run_dir.epochs else '-'}"
         f" ({len(run_dir.epochs)} checkpoints, groups {', '.join(run_dir.groups)}) in {out}"
     )

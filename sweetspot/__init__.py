@@ -7,6 +7,7 @@
     evaluation = sweetspot.evaluate("runs/demo", "combined.safetensors", spec="sweetspot.yaml", output="eval/")
 
     result = sweetspot.search("runs/demo", "search/", "runs/demo/sweetspot.yaml", num_samples=200)
+    summary = sweetspot.pipeline("runs/a", "results/", "sweetspot.yaml", auto_runs=["runs/b"])
 
 The implementations live in ``modules``, ``analysis`` and ``search``; this package only re-exports
 them. The search's names load on first use, so ``import sweetspot`` does not import Ray or Optuna.
@@ -46,6 +47,9 @@ _ON_RAY = {
     "SearchConfig": ("search.config", "SearchConfig"),
     "SearchResult": ("search.results", "SearchResult"),
     "SearchError": ("search.errors", "SearchError"),
+    "pipeline": ("search.pipeline", "pipeline"),
+    "PipelineResult": ("search.pipeline", "PipelineResult"),
+    "PipelineError": ("search.pipeline", "PipelineError"),
 }
 
 
@@ -72,6 +76,8 @@ __all__ = [
     "EvaluationResult",
     "ImportReport",
     "Recorder",
+    "PipelineError",
+    "PipelineResult",
     "RunAnalysis",
     "RunDir",
     "RunDirError",
@@ -97,5 +103,6 @@ __all__ = [
     "load_selection",
     "load_spec",
     "load_thresholds",
+    "pipeline",
     "search",
 ]

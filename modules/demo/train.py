@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,10 +15,10 @@ from tqdm import tqdm
 from modules.demo.data import TASKS, DemoSplit, load_splits
 from modules.demo.evaluate import evaluate, task_losses
 from modules.demo.model import build_model
-from modules.demo.spec import demo_spec
+from modules.demo.spec import demo_spec, demo_spec_yaml
 from modules.errors import RunDirError, SpecError
 from modules.recorder import Recorder
-from modules.rundir import SPEC_NAME
+from modules.rundir import SPEC_NAME, RunDir
 
 BATCH_SIZE = 256
 LEARNING_RATE = 1e-3
@@ -48,6 +50,24 @@ def masked_objective(outputs: dict[str, torch.Tensor], batch: DemoSplit) -> torc
     return total
 
 
+def demo_run_state(out: Path, seed: int, width: int, epochs: int, every: int) -> str:
+    """``complete`` (every checkpoint of these settings recorded), ``incomplete`` (a demo run of
+    these settings that stopped early) or ``other`` (missing, or not this demo run)."""
+    try:
+        same = (out / SPEC_NAME).read_text(encoding="utf-8") == demo_spec_yaml(width=width, seed=seed)
+    except OSError:
+        return "other"
+    if not same:
+        return "other"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # leftovers of the killed write: the run is trained again
+            recorded = RunDir(out).epochs
+    except RunDirError:
+        return "incomplete"
+    return "complete" if recorded == list(range(every, epochs + 1, every)) else "incomplete"
+
+
 def check_out(out: Path) -> None:
     """Refuse an existing non-empty output folder."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -64,12 +84,22 @@ def train_demo(
     every: int = 2,
     progress: bool = True,
     device: str | torch.device = "cpu",
+    reuse: bool = False,
 ) -> Path:
-    """Train the demo for ``epochs`` epochs, saving every ``every``; returns the run directory."""
+    """Train the demo for ``epochs`` epochs, saving every ``every``; returns the run directory.
+
+    With ``reuse``, a complete demo run of the same settings in ``out`` is returned as it is, and
+    one that a killed training left incomplete is removed and trained again."""
     out = Path(out)
     for name, value in {"epochs": epochs, "every": every, "width": width}.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise SpecError(f"train-demo --{name} must be a positive integer, got {value!r}")
+    if reuse:
+        state = demo_run_state(out, seed, width, epochs, every)
+        if state == "complete":
+            return out
+        if state == "incomplete":
+            shutil.rmtree(out)
     check_out(out)
     device = torch.device(device)
     one_thread = device.type == "cpu" and width <= SINGLE_THREAD_MAX_WIDTH

@@ -59,6 +59,7 @@ def _required(name: str) -> list[str]:
         "search": ["--checkpoint-dir", "r", "--output", "o"],
         "calibrate": ["--checkpoint-dir", "r", "--search", "s", "--output", "o.json"],
         "auto": ["--checkpoint-dir", "r", "--thresholds", "t.json", "--output", "o"],
+        "pipeline": ["--checkpoint-dir", "r", "--output", "o"],
     }[name]
 
 

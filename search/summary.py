@@ -1,0 +1,216 @@
+"""The pipeline's summary: per group what each selector picked, and every candidate of every run
+on validation and test against that run's best single epoch, with paired bootstrap intervals."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis.evaluation.baselines import DEFAULT_SINGLE_EPOCHS, AnalysisInfo, Candidate
+from analysis.evaluation.evaluate import (
+    CandidateEvaluator,
+    EvaluationResult,
+    compare,
+    run_evaluation,
+)
+from modules.atomic import write_json_atomic, write_text_atomic
+from modules.rundir import RunDir
+from modules.spec import Spec
+
+SUMMARY_MD = "summary.md"
+SUMMARY_JSON = "summary.json"
+SUMMARY_PNG = "summary.png"
+VERDICTS = {
+    "combination better": "better than the best single epoch",
+    "baseline better": "worse than the best single epoch",
+    "no significant difference": "no significant difference",
+}
+#: The baselines the summary shows, in this order, by their kind in the evaluation.
+BASELINE_KINDS = (("best_single", "best single epoch"), ("last", "last epoch"), ("plateau", "plateau average"), ("greedy", "greedy soup"))
+
+
+@dataclass
+class SummaryRow:
+    """One candidate of one run: objective on val and test, and its difference to the run's best
+    single epoch (gain in percent, positive = better; the test interval is of the per-example
+    difference, candidate minus best single, so below zero = the candidate is better)."""
+
+    run: str
+    label: str
+    name: str
+    val: float
+    test: float
+    val_gain_pct: float
+    test_gain_pct: float
+    test_difference: tuple[float, float]
+    verdict: str
+
+
+def evaluate_run_rows(
+    run_label: str,
+    run: RunDir,
+    spec: Spec,
+    analysis: AnalysisInfo | None,
+    selected: Sequence[tuple[str, Mapping[str, list[int]]]],
+    update_bn: bool,
+    device: str = "cpu",
+    progress: bool = True,
+    resamples: int = 2000,
+) -> tuple[EvaluationResult, list[SummaryRow]]:
+    """Evaluate ``selected`` (label, epochs per group; the first is the evaluation's combination)
+    and the baselines of ``run``; one row for each baseline kind shown and each selected."""
+    evaluator = CandidateEvaluator(spec, run, device=device)
+
+    def candidate(label: str, epochs: Mapping[str, list[int]]) -> Candidate:
+        return Candidate(label, "combination", {g: list(v) for g, v in epochs.items()}, recompute_bn=evaluator.has_bn and update_bn)
+
+    first_label, first_epochs = selected[0]
+    result = run_evaluation(evaluator, candidate(first_label, first_epochs), list(DEFAULT_SINGLE_EPOCHS), analysis, resamples, 0, progress)
+    by_kind = {}
+    for evaluated in result.evaluated:  # the combination too: it may be a baseline's weights
+        kinds = evaluated.candidate.alias_kinds if evaluated is result.evaluated[0] else [evaluated.candidate.kind, *evaluated.candidate.alias_kinds]
+        for kind in kinds:
+            by_kind.setdefault(kind, evaluated)
+    best = by_kind.get("best_single") or result.evaluated[0]
+    shown = [(label, by_kind[kind]) for kind, label in BASELINE_KINDS if kind in by_kind]
+    shown.append((first_label, result.evaluated[0]))
+    shown.extend((label, evaluator.evaluate(candidate(label, epochs))) for label, epochs in selected[1:])
+    metric, sign = result.objective_metric, (-1.0 if result.objective_mode == "min" else 1.0)
+    rows = []
+    for label, evaluated in shown:
+        comparison = compare(evaluated, best, resamples, seed=0)
+        same = np.array_equal(evaluated.test_losses, best.test_losses)
+        rows.append(
+            SummaryRow(
+                run_label, label, evaluated.candidate.name,
+                evaluated.metrics["val"][metric], evaluated.metrics["test"][metric],
+                0.0 + sign * comparison.percent["val"].get(metric, math.nan),
+                0.0 + sign * comparison.percent["test"].get(metric, math.nan),
+                (comparison.test_interval.low, comparison.test_interval.high),
+                "the best single epoch's results" if same else VERDICTS[comparison.verdict],
+            )
+        )
+    return result, rows
+
+
+def picks_table(picks: Mapping[str, Mapping[str, Any]], groups: Sequence[str]) -> list[str]:
+    """Markdown table: a row per group, a column per selector (e.g. analysis on A, search on A, auto on B)."""
+    columns = list(picks)
+    lines = ["| group | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
+    for group in groups:
+        lines.append(f"| {group} | " + " | ".join(_choice(picks[c].get(group)) for c in columns) + " |")
+    return lines
+
+
+def _choice(choice: Any) -> str:
+    if choice is None:
+        return "-"
+    if isinstance(choice, Mapping) and "average" in choice:
+        first, last = choice["average"]
+        return f"average {first}-{last}"
+    if isinstance(choice, Mapping) and "epochs" in choice:
+        return "average of " + ", ".join(str(e) for e in choice["epochs"])
+    return str(choice)
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _pct(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:+.2f}%"
+
+
+def rows_table(rows: Sequence[SummaryRow], metric: str, per_example: str) -> list[str]:
+    lines = [
+        f"| run | candidate | val {metric} | val gain | test {metric} | test gain | test difference, 95% interval ({per_example}) | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        low, high = r.test_difference
+        lines.append(
+            f"| {r.run} | {r.label} | {_fmt(r.val)} | {_pct(r.val_gain_pct)} | {_fmt(r.test)} | {_pct(r.test_gain_pct)}"
+            f" | [{low:+.4f}, {high:+.4f}] | {r.verdict} |"
+        )
+    return lines
+
+
+def write_summary(
+    folder: Path,
+    rows: Sequence[SummaryRow],
+    picks: Mapping[str, Mapping[str, Any]],
+    groups: Sequence[str],
+    objective: tuple[str, str],
+    per_example: str,
+    links: Mapping[str, Path],
+    notes: Sequence[str] = (),
+) -> dict[str, Path]:
+    """summary.md (tables, links to every report and plot), summary.json and summary.png."""
+    metric, mode = objective
+    paths = {"md": folder / SUMMARY_MD, "json": folder / SUMMARY_JSON, "plot": folder / SUMMARY_PNG}
+    _plot(rows, metric, paths["plot"])
+    lines = [
+        "# sweetspot pipeline summary",
+        "",
+        f"Objective: {metric} ({mode}). Choices are made on validation; test is held out. Gain is against",
+        "the same run's best single epoch on validation, in percent of its objective (positive = better); the",
+        "interval is the paired bootstrap 95% interval of the per-example test difference (below zero = better).",
+        "",
+        "## Picks per group",
+        "",
+        *picks_table(picks, groups),
+        "",
+        "## Validation and test",
+        "",
+        *rows_table(rows, metric, per_example),
+        "",
+        f"![validation and test gains]({SUMMARY_PNG})",
+        "",
+        "## Reports",
+        "",
+        *(f"- {name}: [{_relative(path, folder)}]({_relative(path, folder)})" for name, path in links.items()),
+    ]
+    if notes:
+        lines += ["", "## Notes", "", *(f"- {n}" for n in notes)]
+    write_text_atomic(paths["md"], "\n".join(lines) + "\n")
+    write_json_atomic(
+        paths["json"],
+        {
+            "objective": {"metric": metric, "mode": mode},
+            "per_example": per_example,
+            "picks": {k: dict(v) for k, v in picks.items()},
+            "rows": [asdict(r) for r in rows],
+            "links": {k: _relative(v, folder) for k, v in links.items()},
+            "notes": list(notes),
+        },
+    )
+    return paths
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(folder.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _plot(rows: Sequence[SummaryRow], metric: str, path: Path) -> None:
+    from analysis.plots import new_figure, save_figure
+
+    figure = new_figure((8, 0.45 * len(rows) + 1.5))
+    axis = figure.add_subplot()
+    positions = range(len(rows))
+    axis.barh([p - 0.2 for p in positions], [r.val_gain_pct for r in rows], height=0.4, label="validation")
+    axis.barh([p + 0.2 for p in positions], [r.test_gain_pct for r in rows], height=0.4, label="test")
+    axis.set_yticks(list(positions), [f"{r.run}: {r.label}" for r in rows])
+    axis.invert_yaxis()
+    axis.axvline(0.0, color="black", linewidth=0.8)
+    axis.set_xlabel(f"gain over the run's best single epoch, % of {metric} (positive = better)")
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    save_figure(figure, path, dpi=110)
