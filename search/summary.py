@@ -25,6 +25,8 @@ from modules.spec import Spec
 SUMMARY_MD = "summary.md"
 SUMMARY_JSON = "summary.json"
 SUMMARY_PNG = "summary.png"
+#: Gains beyond this many percent are cut at the plot's edge, so the close candidates stay readable.
+FAR_PCT = 25.0
 VERDICTS = {
     "combination better": "better than the best single epoch",
     "baseline better": "worse than the best single epoch",
@@ -200,14 +202,25 @@ def _relative(path: Path, folder: Path) -> str:
 
 
 def _plot(rows: Sequence[SummaryRow], metric: str, path: Path) -> None:
+    """Validation and test gains as bars; the axis spans the close candidates, and a far-off bar
+    (often the last epoch) is cut at the edge with its value written there."""
     from analysis.plots import new_figure, save_figure
 
     figure = new_figure((8, 0.45 * len(rows) + 1.5))
     axis = figure.add_subplot()
-    positions = range(len(rows))
-    axis.barh([p - 0.2 for p in positions], [r.val_gain_pct for r in rows], height=0.4, label="validation")
-    axis.barh([p + 0.2 for p in positions], [r.test_gain_pct for r in rows], height=0.4, label="test")
-    axis.set_yticks(list(positions), [f"{r.run}: {r.label}" for r in rows])
+    gains = [g for r in rows for g in (r.val_gain_pct, r.test_gain_pct) if math.isfinite(g)]
+    near = [abs(g) for g in gains if abs(g) <= FAR_PCT]
+    limit = 1.25 * max(near + [1.0])
+    for offset, split, colour in ((-0.2, "val_gain_pct", "tab:blue"), (0.2, "test_gain_pct", "tab:orange")):
+        values = [getattr(r, split) for r in rows]
+        clipped = [max(-limit, min(limit, v)) if math.isfinite(v) else 0.0 for v in values]
+        axis.barh([i + offset for i in range(len(rows))], clipped, height=0.4, color=colour,
+                  label="validation" if split.startswith("val") else "test")
+        for i, (value, shown) in enumerate(zip(values, clipped, strict=True)):
+            if math.isfinite(value) and value != shown:
+                axis.text(shown, i + offset, f" {value:+.0f}% ", va="center", ha="left" if shown < 0 else "right", fontsize=7, color="white")
+    axis.set_xlim(-limit, limit)
+    axis.set_yticks(list(range(len(rows))), [f"{r.run}: {r.label}" for r in rows])
     axis.invert_yaxis()
     axis.axvline(0.0, color="black", linewidth=0.8)
     axis.set_xlabel(f"gain over the run's best single epoch, % of {metric} (positive = better)")

@@ -1,14 +1,19 @@
 """`make demo`'s pipeline at a tiny size: two real demo runs trained by `train-demo --reuse`, then
 `sweetspot pipeline` (analyse, combine, search, calibrate on A, auto on B, evaluate, summary) on the
-session's local Ray. Figures in the summary are checked against the models evaluated here directly."""
+session's local Ray, killed with SIGKILL in its search and run again. Figures in the summary are
+checked against the models evaluated here directly."""
 
 from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import ray
 import torch
 from safetensors.torch import load_file
 
@@ -17,6 +22,7 @@ from modules.rundir import RunDir
 from rayjobs import cli
 from search.pipeline import PipelineError, pipeline
 
+REPO = Path(__file__).resolve().parents[2]
 WIDTH, EPOCHS = 16, 12
 STAGES = ["analyse demo-a", "combine demo-a", "search demo-a", "calibrate on demo-a", "auto on demo-b", "evaluate and summarise"]
 
@@ -52,11 +58,35 @@ def demo_pipeline(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> 
     return root, ""
 
 
-def test_the_demo_pipeline_writes_every_artefact_and_a_complete_summary(demo_pipeline, capsys) -> None:
+def _killed_in_the_search(root: Path) -> None:
+    """The pipeline in a process of its own (on the session's Ray), killed with SIGKILL once its
+    search has started."""
+    command = [
+        sys.executable, "-m", "rayjobs.pipeline", "--checkpoint-dir", str(root / "demo-a"), "--auto-runs", str(root / "demo-b"),
+        "--trust-run-spec", "--output", str(root), "--num-samples", "10", "--shards", "1", "--calibration-trials", "6",
+        "--address", ray.get_runtime_context().gcs_address,
+    ]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stderr:
+            if "search demo-a: running" in line:
+                break
+        time.sleep(3)  # some trials run
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_the_demo_pipeline_killed_mid_search_goes_on_and_writes_every_artefact_and_a_complete_summary(demo_pipeline, capsys) -> None:
     root, _ = demo_pipeline
+    _killed_in_the_search(root)
+    assert (root / "analysis" / "demo-a" / "selection.json").is_file() and not (root / "summary.md").exists()
     assert _pipeline(root) == 0
     out = capsys.readouterr()
-    for stage in STAGES:
+    for stage in STAGES[:2]:
+        assert f"{stage}: complete from an earlier run, skipped" in out.err
+    assert "search demo-a: resuming" in out.err
+    for stage in STAGES[2:]:
         assert f"{stage}: done" in out.err
     assert "# sweetspot pipeline summary" in out.out
     for path in [
