@@ -229,6 +229,9 @@ def auto(
     if not runs:
         raise AutoError("no run given; pass at least one run directory (--checkpoint-dir)")
     output = check_output_folder(output)
+    missing = [run for run in runs if "://" not in run and not Path(run).exists()]
+    if missing:  # a typo is refused before Ray starts; a broken run is reported as that run's failure
+        raise AutoError(f"run directory {', '.join(missing)} does not exist; pass existing runs (--checkpoint-dir)")
     for run in runs:
         root = Path(getattr(run, "path", run)).resolve()
         if root == output.resolve() or root in output.resolve().parents:
