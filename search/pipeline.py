@@ -252,6 +252,10 @@ def pipeline(
 
     def evaluate_step(fresh: bool) -> None:
         per_example, objective = "", ("", "")
+        for r in auto_targets:  # what auto's thresholds are for: to beat the default thresholds' pick
+            default = analyze(opened[r], spec=specs[r]).selection
+            picks[f"default analysis ({names[r]})"] = _choices(default, opened[r])
+            selected[r].append(("default analysis pick", selection_epochs(default, opened[r])))
         for r, chosen_epochs in selected.items():
             result, run_rows = evaluate_run_rows(
                 names[r], opened[r], specs[r], read_analysis_dir(analyses[r]), chosen_epochs,

@@ -99,11 +99,11 @@ def test_the_demo_pipeline_killed_mid_search_goes_on_and_writes_every_artefact_a
         assert (root / path).is_file(), path
     summary = json.loads((root / "summary.json").read_text())
     groups = RunDir(root / "demo-a").groups
-    assert set(summary["picks"]) == {"analysis (demo-a)", "search (demo-a)", "auto (demo-b)"}
+    assert set(summary["picks"]) == {"analysis (demo-a)", "search (demo-a)", "auto (demo-b)", "default analysis (demo-b)"}
     assert all(set(picks) == set(groups) for picks in summary["picks"].values())
     rows = {(r["run"], r["label"]): r for r in summary["rows"]}
     baselines = ["best single epoch", "last epoch", "plateau average", "greedy soup"]
-    assert set(rows) == {("demo-a", b) for b in [*baselines, "search pick", "analysis pick"]} | {("demo-b", b) for b in [*baselines, "auto pick"]}
+    assert set(rows) == {("demo-a", b) for b in [*baselines, "search pick", "analysis pick"]} | {("demo-b", b) for b in [*baselines, "auto pick", "default analysis pick"]}
     for row in rows.values():
         low, high = row["test_difference"]
         assert math.isfinite(row["val"]) and math.isfinite(row["test"]) and low <= high
