@@ -149,3 +149,20 @@ def test_bad_invocations_say_what_to_do(demo_pipeline, tmp_path: Path, capsys) -
         pipeline([root / "demo-a", root / "demo-b"], tmp_path / "out", trust_run_spec=True)
     code = cli.main(["pipeline", "--checkpoint-dir", str(root / "demo-a"), "--output", str(tmp_path / "out")])
     assert code == 2 and "--trust-run-spec" in capsys.readouterr().err
+
+
+def test_with_thresholds_it_auto_selects_many_runs_without_a_search(demo_pipeline, tmp_path: Path, capsys) -> None:
+    root, _ = demo_pipeline
+    out = tmp_path / "many"
+    code = cli.main([
+        "pipeline", "--checkpoint-dir", str(root / "demo-a"), str(root / "demo-b"), "--thresholds",
+        str(root / "calibration" / "thresholds.json"), "--trust-run-spec", "--output", str(out), "--no-progress",
+    ])
+    assert code == 0, capsys.readouterr().err
+    assert not (out / "search").exists() and not (out / "calibration").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert {(r["run"], r["label"]) for r in summary["rows"] if "pick" in r["label"]} == {
+        (run, label) for run in ("demo-a", "demo-b") for label in ("auto pick", "default analysis pick")
+    }
+    # The same thresholds on the same run: the same pick as the chain's auto on demo-b.
+    assert summary["picks"]["auto (demo-b)"] == json.loads((root / "summary.json").read_text())["picks"]["auto (demo-b)"]
