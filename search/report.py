@@ -36,6 +36,15 @@ def _num(value: float | None) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.5g}"
 
 
+def _bn_line(trials: Any) -> str:
+    """How often stale BatchNorm statistics were recomputed over the train split, and reused."""
+    if trials.empty or "bn_recomputed" not in trials:
+        return "recomputed for stale layers"
+    recomputed = int(trials["bn_recomputed"].fillna(0).sum())
+    reused = int(trials["bn_reused"].fillna(0).sum()) if "bn_reused" in trials else 0
+    return f"recomputed for stale layers ({recomputed} passes over the train split, {reused} reused for the same choices)"
+
+
 def _short(epochs: dict[str, list[int]]) -> str:
     parts = []
     for group, chosen in epochs.items():
@@ -110,7 +119,7 @@ def report_markdown(result: SearchResult, run_path: str) -> str:
         f" included): {', '.join(f'{n} {s}' for s, n in counts.items())}; {memo_rows} answered from the memo.",
         f"- Algorithm {result.settings['algo']}, space of {result.settings['space_size']:,} parameter combinations over"
         f" units {', '.join(result.settings['units'])}; shards {result.settings['shards']}; BatchNorm"
-        f" {'recomputed for stale layers' if result.settings['update_bn'] else 'not recomputed'}.",
+        f" {_bn_line(trials) if result.settings['update_bn'] else 'not recomputed'}.",
         f"- Checkpoint pool: {len(pool)} node(s); {loads} group-epoch loads from disk,"
         f" {sum(p['hits'] for p in pool)} hits, {sum(p['evictions'] for p in pool)} evictions,"
         f" {sum(p['reloads'] for p in pool)} reloads after eviction.",

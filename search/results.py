@@ -89,6 +89,7 @@ def trial_rows(results: Any, groups: list[str]) -> pd.DataFrame:
             "from_memo": bool(metrics.get("from_memo", False)),
             "groups_copied": metrics.get("groups_copied"),
             "bn_recomputed": metrics.get("bn_recomputed"),
+            "bn_reused": metrics.get("bn_reused"),
             "prefix_hits": metrics.get("prefix_hits"),
             "node": metrics.get("node"),
             "gpu_ids": metrics.get("gpu_ids"),

@@ -1,6 +1,8 @@
 """Score selections with one resident model: copy in only the groups whose choice changed,
-recompute stale BatchNorm statistics as ``combine --update-bn`` would, and cache the output of
-prefix modules (e.g. a backbone) per choice so trials that change only later groups skip it.
+recompute stale BatchNorm statistics as ``combine --update-bn`` would (kept per choice of the
+groups they depend on, so a repeated backbone choice costs a copy, not a pass over the train
+split), and cache the output of prefix modules (e.g. a backbone) per choice so trials that
+change only later groups skip it.
 
 Nothing here imports Ray: weights arrive through ``fetch(group, epoch)``, which the search backs
 with the per-node checkpoint pool and tests back with a run directory.
@@ -23,6 +25,8 @@ from modules.batchnorm import batchnorm_layers, forward_order, stale_layers, upd
 from modules.errors import EvaluationError
 from modules.scalars import as_scalar
 
+#: Recomputed BatchNorm statistics kept per worker (a few KB per choice for most models).
+BN_CACHE_BYTES = 256 << 20
 Arrays = Mapping[str, Any]  # numpy arrays (from the object store) or tensors
 Fetch = Callable[[str, int], Arrays]
 EpochSet = Mapping[str, Sequence[int]]
@@ -62,6 +66,7 @@ class ScorerStats:
 
     groups_copied: int = 0
     bn_recomputes: int = 0
+    bn_hits: int = 0
     prefix_hits: int = 0
     prefix_misses: int = 0
     seconds_loading: float = 0.0
@@ -72,8 +77,8 @@ class ScorerStats:
 
 
 @dataclass
-class _PrefixCache:
-    """Outputs of one prefix module per (choice of the groups it depends on, split, call)."""
+class _TensorCache:
+    """Least recently used tensors (and their tuples, lists and mappings), bounded in bytes."""
 
     capacity_bytes: int
     entries: OrderedDict[tuple, Any] = field(default_factory=OrderedDict)
@@ -118,6 +123,14 @@ def _clone(value: Any) -> Any:
     return value
 
 
+def _bn_key(order: Sequence[tuple[str, str]], layers: Sequence[str], wanted: Mapping[str, tuple[int, ...]]) -> tuple:
+    """What recomputed statistics of ``layers`` depend on: the choice of every group that runs up
+    to the last call of any of them (their inputs and their own weights), besides the batches."""
+    last = max(i for i, (name, _) in enumerate(order) if name in layers)
+    depends = sorted({group for _, group in order[: last + 1]})
+    return (tuple(layers), tuple((group, wanted[group]) for group in depends))
+
+
 def _fingerprint(args: tuple, kwargs: dict) -> tuple:
     """Shapes and float64 sums of a call's tensors: a cheap check that a cached call is this one."""
     return tuple((tuple(t.shape), str(t.dtype), float(t.double().sum())) for t in _tensors_in((args, kwargs)))
@@ -159,7 +172,10 @@ class SelectionScorer:
         #: BatchNorm layers whose statistics were recomputed: their group no longer equals its files.
         self._touched_groups: set[str] = set()
         self._prefix_names = list(prefix_modules)
-        self._prefix_cache = _PrefixCache(prefix_cache_bytes)
+        #: Prefix outputs per (module, split, call, choice of the groups it depends on, input).
+        self._prefix_cache = _TensorCache(prefix_cache_bytes)
+        #: Recomputed BatchNorm statistics per (layers, choice of the groups that run up to them).
+        self._bn_cache = _TensorCache(BN_CACHE_BYTES)
         if self._prefix_names and train_batches is None:
             raise EvaluationError(
                 "a prefix module's cache needs the spec's batches callable (one batch tells which groups"
@@ -187,13 +203,27 @@ class SelectionScorer:
                 self._touched_groups.discard(group)
         self.stats.groups_copied += len(changed)
         if self.update_bn:
-            layers = stale_layers(self._forward_order(), self._bn_layers, wanted)
+            order = self._forward_order()
+            layers = stale_layers(order, self._bn_layers, wanted)
             if layers:
-                update_bn(self.model, self.train_batches(), "the train split", layers)
-                self.stats.bn_recomputes += 1
+                self._recompute_bn(layers, _bn_key(order, layers, wanted))
                 self._touched_groups.update(self.key_groups[f"{name}.running_mean"] for name in layers)
         self.stats.seconds_loading += time.perf_counter() - start
         return changed
+
+    def _recompute_bn(self, layers: list[str], key: tuple) -> None:
+        """The statistics ``update_bn`` gives ``layers``: from the cache when the groups they depend
+        on were chosen the same before (the train batches are the same every time)."""
+        cached = self._bn_cache.get(key)
+        if cached is not None:
+            for name, (mean, var) in cached.items():
+                self._bn_layers[name].running_mean.copy_(mean)
+                self._bn_layers[name].running_var.copy_(var)
+            self.stats.bn_hits += 1
+            return
+        update_bn(self.model, self.train_batches(), "the train split", layers)
+        self.stats.bn_recomputes += 1
+        self._bn_cache.put(key, {n: (self._bn_layers[n].running_mean.clone(), self._bn_layers[n].running_var.clone()) for n in layers})
 
     def _copy_group(self, group: str, epochs: tuple[int, ...]) -> None:
         sources = [self.fetch(group, epoch) for epoch in epochs]

@@ -43,7 +43,7 @@ class TrialContext:
 
 
 #: Result fields that describe the trial that scored a selection, not the selection's score.
-_PER_TRIAL = frozenset({"groups_copied", "bn_recomputed", "prefix_hits", "eval_seconds", "node", "gpu_ids"})
+_PER_TRIAL = frozenset({"groups_copied", "bn_recomputed", "bn_reused", "prefix_hits", "eval_seconds", "node", "gpu_ids"})
 #: The result field holding what the memo stored for the selection (None before the last shard).
 MEMO_RECORD = "memo_record"
 
@@ -138,6 +138,7 @@ def crossover_trial(config: dict[str, Any], context: TrialContext) -> None:
             "from_memo": False,
             "groups_copied": len(changed),
             "bn_recomputed": after["bn_recomputes"] - before["bn_recomputes"],
+            "bn_reused": after["bn_hits"] - before["bn_hits"],
             "prefix_hits": after["prefix_hits"] - before["prefix_hits"],
             "eval_seconds": (after["seconds_scoring"] - before["seconds_scoring"])
             + (after["seconds_loading"] - before["seconds_loading"]),

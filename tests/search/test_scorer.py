@@ -74,3 +74,21 @@ def test_the_prefix_cache_gives_the_same_scores_and_skips_the_prefix(tiny_run: R
         assert cached.score(val, "val") == plain.score(val, "val")
     assert cached.stats.prefix_hits == 2  # the last two reuse encoder 5's output
     assert cached.stats.prefix_misses == 4
+
+
+def test_batchnorm_statistics_are_reused_for_the_same_choices_with_the_same_scores(tiny_run: RunDir) -> None:
+    scorer = tiny_scorer(tiny_run)
+    val = _tiny.load_data()["val"]
+    averaged = [
+        {"encoder": [2, 3, 4], "middle": [5], "head": [1]},
+        {"encoder": [2, 3, 4], "middle": [2], "head": [6]},  # same encoder: its statistics are reused
+        {"encoder": [1, 2], "middle": [2], "head": [6]},
+        {"encoder": [2, 3, 4], "middle": [5], "head": [1]},  # back to the first: reused again
+    ]
+    for epochs in averaged:
+        scorer.load(epochs)
+        fresh = tiny_scorer(tiny_run)  # an empty cache: recomputed over the train split
+        fresh.load(epochs)
+        assert scorer.score(val, "val") == fresh.score(val, "val")
+        assert fresh.stats.bn_recomputes == 1
+    assert (scorer.stats.bn_recomputes, scorer.stats.bn_hits) == (2, 2)
