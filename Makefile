@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(SWEETSPOT) train-demo --out runs/demo-a --seed 0 --reuse
 	$(SWEETSPOT) train-demo --out runs/demo-b --seed 1 --reuse
 	$(SWEETSPOT) pipeline --checkpoint-dir runs/demo-a --auto-runs runs/demo-b --trust-run-spec \
-		--output runs --num-samples $(DEMO_SAMPLES) $(if $(FORCE),--force)
+		--output runs --num-samples $(DEMO_SAMPLES) --include-averages $(if $(FORCE),--force)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

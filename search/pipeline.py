@@ -238,7 +238,7 @@ def pipeline(
             "auto on " + ", ".join(names[r] for r in auto_targets),
             {"runs": [keys[r] for r in auto_targets], "thresholds": upstream.get("calibrate") or given_thresholds.to_json()},
             [auto_dir / names[r] / "auto_result.json" for r in auto_targets],
-            lambda fresh: _auto(auto_targets, chosen, auto_dir, spec, trust_run_spec, all(update_bn.values()), address, progress),
+            lambda fresh: _auto(auto_targets, chosen, auto_dir, spec, trust_run_spec, all(update_bn.values()), address, progress, fresh),
         )
         for r in auto_targets:
             pick = load_selection(auto_dir / names[r] / "analysis" / "selection.json")
@@ -285,9 +285,10 @@ def _choices(selection: Selection, run: RunDir) -> dict[str, Any]:
 
 
 def _auto(runs: list[str], thresholds: Any, folder: Path, spec: SpecLike | None, trust: bool, update_bn: bool,
-          address: str | None, progress: bool) -> None:
+          address: str | None, progress: bool, fresh: bool) -> None:
+    """Auto over ``runs``; an interrupted stage keeps the runs auto finished before the kill."""
     result = auto(runs, thresholds, folder, spec, trust_run_spec=trust, update_bn=update_bn, plots=True,
-                  address=address, progress=progress)
+                  address=address, progress=progress, redo=fresh)
     if result.failed:
         raise PipelineError(
             "auto failed on " + "; ".join(f"{r.run}: {r.error}" for r in result.failed)
