@@ -29,6 +29,7 @@ from modules.checkpoint_io import (
 from modules.checkpoint_names import compile_patterns, describe_patterns, epoch_of_file
 from modules.errors import CheckpointImportError, RunDirError, SpecError, UnsafeCheckpointError
 from modules.import_report import METRICS_FILES, ImportReport, MetricProblem, SkippedFile
+from modules.run_store import is_uri
 from modules.rundir import MANIFEST_NAME, RunDir, RunWriter, TensorInfo, sync_tree
 from modules.spec import Spec, dump_spec
 from modules.wide_metrics import near_group, read_wide_metrics
@@ -254,7 +255,10 @@ def open_run(
     pattern: Pattern = None,
 ) -> RunDir:
     """The run directory at ``source``; a folder of checkpoints (names as for ``import_checkpoints``)
-    is imported on the fly into ``scratch/run`` (which the caller deletes), so every step accepts both."""
+    is imported on the fly into ``scratch/run`` (which the caller deletes), so every step accepts both.
+    A URI (``s3://bucket/run``) or a ``(FileSystem, root)`` pair is opened as a run directory."""
+    if is_uri(source) or isinstance(source, tuple):
+        return RunDir(source)
     source = Path(source)
     if not source.is_dir():
         raise RunDirError(f"--checkpoint-dir {source} is not a folder; pass a run directory or a checkpoint folder")

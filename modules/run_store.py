@@ -19,6 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Union
+from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
@@ -36,6 +37,12 @@ CREDENTIALS_ADVICE = (
     " GOOGLE_APPLICATION_CREDENTIALS; another S3 endpoint goes in the URI query, e.g."
     " s3://bucket/run?endpoint_override=host:9000&scheme=http"
 )
+
+
+def _public(uri: str) -> str:
+    """``uri`` without user:password@ and without the query (options such as endpoint_override)."""
+    parts = urlsplit(uri)
+    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", "")).rstrip("/")
 
 
 def is_uri(where: object) -> bool:
@@ -57,8 +64,16 @@ class RunStore:
     def __init__(self, fs: pafs.FileSystem, root: str, uri: str | None = None) -> None:
         self.fs = fs
         self.root = root.rstrip("/")
-        #: How results, provenance and messages name the run: the URI as given (or fs type + root).
-        self.location = uri.split("?", 1)[0].rstrip("/") if uri else f"{fs.type_name}://{self.root}"
+        #: The URI as given, options and all (None for a store given as a file system object).
+        self.uri = uri
+        #: How results, provenance and messages name the run: the URI without credentials or
+        #: options (or the file system's type and the root).
+        self.location = _public(uri) if uri else f"{fs.type_name}://{self.root}"
+
+    @property
+    def address(self) -> str | None:
+        """What ``run_store`` reopens this run from in another process (None: it cannot be)."""
+        return self.uri
 
     @property
     def local_path(self) -> Path | None:
@@ -136,6 +151,7 @@ class RunStore:
                     handle.write(data)
                 return
             folder, _, name = target.rpartition("/")
+            self.fs.create_dir(folder, recursive=True)
             tmp = f"{folder}/.{name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
             try:
                 with self.fs.open_output_stream(tmp) as handle:
@@ -168,6 +184,10 @@ class LocalStore(RunStore):
     @property
     def local_path(self) -> Path:
         return self.path
+
+    @property
+    def address(self) -> str:
+        return self.location
 
     def where(self, rel: str = "") -> Path:
         return self.path / rel if rel else self.path

@@ -151,9 +151,25 @@ class RunDir:
         return self.store.location
 
     @property
+    def address(self) -> str:
+        """What ``RunDir(...)`` reopens this run from in another process (a Ray worker): the resolved
+        local folder, or the URI with its options."""
+        if self.store.address is None:
+            raise RunDirError(
+                f"{self.location} was given as a (FileSystem, root) pair, which another process cannot"
+                " reopen; pass the run as a URI (s3://bucket/run?endpoint_override=...) instead"
+            )
+        return self.store.address
+
+    @property
     def label(self) -> str:
         """How messages name the run: the local folder as given, or the URI."""
         return str(self.store.where())
+
+    @property
+    def local_path(self) -> Path | None:
+        """The run's local folder, or None for a run on object storage."""
+        return self.store.local_path
 
     @property
     def is_local(self) -> bool:
