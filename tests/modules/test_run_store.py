@@ -16,13 +16,16 @@ from fsspec.implementations.memory import MemoryFileSystem
 from safetensors.torch import load_file
 
 import sweetspot
-from modules.errors import RunDirError
+from modules.errors import CheckpointImportError, RunDirError
+from modules.importer import import_checkpoints
 from modules.provenance import read_provenance
 from modules.run_store import RunStore, run_store
 from modules.rundir import MANIFEST_NAME, RunDir, RunWriter
+from modules.spec import parse_spec
 from tests.modules import _tiny
+from tests.modules.test_importer import SPEC_DATA, write_seed_run
 
-EPOCHS = 8
+EPOCHS = 6
 
 
 class CountingHandler(pafs.FSSpecHandler):
@@ -163,7 +166,7 @@ def test_analyze_and_combine_on_a_remote_run_match_the_local_copy(remote_run, lo
     remote = sweetspot.analyze(remote_run, plots=False)
     local = sweetspot.analyze(local_run, plots=False)
     assert remote.selection.to_json() == local.selection.to_json()
-    selection = {"encoder": 3, "middle": {"average": [4, 6]}, "head": EPOCHS}
+    selection = {"encoder": 2, "middle": {"average": [3, 5]}, "head": EPOCHS}
     sweetspot.combine(remote_run, selection, tmp_path / "remote.safetensors")
     sweetspot.combine(local_run, selection, tmp_path / "local.safetensors")
     got, expected = load_file(tmp_path / "remote.safetensors"), load_file(tmp_path / "local.safetensors")
@@ -191,3 +194,17 @@ def test_errors_name_the_uri_and_the_fix(tmp_path: Path) -> None:
 def test_missing_bucket_is_named(s3_server: str) -> None:
     with pytest.raises(RunDirError, match=r"run directory s3://no-such-bucket/run does not exist"):
         RunDir(f"s3://no-such-bucket/run{s3_server}")
+
+
+def test_import_writes_a_run_into_a_store_equal_to_a_local_import(tmp_path: Path) -> None:
+    write_seed_run(tmp_path / "seed", metrics="epoch,val_loss\n2,1.5\n4,1.0\n6,0.75\n8,0.5\n")
+    spec = parse_spec(SPEC_DATA, "test spec")
+    where = (pafs.PyFileSystem(pafs.FSSpecHandler(MemoryFileSystem())), f"/{tmp_path.name}/imported")
+    report = import_checkpoints(tmp_path / "seed", spec, where, progress=False)
+    import_checkpoints(tmp_path / "seed", spec, tmp_path / "local", progress=False)
+    run, local = RunDir(where), RunDir(tmp_path / "local")
+    assert report.epochs == run.epochs == local.epochs == [2, 4, 6, 8]
+    assert all(run.epoch_entry(e).files == local.epoch_entry(e).files for e in run.epochs)  # same bytes
+    assert run.metrics().equals(local.metrics()) and run.verify() == []
+    with pytest.raises(CheckpointImportError, match=r"--out .*imported already holds a run"):
+        import_checkpoints(tmp_path / "seed", spec, where, progress=False)
