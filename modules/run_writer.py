@@ -134,7 +134,6 @@ class RunWriter:
             files = self._write_local_epoch(epoch, states, durable)
         else:  # object storage: each group one object; the manifest written below makes the epoch exist
             self.store.remove(f"{EPOCHS_DIR}/{epoch}")  # objects of a writer killed before its manifest write
-            self.store.make_dirs(f"{EPOCHS_DIR}/{epoch}")
             files = self._write_objects(epoch, states)
         for group, tensors in states.items():
             if self._infos[group] is None:

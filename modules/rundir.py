@@ -270,7 +270,7 @@ class RunDir:
         try:
             if self.is_local:
                 return load_file(where, device=str(device))
-            return {k: t.to(device) for k, t in load_bytes(bytes(self.store.read_bytes(rel))).items()}
+            return {k: t.to(device) for k, t in load_bytes(self.store.read_bytes(rel)).items()}
         except RunDirError:
             raise
         except Exception as error:  # safetensors raises its own error types for corrupt headers

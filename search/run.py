@@ -54,7 +54,11 @@ def check_inputs(run: RunDir, output: Path, config: SearchConfig) -> None:
     run_root = run.path.resolve() if run.is_local else None
     if run_root is not None and (resolved == run_root or run_root in resolved.parents):
         raise SearchError(f"output {output} is inside the run directory {run.path}; the run is input only, write elsewhere")
-    run.address  # noqa: B018 - trials reopen the run: a run they cannot reopen is refused now
+    if not run.is_local and run.store.address is None:
+        raise SearchError(
+            f"run {run.label} was given as a (FileSystem, root) pair, which trials on other processes cannot"
+            " reopen; pass the run as a URI (s3://bucket/run?endpoint_override=...) or a local folder"
+        )
     if len(run.epochs) < 2:
         raise SearchError(f"run {run.label} has {len(run.epochs)} recorded epoch(s); a search needs at least two")
 
