@@ -92,7 +92,7 @@ def analyze_run(
 ) -> RunAnalysis:
     """Analyse a run directory; ``spec`` defaults to its stored sweetspot.yaml, thresholds to defaults.
 
-    ``source`` is how messages and the results name the run (default: ``run.path``): a caller that
+    ``source`` is how messages and the results name the run (default: ``run.label``, its folder or URI): a caller that
     imported the user's checkpoint folder into a temporary run passes the folder the user gave.
     ``spec_file`` names the spec's file in messages (default: the stored copy when it is used).
     """
