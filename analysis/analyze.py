@@ -12,12 +12,12 @@ from analysis.report import write_outputs
 from analysis.thresholds import Thresholds, load_thresholds
 from modules.atomic import check_output_folder
 from modules.importer import open_run
-from modules.run_spec import SpecLike, as_spec
-from modules.rundir import RunDir
+from modules.run_spec import SpecLike, as_spec, run_or_folder
+from modules.rundir import RunDir, RunLocation
 
 
 def analyze(
-    run: RunDir | str | os.PathLike[str],
+    run: RunDir | RunLocation,
     *,
     spec: SpecLike | None = None,
     thresholds: Thresholds | str | os.PathLike[str] | None = None,
@@ -27,7 +27,7 @@ def analyze(
 ) -> RunAnalysis:
     """Recommend each group's sweet-spot epoch (or averaging window) of ``run``.
 
-    ``run`` is a run directory, or a folder of ``checkpoint_epoch_<N>.pt`` files, imported into a
+    ``run`` is a run directory (a local folder, or a URI such as ``s3://bucket/runs/a``), or a folder of ``checkpoint_epoch_<N>.pt`` files, imported into a
     temporary run on the fly (then ``spec`` is needed). ``spec`` defaults to the run's stored one,
     ``thresholds`` (an object or a thresholds.json path) to the documented defaults. With
     ``output``, module_metrics.json, analysis_report.md, selection.json and (with ``plots``)
@@ -35,15 +35,16 @@ def analyze(
     """
     out = check_output_folder(output) if output is not None else None  # before any work
     spec_obj, spec_file = as_spec(spec) if spec is not None else (None, None)
-    source = run.path if isinstance(run, RunDir) else Path(run)
-    if out is not None and source.is_dir() and _is_inside(out, source):
+    run = run_or_folder(run)
+    source = run.local_path if isinstance(run, RunDir) else run
+    if out is not None and source is not None and source.is_dir() and _is_inside(out, source):
         raise AnalysisError(
             f"{out} is inside the run directory {source}; inputs are never modified, so choose an output"
             " folder outside it",
             param="output",
         )
     if isinstance(run, RunDir):
-        return _analyze(run, spec_obj, spec_file, thresholds, out, plots, str(source))
+        return _analyze(run, spec_obj, spec_file, thresholds, out, plots, run.label)
     with tempfile.TemporaryDirectory(prefix="sweetspot-import-") as scratch:
         run_dir = open_run(source, spec_obj, scratch, progress=progress)
         return _analyze(run_dir, spec_obj, spec_file, thresholds, out, plots, str(source))

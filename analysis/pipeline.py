@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,7 +23,7 @@ from analysis.techniques.base import GroupContext, Technique, plateau_window
 from analysis.thresholds import Thresholds
 from analysis.weight_health import weight_health
 from modules.errors import RunDirError
-from modules.rundir import RunDir
+from modules.rundir import METRICS_NAME, SPEC_NAME, RunDir
 from modules.spec import Spec, load_spec
 
 __all__ = ["FORMAT_VERSION", "GroupAnalysis", "RunAnalysis", "analyze_group", "analyze_metrics", "analyze_run"]
@@ -93,17 +92,17 @@ def analyze_run(
 ) -> RunAnalysis:
     """Analyse a run directory; ``spec`` defaults to its stored sweetspot.yaml, thresholds to defaults.
 
-    ``source`` is how messages and the results name the run (default: ``run.path``): a caller that
+    ``source`` is how messages and the results name the run (default: ``run.label``, its folder or URI): a caller that
     imported the user's checkpoint folder into a temporary run passes the folder the user gave.
     ``spec_file`` names the spec's file in messages (default: the stored copy when it is used).
     """
-    label = source or str(run.path)
+    label = source or run.label
     if spec is None:
         stored = run.spec_path()
         if stored is None:
             raise AnalysisError(f"{label} stores no sweetspot.yaml; pass the spec (--spec sweetspot.yaml)")
         spec = load_spec(stored)
-        spec_file = spec_file or str(stored).replace(str(run.path), label, 1)
+        spec_file = spec_file or str(run.store.where(SPEC_NAME)).replace(run.label, label, 1)
     missing = [g for g in spec.groups if g not in run.groups]
     if missing:
         raise AnalysisError(
@@ -116,7 +115,7 @@ def analyze_run(
     (thresholds or Thresholds()).check_run(len(epochs), f"thresholds for {label}")
     metrics = run.metrics()
     if metrics.empty:
-        where = "metrics.parquet" if source else str(Path(run.path) / "metrics.parquet")
+        where = "metrics.parquet" if source else str(run.store.where(METRICS_NAME))
         raise AnalysisError(
             f"{label} has no recorded metrics ({where} is missing or empty);"
             " record the run with the Recorder or import a metrics file with the checkpoints"
@@ -125,6 +124,6 @@ def analyze_run(
     try:
         proxies = weight_health(run, no_grads, list(epochs)) if no_grads else None
     except RunDirError as error:
-        message = str(error).replace(str(run.path), label)
+        message = str(error).replace(run.label, label)
         raise AnalysisError(f"cannot compute weight-based health for {no_grads}: {message}") from None
     return analyze_metrics(metrics, epochs, run.groups, spec, thresholds, proxies, label, spec_file)

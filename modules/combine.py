@@ -39,7 +39,7 @@ from modules.errors import CombineError, CombineWarning
 from modules.importer import open_run
 from modules.model_fit import describe_spec_model, load_into_model, plan_source_text
 from modules.provenance import PROVENANCE_KEY, provenance_of, sha256_of, sidecar_path
-from modules.run_spec import SpecLike, as_spec, spec_for_run, stored_spec
+from modules.run_spec import SpecLike, as_spec, run_or_folder, spec_for_run, stored_spec
 from modules.rundir import RunDir
 from modules.safetensors_stream import write_streaming
 from modules.selection import Selection, analysis_picks, coupling_violations, load_selection
@@ -158,7 +158,8 @@ def _combine(
             raise CombineError("pass a run directory with a selection, or checkpoint files per group with the spec")
         if spec is not None:
             spec_obj, spec_file = as_spec(spec)
-        source = run.path if isinstance(run, RunDir) else Path(run)
+        run = run_or_folder(run)
+        source = (run.path if run.is_local else run.location) if isinstance(run, RunDir) else run
         if isinstance(run, RunDir):
             run_dir = run
         else:
@@ -172,7 +173,7 @@ def _combine(
         resolved = resolve_selection(run_dir.groups, selection, picks)
         epochs = selection_epochs(resolved, run_dir)
         plan = plan_from_run(run_dir, epochs, resolved.to_json())
-        if run_dir.path != source:  # imported on the fly: provenance and output checks name the user's folder
+        if run_dir.is_local and run_dir.path != source:  # imported on the fly: provenance and output checks name the user's folder
             plan = dataclasses.replace(plan, run_dir=source)
         if spec_obj is not None:
             problems = [
@@ -233,7 +234,7 @@ def output_format(output: Path, fmt: str | None) -> str:
 def check_output_path(output: Path, plan: CombinePlan) -> None:
     """Refuse an output inside the run directory or on top of a source file."""
     resolved = output.resolve()
-    if plan.run_dir is not None:
+    if isinstance(plan.run_dir, Path):  # a run on object storage cannot hold a local output
         run = plan.run_dir.resolve()
         if resolved == run or run in resolved.parents:
             raise CombineError(
@@ -243,7 +244,7 @@ def check_output_path(output: Path, plan: CombinePlan) -> None:
             )
     for group in plan.groups:
         for source in group.sources:
-            if source.path.resolve() == resolved:
+            if source.local and Path(source.path).resolve() == resolved:
                 raise CombineError(
                     f"{output} is the source checkpoint of group {group.group!r}; choose another path", param="output"
                 )

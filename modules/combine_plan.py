@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,21 @@ FileChoice = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 @dataclass(frozen=True)
 class SourceFile:
-    """One file a group's tensors are read from (a run's group file or a seed checkpoint)."""
+    """One file a group's tensors are read from (a run's group file or a seed checkpoint).
 
-    path: Path
+    A group file of a run on object storage has its URI as ``path`` and is read through ``run``.
+    """
+
+    path: Path | str
     sha256: str
     epoch: int | None = None
+    run: RunDir | None = field(default=None, compare=False, repr=False)
+    group: str = ""
+
+    @property
+    def local(self) -> bool:
+        """Whether ``path`` is a file on this machine (else it is read through ``run``)."""
+        return self.run is None or self.run.is_local
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,8 @@ class CombinePlan:
 
     groups: tuple[GroupPlan, ...]
     choices: dict[str, Any]
-    run_dir: Path | None = None
+    #: The run's folder, or its URI for a run on object storage; None for checkpoint files.
+    run_dir: Path | str | None = None
 
     def layout(self) -> dict[str, tuple[tuple[int, ...], str]]:
         """Output key -> (shape, dtype), in output order."""
@@ -80,7 +91,7 @@ def plan_from_run(run: RunDir, epochs: Mapping[str, list[int]], choices: Mapping
     missing = [g for g in run.groups if g not in epochs]
     if unknown or missing:
         raise SelectionError(
-            f"groups unknown {unknown}, not named {missing}; the run {run.path} has groups {run.groups}"
+            f"groups unknown {unknown}, not named {missing}; the run {run.label} has groups {run.groups}"
         )
     groups = []
     for group in run.groups:
@@ -88,15 +99,20 @@ def plan_from_run(run: RunDir, epochs: Mapping[str, list[int]], choices: Mapping
         bad = [e for e in chosen if e not in run.epochs]
         if not chosen or bad:
             raise SelectionError(
-                f"group {group!r}: epochs {bad or chosen} not recorded in {run.path}; recorded epochs: {run.epochs}"
+                f"group {group!r}: epochs {bad or chosen} not recorded in {run.label}; recorded epochs: {run.epochs}"
             )
-        sources = tuple(
-            SourceFile(run.group_path(e, group), run.epoch_entry(e).files[group].sha256, e) for e in chosen
-        )
+        sources = tuple(_group_source(run, e, group) for e in chosen)
         groups.append(GroupPlan(group, run.tensor_infos(group), sources))
     if choices is None:
         choices = {g: (e[0] if len(e) == 1 else {"epochs": sorted(e)}) for g, e in epochs.items()}
-    return CombinePlan(tuple(groups), dict(choices), run.path)
+    return CombinePlan(tuple(groups), dict(choices), run.path if run.is_local else run.location)
+
+
+def _group_source(run: RunDir, epoch: int, group: str) -> SourceFile:
+    sha = run.epoch_entry(epoch).files[group].sha256
+    if run.is_local:
+        return SourceFile(run.group_path(epoch, group), sha, epoch)
+    return SourceFile(run.group_location(epoch, group), sha, epoch, run, group)
 
 
 def plan_from_files(

@@ -15,16 +15,19 @@ from modules.rundir import TensorInfo
 from modules.safetensors_stream import CODE_DTYPES, SafetensorsReader
 
 if TYPE_CHECKING:
-    from modules.combine_plan import CombinePlan, GroupPlan
+    from modules.combine_plan import CombinePlan, GroupPlan, SourceFile
 
 
 class _Source:
     """Tensor access to one source file: ``get(key)`` and ``infos()``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str, reader: SafetensorsReader | None = None) -> None:
         self.path = path
-        self._reader: SafetensorsReader | None = None
+        self._reader: SafetensorsReader | None = reader
         self._state: dict[str, torch.Tensor] | None = None
+        if reader is not None:
+            return
+        path = Path(path)
         if path.suffix == ".safetensors":
             self._reader = SafetensorsReader(path)
         else:
@@ -60,9 +63,14 @@ def _code_name(code: str) -> str:
 
 
 @contextlib.contextmanager
-def open_source(path: Path) -> Iterator[_Source]:
-    """Open a source file for tensor-at-a-time reading; closed (and unmapped) on exit."""
-    source = _Source(Path(path))
+def open_source(path: Path | SourceFile) -> Iterator[_Source]:
+    """Open a source file (a path, or a planned source, which may be on object storage) for
+    tensor-at-a-time reading; closed (and unmapped) on exit."""
+    if not isinstance(path, (str, Path)) and not path.local:
+        assert path.run is not None and path.epoch is not None
+        source = _Source(path.path, path.run.open_group(path.epoch, path.group))
+    else:
+        source = _Source(Path(path if isinstance(path, (str, Path)) else path.path))
     try:
         yield source
     finally:
@@ -80,7 +88,7 @@ def iter_group(plan: GroupPlan) -> Iterator[tuple[str, torch.Tensor]]:
     bool tensors (e.g. ``num_batches_tracked``) come from the last (latest) source.
     """
     with contextlib.ExitStack() as stack:
-        sources = [stack.enter_context(open_source(s.path)) for s in plan.sources]
+        sources = [stack.enter_context(open_source(s)) for s in plan.sources]
         for key, info in plan.infos.items():
             dtype = getattr(torch, info.dtype)
             if len(sources) == 1 or not dtype.is_floating_point:
@@ -100,7 +108,7 @@ def iter_group(plan: GroupPlan) -> Iterator[tuple[str, torch.Tensor]]:
             del tensor
 
 
-def _check_tensor(tensor: torch.Tensor, key: str, info: TensorInfo, path: Path) -> None:
+def _check_tensor(tensor: torch.Tensor, key: str, info: TensorInfo, path: Path | str) -> None:
     if tuple(tensor.shape) != tuple(info.shape) or str(tensor.dtype) != f"torch.{info.dtype}":
         raise CombineError(
             f"{path}: tensor {key!r} has shape {list(tensor.shape)} {tensor.dtype}, expected"

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -29,6 +30,7 @@ from modules.checkpoint_io import (
 from modules.checkpoint_names import compile_patterns, describe_patterns, epoch_of_file
 from modules.errors import CheckpointImportError, RunDirError, SpecError, UnsafeCheckpointError
 from modules.import_report import METRICS_FILES, ImportReport, MetricProblem, SkippedFile
+from modules.run_store import RunLocation, is_uri, run_store
 from modules.rundir import MANIFEST_NAME, RunDir, RunWriter, TensorInfo, sync_tree
 from modules.spec import Spec, dump_spec
 from modules.wide_metrics import near_group, read_wide_metrics
@@ -170,7 +172,7 @@ def _check_out(out: Path) -> None:
 def import_checkpoints(
     source_dir: str | os.PathLike[str],
     spec: Spec,
-    out: str | os.PathLike[str],
+    out: RunLocation,
     skip_bad: bool = False,
     progress: bool = True,
     pattern: Pattern = None,
@@ -184,12 +186,14 @@ def import_checkpoints(
     (``"module.name"``) are loaded for real, so name only types you trust.
     """
     source = Path(source_dir)
-    out = Path(out)
+    remote = is_uri(out) or isinstance(out, tuple)
+    out = out if remote else Path(out)
     if not source.is_dir():
         raise CheckpointImportError(f"--from {source} is not a folder; pass the folder holding the checkpoints")
-    _check_out(out)
+    if not remote:
+        _check_out(out)
     allow_globals = tuple(allow_globals)
-    report = ImportReport(source=str(source), out=str(out))
+    report = ImportReport(source=str(source), out=str(out if not remote else run_store(out).location))
     checkpoints = _scan(source, find_checkpoints(source, pattern), skip_bad, report, progress, allow_globals)
     _check_consistent(checkpoints)
     group_keys = _group_keys(spec, checkpoints[0])
@@ -197,6 +201,13 @@ def import_checkpoints(
     if metrics is not None:
         have = {item.epoch for item in checkpoints}
         report.metric_epochs_without_checkpoint = sorted({int(e) for e in metrics["epoch"]} - have)
+    if remote:  # object storage has no folder rename: each epoch exists once the manifest lists it
+        try:
+            writer = RunWriter.create(out, spec.name, group_keys)
+        except RunDirError as error:
+            raise CheckpointImportError(f"--out {error}; choose a new path or delete it first") from None
+        _write_run(writer, checkpoints, group_keys, metrics, spec, report, progress, allow_globals)
+        return report
 
     out.parent.mkdir(parents=True, exist_ok=True)
     report.removed_leftovers = _remove_stale_partials(out)
@@ -205,24 +216,7 @@ def import_checkpoints(
         shutil.rmtree(partial)
     try:
         writer = RunWriter.create(partial, spec.name, group_keys)
-        writer.write_spec_text(dump_spec(spec))
-        total = sum(item.path.stat().st_size for item in checkpoints)
-        with tqdm(total=total, desc="importing", unit="B", unit_scale=True, disable=not progress) as bar:
-            for item in checkpoints:
-                state = item.state if item.state is not None else read_checkpoint(item.path, allow_globals).state
-                item.state = None
-                writer.write_epoch(
-                    item.epoch,
-                    {group: {key: state[key] for key in keys} for group, keys in group_keys.items()},
-                    source=item.path.name,
-                    durable=False,
-                )
-                del state
-                report.epochs.append(item.epoch)
-                bar.update(item.path.stat().st_size)
-        report.total_bytes = total
-        if metrics is not None:
-            writer.write_metrics(metrics)
+        _write_run(writer, checkpoints, group_keys, metrics, spec, report, progress, allow_globals)
         # Epochs were written without fsync (the folder is invisible until the rename); one pass
         # makes every file and folder durable before the rename publishes them.
         sync_tree(partial)
@@ -233,6 +227,37 @@ def import_checkpoints(
         raise
     fsync_path(out.parent)
     return report
+
+
+def _write_run(
+    writer: RunWriter,
+    checkpoints: list[_Checkpoint],
+    group_keys: dict[str, list[str]],
+    metrics: pd.DataFrame | None,
+    spec: Spec,
+    report: ImportReport,
+    progress: bool,
+    allow_globals: tuple[str, ...],
+) -> None:
+    """The spec, every checkpoint as an epoch, and the metrics, into a new run."""
+    writer.write_spec_text(dump_spec(spec))
+    total = sum(item.path.stat().st_size for item in checkpoints)
+    with tqdm(total=total, desc="importing", unit="B", unit_scale=True, disable=not progress) as bar:
+        for item in checkpoints:
+            state = item.state if item.state is not None else read_checkpoint(item.path, allow_globals).state
+            item.state = None
+            writer.write_epoch(
+                item.epoch,
+                {group: {key: state[key] for key in keys} for group, keys in group_keys.items()},
+                source=item.path.name,
+                durable=False,
+            )
+            del state
+            report.epochs.append(item.epoch)
+            bar.update(item.path.stat().st_size)
+    report.total_bytes = total
+    if metrics is not None:
+        writer.write_metrics(metrics)
 
 
 def _remove_stale_partials(out: Path) -> list[str]:
@@ -254,7 +279,10 @@ def open_run(
     pattern: Pattern = None,
 ) -> RunDir:
     """The run directory at ``source``; a folder of checkpoints (names as for ``import_checkpoints``)
-    is imported on the fly into ``scratch/run`` (which the caller deletes), so every step accepts both."""
+    is imported on the fly into ``scratch/run`` (which the caller deletes), so every step accepts both.
+    A URI (``s3://bucket/run``) or a ``(FileSystem, root)`` pair is opened as a run directory."""
+    if is_uri(source) or isinstance(source, tuple):
+        return RunDir(source)
     source = Path(source)
     if not source.is_dir():
         raise RunDirError(f"--checkpoint-dir {source} is not a folder; pass a run directory or a checkpoint folder")

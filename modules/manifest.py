@@ -7,6 +7,7 @@ reader also checks that the resolved path (symlinks followed) is inside the fold
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -99,10 +100,12 @@ def parse_manifest(raw: Any, source: Path | str) -> Manifest:
         raise RunDirError(f"{source} is malformed ({problems}); re-import or re-record the run") from None
 
 
-def load_manifest(path: Path, fix: str = "re-import or re-record the run") -> Manifest:
-    """Read and validate ``path``."""
+def load_manifest(
+    path: Path | str, fix: str = "re-import or re-record the run", read: Callable[[], bytes] | None = None
+) -> Manifest:
+    """Read and validate ``path`` (with ``read``, its bytes come from there: a run on object storage)."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads((read() if read is not None else Path(path).read_bytes()).decode("utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RunDirError(f"{path} is unreadable ({error}); {fix}") from None
     return parse_manifest(raw, path)

@@ -98,7 +98,7 @@ def check_run_fits(
     infos = {k: i.shape for group in run.groups for k, i in run.tensor_infos(group).items()}
     problems = misfit_text(*layout_misfit(infos, layout))
     if problems:
-        raise misfit_error(f"run directory {run.path}", problems, model_desc, fix)
+        raise misfit_error(f"run directory {run.label}", problems, model_desc, fix)
 
 
 def load_into_model(

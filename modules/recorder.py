@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -25,7 +24,7 @@ from torch import nn
 
 from modules.batchnorm import call_model
 from modules.errors import SpecError
-from modules.rundir import RunDir, RunWriter
+from modules.rundir import RunDir, RunLocation, RunWriter
 from modules.scalars import as_scalar
 from modules.spec import MODEL_GROUP, Spec, dump_spec
 
@@ -146,7 +145,7 @@ class Recorder:
 
     def __init__(
         self,
-        run_path: str | os.PathLike[str],
+        run_path: RunLocation,
         spec: Spec,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
@@ -162,7 +161,9 @@ class Recorder:
         self.group_keys = spec.assign_groups(model.state_dict().keys())
         self.writer = RunWriter.create(run_path, spec.name, self.group_keys)
         self.writer.write_spec_text(dump_spec(spec))
-        self.path = self.writer.path
+        #: The run's local folder (None for a run on object storage) and where it lives (path or URI).
+        self.path = self.writer.store.local_path
+        self.location = self.writer.store.location
         self.evaluate = evaluate if evaluate is not None else spec.evaluator()
         self.val_split = val_split if val_split is not None else spec.load_data(("val",))["val"]
         self.groups = list(self.group_keys)
@@ -220,7 +221,7 @@ class Recorder:
         state = self.model.state_dict()
         states = {g: {k: state[k].detach().cpu() for k in keys} for g, keys in self.group_keys.items()}
         previous_epoch = self.writer.epochs[-1] if self.writer.epochs else None
-        reader = RunDir(self.path) if previous_epoch is not None else None
+        reader = RunDir(self.writer.store) if previous_epoch is not None else None
         for group in self.groups:
             steps = self._steps
             rows.append((epoch, group, "grad_norm", self._grad_sum[group] / steps if steps else NAN))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,12 +73,16 @@ def _empty_metrics() -> pd.DataFrame:
     )
 
 
-def read_metrics(path: Path) -> pd.DataFrame:
-    """A run's ``metrics.parquet`` in long form; empty (with the columns) when there is none."""
-    if not path.exists():
+def read_metrics(path: Path | str, read: Callable[[], bytes] | None = None) -> pd.DataFrame:
+    """A run's ``metrics.parquet`` in long form; empty (with the columns) when there is none.
+
+    With ``read`` the file's bytes come from there (a run on object storage), None when it is missing.
+    """
+    data = read() if read is not None else None
+    if (read is None and not Path(path).exists()) or (read is not None and data is None):
         return _empty_metrics()
     try:
-        frame = pd.read_parquet(path)
+        frame = pd.read_parquet(path if data is None else io.BytesIO(data))
     except Exception as error:
         raise RunDirError(f"{path} is unreadable ({error}); re-record or re-import the metrics") from None
     missing = [c for c in METRIC_COLUMNS if c not in frame.columns]

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from modules.errors import SpecError
+from modules.run_store import RunLocation, RunStore, is_uri
 from modules.rundir import RunDir
 from modules.spec import Spec, load_spec
 
@@ -45,17 +46,27 @@ def spec_for_run(
         return as_spec(spec)
     stored = run.spec_path() if run is not None else None
     if stored is None:
-        where = f"the run directory {run.path} stores none" if run is not None else "there is no run directory"
+        where = f"the run directory {run.label} stores none" if run is not None else "there is no run directory"
         raise SpecError(f"no spec: pass the sweetspot.yaml the run was recorded with, --spec ({where})")
     if not trust_run_spec:
         raise SpecError(
-            f"{purpose} runs the spec's model, data and evaluate code; run {run.path} stores a spec, but a run"
+            f"{purpose} runs the spec's model, data and evaluate code; run {run.label} stores a spec, but a run"
             " directory may come from elsewhere. Pass your own spec (--spec sweetspot.yaml), or"
             " --trust-run-spec (trust_run_spec=True) if you trust the run's stored spec"
         )
     return load_spec(stored), stored
 
 
-def as_run(run: RunDir | str | os.PathLike[str]) -> RunDir:
-    """A run directory object from an object or a path."""
+def as_run(run: RunDir | RunLocation) -> RunDir:
+    """A run directory object from an object, a path, a URI or a ``(FileSystem, root)`` pair."""
     return run if isinstance(run, RunDir) else RunDir(run)
+
+
+def run_or_folder(run: RunDir | RunLocation) -> RunDir | Path:
+    """A ``RunDir`` for a run object, a URI or a ``(FileSystem, root)`` pair; a local path stays a
+    path (a run directory, or a checkpoint folder that a step imports on the fly)."""
+    if isinstance(run, RunDir):
+        return run
+    if is_uri(run) or isinstance(run, (tuple, RunStore)):
+        return RunDir(run)
+    return Path(run)

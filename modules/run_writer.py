@@ -1,7 +1,13 @@
-"""Write access to a run directory: whole epochs atomically, metrics atomically (see ``modules.rundir``)."""
+"""Write access to a run directory: whole epochs atomically, metrics atomically (see ``modules.rundir``).
+
+On object storage (see ``modules.run_store``) each group file is one object written whole (one PUT
+is atomic there) and the manifest, written last, is what makes an epoch exist: a writer killed
+mid-epoch leaves objects no manifest lists, which readers ignore and ``RunDir.clean`` removes.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -12,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from modules.atomic import fsync_path, pid_alive, temp_name, write_bytes_atomic, write_json_atomic
+from modules.atomic import fsync_path, pid_alive, temp_name
 from modules.errors import RunDirError
 from modules.manifest import (
     EpochRecord,
@@ -34,15 +40,20 @@ from modules.run_layout import (
     TensorInfo,
     read_metrics,
 )
-from modules.safetensors_stream import save_tensors
+from modules.run_store import RunLocation, RunStore, run_store
+from modules.safetensors_stream import encode_tensors, save_tensors
 
 
 class RunWriter:
     """Write access to a run directory: whole epochs atomically, metrics atomically."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._manifest: Manifest = load_manifest(self.path / MANIFEST_NAME, fix="record the run into a new folder")
+    def __init__(self, path: RunLocation) -> None:
+        self.store = run_store(path)
+        self._manifest: Manifest = load_manifest(
+            self.store.where(MANIFEST_NAME),
+            fix="record the run into a new folder",
+            read=lambda: self.store.read_bytes(MANIFEST_NAME),
+        )
         self._infos: dict[str, dict[str, TensorInfo] | None] = {
             group: (
                 {k: TensorInfo(tuple(v.shape), v.dtype) for k, v in entry.keys.items() if v is not None}
@@ -56,21 +67,21 @@ class RunWriter:
     @classmethod
     def create(
         cls,
-        path: str | os.PathLike[str],
+        path: RunLocation,
         spec_name: str,
         group_keys: Mapping[str, list[str]],
         created_by: str = "",
         exist_ok: bool = False,
     ) -> RunWriter:
         """Start a new run directory with the given groups (shapes are fixed by the first epoch)."""
-        path = Path(path)
-        if (path / MANIFEST_NAME).exists():
+        store = run_store(path)
+        if store.exists(MANIFEST_NAME):
             if exist_ok:
-                return cls(path)
-            raise RunDirError(f"{path} already holds a run; choose another --out or delete it first")
-        if path.exists() and any(path.iterdir()):
-            raise RunDirError(f"{path} exists and is not empty; choose an empty or new folder for the run")
-        (path / EPOCHS_DIR).mkdir(parents=True, exist_ok=True)
+                return cls(store)
+            raise RunDirError(f"{store.where()} already holds a run; choose another --out or delete it first")
+        if store.list():
+            raise RunDirError(f"{store.where()} exists and is not empty; choose an empty or new folder for the run")
+        store.make_dirs(EPOCHS_DIR)
         if not created_by:
             from modules import __version__
 
@@ -82,8 +93,15 @@ class RunWriter:
             groups={g: GroupEntry(keys={k: None for k in keys}, complete=False) for g, keys in group_keys.items()},
             epochs=[],
         )
-        write_json_atomic(path / MANIFEST_NAME, manifest.to_json())
-        return cls(path)
+        store.write_atomic(MANIFEST_NAME, _manifest_bytes(manifest))
+        return cls(store)
+
+    @property
+    def path(self) -> Path:
+        """The run's local folder; a run on object storage has none (use ``store.location``)."""
+        if self.store.local_path is None:
+            raise RunDirError(f"{self.store.location} is not on this machine's disk, so it has no local path")
+        return self.store.local_path
 
     @property
     def epochs(self) -> list[int]:
@@ -102,7 +120,7 @@ class RunWriter:
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             raise RunDirError(f"epoch must be a non-negative integer, got {epoch!r}")
         if epoch in self.epochs:
-            raise RunDirError(f"{self.path}: epoch {epoch} is already recorded; epochs are written once")
+            raise RunDirError(f"{self.store.where()}: epoch {epoch} is already recorded; epochs are written once")
         missing_groups = [g for g in self._group_keys if g not in states]
         extra_groups = [g for g in states if g not in self._group_keys]
         if missing_groups or extra_groups:
@@ -112,6 +130,31 @@ class RunWriter:
             )
         for group, tensors in states.items():
             self._check_group(epoch, group, tensors)
+        if self.store.local_path is not None:
+            files = self._write_local_epoch(epoch, states, durable)
+        else:  # object storage: each group one object; the manifest written below makes the epoch exist
+            self.store.remove(f"{EPOCHS_DIR}/{epoch}")  # objects of a writer killed before its manifest write
+            files = self._write_objects(epoch, states)
+        for group, tensors in states.items():
+            if self._infos[group] is None:
+                infos = {k: TensorInfo.of(t) for k, t in tensors.items()}
+                self._infos[group] = infos
+                self._manifest.groups[group] = GroupEntry(
+                    keys={k: TensorEntry(shape=list(i.shape), dtype=i.dtype) for k, i in infos.items()}, complete=True
+                )
+        self._manifest.epochs.append(EpochRecord(epoch=epoch, source=source, files=files))
+        self._manifest.epochs.sort(key=lambda record: record.epoch)
+        if durable or self.store.local_path is None:
+            self.store.write_atomic(MANIFEST_NAME, _manifest_bytes(self._manifest))
+        else:
+            tmp = self.path / temp_name(MANIFEST_NAME)
+            tmp.write_text(json.dumps(self._manifest.to_json(), indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, self.path / MANIFEST_NAME)
+
+    def _write_local_epoch(
+        self, epoch: int, states: Mapping[str, Mapping[str, torch.Tensor]], durable: bool
+    ) -> dict[str, FileEntry]:
+        """Write the groups into ``.partial-<epoch>-<pid>`` and rename it to ``epochs/<epoch>``."""
         epochs_dir = self.path / EPOCHS_DIR
         final = epochs_dir / str(epoch)
         self._remove_stale(epoch, final)
@@ -127,21 +170,19 @@ class RunWriter:
             raise
         if durable:
             fsync_path(epochs_dir)
-        for group, tensors in states.items():
-            if self._infos[group] is None:
-                infos = {k: TensorInfo.of(t) for k, t in tensors.items()}
-                self._infos[group] = infos
-                self._manifest.groups[group] = GroupEntry(
-                    keys={k: TensorEntry(shape=list(i.shape), dtype=i.dtype) for k, i in infos.items()}, complete=True
-                )
-        self._manifest.epochs.append(EpochRecord(epoch=epoch, source=source, files=files))
-        self._manifest.epochs.sort(key=lambda record: record.epoch)
-        if durable:
-            write_json_atomic(self.path / MANIFEST_NAME, self._manifest.to_json())
-        else:
-            tmp = self.path / temp_name(MANIFEST_NAME)
-            tmp.write_text(json.dumps(self._manifest.to_json(), indent=2) + "\n", encoding="utf-8")
-            os.replace(tmp, self.path / MANIFEST_NAME)
+        return files
+
+    def _write_objects(self, epoch: int, states: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, FileEntry]:
+        def put(group: str, tensors: Mapping[str, torch.Tensor]) -> FileEntry:
+            data = encode_tensors(tensors, {"group": group, "epoch": str(epoch)})
+            rel = f"{EPOCHS_DIR}/{epoch}/{group}.safetensors"
+            self.store.write_atomic(rel, data)
+            return FileEntry(path=rel, sha256=hashlib.sha256(data).hexdigest(), nbytes=len(data))
+
+        workers = max(1, min(len(states), 4))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {group: pool.submit(put, group, tensors) for group, tensors in states.items()}
+            return {group: future.result() for group, future in futures.items()}
 
     def _remove_stale(self, epoch: int, final: Path) -> None:
         """Remove what a killed writer of ``epoch`` left: its ``.partial-<epoch>-<pid>`` folders and an
@@ -199,21 +240,30 @@ class RunWriter:
         """Replace metrics.parquet atomically with ``frame`` (long form)."""
         frame = frame[METRIC_COLUMNS].astype({"epoch": "int64", "group": "string", "metric": "string", "value": "float64"})
         frame = frame.sort_values(["epoch", "group", "metric"], kind="stable").reset_index(drop=True)
-        write_bytes_atomic(self.path / METRICS_NAME, frame.to_parquet(index=False))
+        self.store.write_atomic(METRICS_NAME, frame.to_parquet(index=False))
 
     def add_metrics(self, rows: Iterable[tuple[int, str, str, float]]) -> None:
         """Add ``(epoch, group, metric, value)`` rows; a later value replaces an earlier one."""
         new = pd.DataFrame(list(rows), columns=METRIC_COLUMNS)
         if new.empty:
             return
-        old = read_metrics(self.path / METRICS_NAME)
+        old = read_run_metrics(self.store)
         merged = pd.concat([old, new.astype(old.dtypes.to_dict())], ignore_index=True)
         merged = merged.drop_duplicates(["epoch", "group", "metric"], keep="last")
         self.write_metrics(merged)
 
     def write_spec_text(self, text: str) -> None:
         """Store the spec the run was recorded with beside the manifest."""
-        write_bytes_atomic(self.path / SPEC_NAME, text.encode("utf-8"))
+        self.store.write_atomic(SPEC_NAME, text.encode("utf-8"))
+
+
+def read_run_metrics(store: RunStore) -> pd.DataFrame:
+    """The run's metrics.parquet in long form, read through its store."""
+    return read_metrics(store.where(METRICS_NAME), lambda: store.read_optional(METRICS_NAME))
+
+
+def _manifest_bytes(manifest: Manifest) -> bytes:
+    return (json.dumps(manifest.to_json(), indent=2, sort_keys=False) + "\n").encode("utf-8")
 
 
 def sync_tree(root: str | os.PathLike[str]) -> None:

@@ -10,14 +10,18 @@ Layout::
 Every write goes to a temporary name first and is renamed into place, so a crash leaves either
 the old state or the new one; a leftover temporary is reported, never used, removed by the next
 write of the same epoch (once its writer is gone) or by ``RunDir.clean()``.
+
+A run may also live on object storage or HDFS (``RunDir("s3://bucket/runs/a")``, see
+``modules.run_store``): each group file is one object, and an epoch exists once the manifest lists it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
+import tempfile
 import warnings
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +29,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 from safetensors import safe_open
+from safetensors.torch import load as load_bytes
 from safetensors.torch import load_file
 
-from modules.atomic import pid_alive, stale_temporaries
+from modules.atomic import TEMP_RE, pid_alive
 from modules.errors import RunDirError
 from modules.manifest import load_manifest
 from modules.run_layout import (
@@ -45,11 +50,14 @@ from modules.run_layout import (
     read_metrics,
     sha256_file,
 )
-from modules.run_writer import RunWriter, sync_tree
+from modules.run_store import RunLocation, RunStore, run_store
+from modules.run_writer import RunWriter, read_run_metrics, sync_tree
+from modules.safetensors_stream import SafetensorsReader
 
 __all__ = [
     "EPOCHS_DIR", "FORMAT_VERSION", "MANIFEST_NAME", "METRICS_NAME", "METRIC_COLUMNS", "SPEC_NAME",
-    "EpochEntry", "GroupFile", "RunCheck", "RunDir", "RunWriter", "TensorInfo", "read_metrics", "sha256_file", "sync_tree",
+    "EpochEntry", "GroupFile", "RunCheck", "RunDir", "RunLocation", "RunStore", "RunWriter", "TensorInfo", "read_metrics",
+    "run_store", "sha256_file", "sync_tree",
 ]
 
 
@@ -85,21 +93,27 @@ def _writer_alive(name: str) -> bool:
 
 
 class RunDir:
-    """Read access to a run directory; reading one group at one epoch touches nothing else."""
+    """Read access to a run directory; reading one group at one epoch touches nothing else.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        manifest_path = self.path / MANIFEST_NAME
-        if not self.path.is_dir():
-            raise RunDirError(f"run directory {self.path} does not exist; record a run or import one first")
-        if not manifest_path.is_file():
+    ``path`` is a local folder, a URI (``s3://bucket/runs/a``, ``gs://...``, ``hdfs://...``) or a
+    ``(pyarrow FileSystem, root)`` pair; see ``modules.run_store``.
+    """
+
+    def __init__(self, path: RunLocation) -> None:
+        self.store: RunStore = run_store(path)
+        where = self.label
+        if not self.store.is_dir():
+            raise RunDirError(f"run directory {where} does not exist; record a run or import one first")
+        if self.store.size(MANIFEST_NAME) is None:
             raise RunDirError(
-                f"{self.path} has no {MANIFEST_NAME}, so it is not a sweetspot run directory; create one"
+                f"{where} has no {MANIFEST_NAME}, so it is not a sweetspot run directory; create one"
                 " with the Recorder or `sweetspot import --from DIR --spec sweetspot.yaml --out RUN`"
             )
-        manifest = load_manifest(manifest_path)
+        manifest_path = self.store.where(MANIFEST_NAME)
+        manifest = load_manifest(manifest_path, read=lambda: self.store.read_bytes(MANIFEST_NAME))
         self.spec_name: str = manifest.spec_name
         self.created_by: str = manifest.created_by
+        self._spec_copy: Path | None = None
         self._group_infos: dict[str, dict[str, TensorInfo]] = {}
         for group, entry in manifest.groups.items():
             if any(info is None for info in entry.keys.values()):
@@ -116,22 +130,66 @@ class RunDir:
         self.incomplete = self._find_incomplete()
         if self.incomplete:
             warnings.warn(
-                f"{self.path}: ignoring incomplete epoch folders {self.incomplete} (a write was"
+                f"{where}: ignoring incomplete epoch folders {self.incomplete} (a write was"
                 " interrupted); delete them or run RunDir(...).clean()",
                 stacklevel=2,
             )
 
+    @property
+    def path(self) -> Path:
+        """The run's local folder; a run on object storage has none (use ``location``)."""
+        if self.store.local_path is None:
+            raise RunDirError(
+                f"{self.location} is not on this machine's disk, so it has no local path; read it through"
+                " RunDir (read_group, open_group, metrics) and name it by RunDir.location"
+            )
+        return self.store.local_path
+
+    @property
+    def location(self) -> str:
+        """Where the run lives, for results and provenance: the resolved local folder or the URI."""
+        return self.store.location
+
+    @property
+    def address(self) -> str:
+        """What ``RunDir(...)`` reopens this run from in another process (a Ray worker): the resolved
+        local folder, or the URI with its options."""
+        if self.store.address is None:
+            raise RunDirError(
+                f"{self.location} was given as a (FileSystem, root) pair, which another process cannot"
+                " reopen; pass the run as a URI (s3://bucket/run?endpoint_override=...) instead"
+            )
+        return self.store.address
+
+    @property
+    def label(self) -> str:
+        """How messages name the run: the local folder as given, or the URI."""
+        return str(self.store.where())
+
+    @property
+    def local_path(self) -> Path | None:
+        """The run's local folder, or None for a run on object storage."""
+        return self.store.local_path
+
+    @property
+    def is_local(self) -> bool:
+        return self.store.local_path is not None
+
+    def same_run(self, other: str | os.PathLike[str]) -> bool:
+        """Whether ``other`` (a path or URI, e.g. a provenance's ``run_dir``) names this run."""
+        if not self.is_local:
+            return str(other).rstrip("/") == self.location
+        return Path(other).resolve() == self.path.resolve()
+
     def _find_incomplete(self) -> list[str]:
-        epochs_dir = self.path / EPOCHS_DIR
-        if not epochs_dir.is_dir():
-            return []
-        found = []
-        for child in sorted(epochs_dir.iterdir()):
-            if child.name.startswith(PARTIAL_PREFIX):
-                found.append(str(child))
-            elif child.is_dir() and (not child.name.isdigit() or int(child.name) not in self._epochs):
-                found.append(str(child))
-        return found
+        self._incomplete = [
+            f"{EPOCHS_DIR}/{child.name}"
+            for child in self.store.list(EPOCHS_DIR)
+            if child.name.startswith(PARTIAL_PREFIX)
+            or (child.is_dir and (not child.name.isdigit() or int(child.name) not in self._epochs))
+        ]
+        return [str(self.store.where(rel)) for rel in self._incomplete]
+
     # -- structure -------------------------------------------------------------------------
 
     @property
@@ -159,53 +217,77 @@ class RunDir:
     def epoch_entry(self, epoch: int) -> EpochEntry:
         """Manifest entry of ``epoch``."""
         if epoch not in self._epochs:
-            raise RunDirError(f"epoch {epoch} is not recorded in {self.path}; recorded epochs: {self.epochs}")
+            raise RunDirError(f"epoch {epoch} is not recorded in {self.label}; recorded epochs: {self.epochs}")
         return self._epochs[epoch]
 
-    def group_path(self, epoch: int, group: str) -> Path:
-        """Absolute path of one group's file at one epoch, checked against the manifest's size."""
+    def group_file(self, epoch: int, group: str) -> str:
+        """The run-relative name of one group's file at one epoch, checked against the manifest's size."""
         self._infos(group)
         entry = self.epoch_entry(epoch)
         if group not in entry.files:
-            raise RunDirError(f"{self.path}: epoch {epoch} has no file for group {group!r}; re-record that epoch")
+            raise RunDirError(f"{self.label}: epoch {epoch} has no file for group {group!r}; re-record that epoch")
         record = entry.files[group]
-        path = self.path / record.path
-        root = self.path.resolve()
-        if not path.resolve().is_relative_to(root):
+        where = self.store.where(record.path)
+        if self.is_local:  # object stores have no links; a local folder may hold one that points out
+            path, root = self.path / record.path, self.path.resolve()
+            if not path.resolve().is_relative_to(root):
+                raise RunDirError(
+                    f"{path} (listed in {self.path / MANIFEST_NAME}) resolves to {path.resolve()}, outside the run"
+                    f" directory {root}; a run reads only its own files. Replace the link by the file or re-import the run"
+                )
+        size = self.store.size(record.path)
+        if size is None:
             raise RunDirError(
-                f"{path} (listed in {self.path / MANIFEST_NAME}) resolves to {path.resolve()}, outside the run"
-                f" directory {root}; a run reads only its own files. Replace the link by the file or re-import the run"
+                f"{where} is listed in {self.store.where(MANIFEST_NAME)} but missing; restore it or re-import the run"
             )
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise RunDirError(
-                f"{path} is listed in {self.path / MANIFEST_NAME} but missing; restore it or re-import the run"
-            ) from None
         if size != record.nbytes:
             raise RunDirError(
-                f"{path} has {size} bytes but the manifest records {record.nbytes}; the file is truncated"
+                f"{where} has {size} bytes but the manifest records {record.nbytes}; the file is truncated"
                 " or was changed. Restore it or re-import the run"
             )
-        return path
+        return record.path
+
+    def group_path(self, epoch: int, group: str) -> Path:
+        """Absolute path of one group's file at one epoch (a local run only; see ``open_group``)."""
+        rel = self.group_file(epoch, group)
+        return self.path / rel
+
+    def group_location(self, epoch: int, group: str) -> str:
+        """One group's file at one epoch as results name it: a local path or a URI."""
+        return str(self.store.where(self.group_file(epoch, group)))
 
     def _infos(self, group: str) -> dict[str, TensorInfo]:
         if group not in self._group_infos:
-            raise RunDirError(f"{self.path} has no group {group!r}; its groups are {self.groups}")
+            raise RunDirError(f"{self.label} has no group {group!r}; its groups are {self.groups}")
         return self._group_infos[group]
 
     # -- data ------------------------------------------------------------------------------
 
     def read_group(self, epoch: int, group: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-        """One group's tensors at one epoch (memory-mapped safetensors; nothing else is read)."""
-        path = self.group_path(epoch, group)
+        """One group's tensors at one epoch (memory-mapped locally, one object read remotely; nothing else is read)."""
+        rel = self.group_file(epoch, group)
+        where = self.store.where(rel)
         try:
-            return load_file(path, device=str(device))
+            if self.is_local:
+                return load_file(where, device=str(device))
+            return {k: t.to(device) for k, t in load_bytes(self.store.read_bytes(rel)).items()}
+        except RunDirError:
+            raise
         except Exception as error:  # safetensors raises its own error types for corrupt headers
-            raise RunDirError(f"{path} is not a readable safetensors file ({error}); re-import the run") from None
+            raise RunDirError(f"{where} is not a readable safetensors file ({error}); re-import the run") from None
+
+    def open_group(self, epoch: int, group: str) -> SafetensorsReader:
+        """One group's file at one epoch for reading tensor by tensor (``get(key)``; close it after)."""
+        rel = self.group_file(epoch, group)
+        if self.is_local:
+            return SafetensorsReader(self.path / rel)
+        return SafetensorsReader(self.store.where(rel), handle=self.store.open_random(rel))
 
     def read_tensor(self, epoch: int, group: str, key: str) -> torch.Tensor:
         """One tensor of one group at one epoch."""
+        if not self.is_local:
+            with self.open_group(epoch, group) as reader:
+                return reader.get(key)
         path = self.group_path(epoch, group)
         with safe_open(path, framework="pt") as handle:
             return handle.get_tensor(key)
@@ -219,12 +301,22 @@ class RunDir:
 
     def metrics(self) -> pd.DataFrame:
         """Recorded metrics in long form (``epoch, group, metric, value``)."""
-        return read_metrics(self.path / METRICS_NAME)
+        return read_run_metrics(self.store)
 
     def spec_path(self) -> Path | None:
-        """The copy of the spec stored with the run, if any."""
-        path = self.path / SPEC_NAME
-        return path if path.is_file() else None
+        """The copy of the spec stored with the run, if any (of a run on object storage: a local copy)."""
+        if self.is_local:
+            path = self.path / SPEC_NAME
+            return path if path.is_file() else None
+        if self._spec_copy is None:
+            data = self.store.read_optional(SPEC_NAME)
+            if data is None:
+                return None
+            folder = tempfile.mkdtemp(prefix="sweetspot-spec-")
+            weakref.finalize(self, _remove_copy, folder)
+            self._spec_copy = Path(folder) / SPEC_NAME
+            self._spec_copy.write_bytes(data)
+        return self._spec_copy
 
     def verify(self, epochs: Iterable[int] | None = None) -> list[str]:
         """Check every listed file's sha256; return the problems found (empty when all is well)."""
@@ -232,41 +324,50 @@ class RunDir:
         for epoch in self.epochs if epochs is None else epochs:
             for group, record in self.epoch_entry(epoch).files.items():
                 try:
-                    path = self.group_path(epoch, group)
+                    rel = self.group_file(epoch, group)
                 except RunDirError as error:
                     problems.append(str(error))
                     continue
-                if sha256_file(path) != record.sha256:
-                    problems.append(f"{path}: sha256 differs from the manifest; the file was changed or corrupted")
+                if self.store.sha256(rel) != record.sha256:
+                    problems.append(
+                        f"{self.store.where(rel)}: sha256 differs from the manifest; the file was changed or corrupted"
+                    )
         return problems
 
-    def leftovers(self) -> list[Path]:
+    def _leftover_files(self) -> list[str]:
+        rels = [rel for rel in self._incomplete if not _writer_alive(rel.rsplit("/", 1)[-1])]
+        for folder in ("", EPOCHS_DIR):
+            for child in self.store.list(folder):
+                match = TEMP_RE.match(child.name)
+                if match and not pid_alive(int(match["pid"])):
+                    rels.append(f"{folder}/{child.name}" if folder else child.name)
+        return sorted(set(rels), key=lambda rel: str(self.store.where(rel)))
+
+    def leftovers(self) -> list[Path | str]:
         """Leftovers of interrupted writes whose writer is gone: ``epochs/.partial-*`` folders,
         epoch folders the manifest does not list, and our hidden ``.<name>.<pid>-<token>.tmp`` files."""
-        found = [Path(p) for p in self.incomplete if not _writer_alive(Path(p).name)]
-        for folder in (self.path, self.path / EPOCHS_DIR):
-            found.extend(stale_temporaries(folder))
-        return sorted(set(found))
+        return [self.store.where(rel) for rel in self._leftover_files()]
 
-    def clean(self) -> list[Path]:
-        """Remove ``leftovers()``; return what was removed. Listed files are never touched."""
+    def clean(self) -> list[Path | str]:
+        """Remove ``leftovers()``; return what was removed. Listed files are never touched.
+
+        On object storage an epoch being written has no writer to ask about: clean while no one records.
+        """
         removed = []
-        for path in self.leftovers():
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-            if not path.exists():
-                removed.append(path)
+        for rel in self._leftover_files():
+            self.store.remove(rel)
+            if not self.store.exists(rel):
+                removed.append(self.store.where(rel))
         self.incomplete = self._find_incomplete()
         return removed
 
     def check(self, clean: bool = False) -> RunCheck:
         """``verify()`` plus the leftovers of interrupted writes (removed with ``clean=True``)."""
-        result = RunCheck(str(self.path), problems=self.verify(), leftovers=[str(p) for p in self.leftovers()])
+        result = RunCheck(self.label, problems=self.verify(), leftovers=[str(p) for p in self.leftovers()])
         if clean:
             result.removed = [str(p) for p in self.clean()]
         return result
 
 
+def _remove_copy(folder: str) -> None:
+    shutil.rmtree(folder, ignore_errors=True)

@@ -14,10 +14,13 @@ import json
 import mmap
 import os
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
+import numpy
 import torch
+from safetensors.torch import save as _library_save
 from safetensors.torch import save_file as _library_save_file
 
 from modules.atomic import fsync_path
@@ -99,21 +102,37 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, dict], dict[str
     path = Path(path)
     try:
         with open(path, "rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            if length > 100_000_000:
-                raise ValueError(f"header length {length} is implausible")
-            header = json.loads(handle.read(length))
-    except (OSError, ValueError, struct.error) as error:
+            return _parse_header(lambda n, offset: os.pread(handle.fileno(), n, offset), path)
+    except OSError as error:
         raise CheckpointImportError(f"{path} is not a readable safetensors file ({error})") from None
+
+
+def _parse_header(read_at: Callable[[int, int], Any], name: object) -> tuple[dict[str, dict], dict[str, str], int]:
+    try:
+        (length,) = struct.unpack("<Q", bytes(read_at(8, 0)))
+        if length > 100_000_000:
+            raise ValueError(f"header length {length} is implausible")
+        header = json.loads(bytes(read_at(length, 8)))
+    except (OSError, ValueError, struct.error) as error:
+        raise CheckpointImportError(f"{name} is not a readable safetensors file ({error})") from None
     metadata = header.pop("__metadata__", None) or {}
     return header, metadata, 8 + length
 
 
 class SafetensorsReader:
-    """Random access to the tensors of one safetensors file, each read with one ``pread``."""
+    """Random access to the tensors of one safetensors file, each read with one ``pread``.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+    With ``handle`` (an open pyarrow file with ``read_at``, e.g. an object in a bucket) each tensor
+    is one ranged read of that handle instead, and ``path`` only names the file in messages.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], handle: Any = None) -> None:
+        self.path: Path | str = Path(path) if handle is None else str(path)
+        self._handle = handle
+        self._fd = -1
+        if handle is not None:
+            self.entries, self.metadata, self._data_start = _parse_header(handle.read_at, self.path)
+            return
         self.entries, self.metadata, self._data_start = read_header(self.path)
         self._fd = os.open(self.path, os.O_RDONLY)
 
@@ -133,7 +152,12 @@ class SafetensorsReader:
         if end - start != nbytes_of(shape, dtype):
             raise CheckpointImportError(f"{self.path}: tensor {key!r} has inconsistent offsets; the file is corrupt")
         out = torch.empty(shape, dtype=getattr(torch, dtype))
-        if end > start:
+        if end > start and self._handle is not None:
+            data = self._handle.read_at(end - start, self._data_start + start)
+            if len(data) != end - start:
+                raise CheckpointImportError(f"{self.path}: tensor {key!r} is truncated; restore the file")
+            out.reshape(-1).view(torch.uint8).numpy()[:] = numpy.frombuffer(data, dtype=numpy.uint8)
+        elif end > start:
             view = memoryview(out.reshape(-1).view(torch.uint8).numpy())
             got = os.preadv(self._fd, [view], self._data_start + start)
             if got != end - start:
@@ -144,6 +168,9 @@ class SafetensorsReader:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
     def __enter__(self) -> SafetensorsReader:
         return self
@@ -288,6 +315,24 @@ def _write_hashed(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Map
     finally:
         os.close(fd)
     return digest.hexdigest(), size
+
+
+def encode_tensors(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes | bytearray:
+    """The bytes ``save_tensors`` would write for ``tensors``: one object to upload whole."""
+    tensors = _unshared(tensors)
+    if not all(dtype_name(t.dtype) in DTYPE_CODES for t in tensors.values()):
+        return _library_save(tensors, metadata=dict(metadata))
+    layout = _library_layout(tensors)
+    header = encode_header(layout, dict(sorted(metadata.items())) if metadata else None)
+    out = bytearray(len(header) + sum(t.nbytes for t in tensors.values()))
+    out[: len(header)] = header
+    position = len(header)
+    for key in layout:
+        if tensors[key].nbytes:
+            data = tensors[key].reshape(-1).view(torch.uint8).numpy()
+            out[position : position + data.nbytes] = memoryview(data)
+            position += data.nbytes
+    return out
 
 
 def save_tensors(

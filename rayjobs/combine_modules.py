@@ -45,7 +45,7 @@ USAGE = """%(prog)s --checkpoint-dir RUN (--selection FILE | --group G=E ...) --
        %(prog)s --spec YAML --<group> FILE ... [--default FILE] --output FILE [options]"""
 #: combine's options: (flags, add_argument keywords).
 ARGUMENTS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
-    (("--checkpoint-dir",), dict(type=Path, metavar="RUN", help="run directory, or a folder of checkpoint files (imported on the fly; then --spec);"
+    (("--checkpoint-dir",), dict(metavar="RUN", help="run directory, or a folder of checkpoint files (imported on the fly; then --spec);"
                                                                       " needed unless the checkpoint-file form (--<group> FILE) is used")),
     (("--selection",), dict(type=Path, metavar="FILE", help="selection.json: group -> epoch, {\"average\": [first, last]} or {\"epochs\": [...]}")),
     (("--group",), dict(

@@ -32,7 +32,7 @@ USAGE = """%(prog)s --checkpoint-dir RUN (--model FILE | --selection FILE | --gr
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.usage = USAGE
-    parser.add_argument("--checkpoint-dir", type=Path, metavar="RUN", help="run directory the baselines are built from, or a folder of checkpoint files (with --spec); required")
+    parser.add_argument("--checkpoint-dir", metavar="RUN", help="run directory the baselines are built from, or a folder of checkpoint files (with --spec); required")
     parser.add_argument("--model", type=Path, metavar="FILE", help="combined model file (.safetensors or .pt)")
     parser.add_argument("--selection", type=Path, metavar="FILE", help="selection.json to build the combination from")
     parser.add_argument("--group", action="append", default=[], metavar="G=E", help="GROUP=EPOCH or GROUP=FIRST-LAST; repeatable; overrides --selection")

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from analysis.evaluation.baselines import analysis_for
 from modules.atomic import check_output_folder
-from modules.run_spec import spec_for_run
+from modules.run_spec import as_run, spec_for_run
 from modules.rundir import RunDir
 from modules.spec import Spec
 from search.cluster import start_ray
@@ -54,7 +54,7 @@ def search(
             first = error.errors()[0]
             name = str(first["loc"][0]) if first["loc"] else "settings"
             raise SearchError(f"{first.get('input')!r}: {first['msg']}", param=name) from None
-    run = run if isinstance(run, RunDir) else RunDir(run)
+    run = as_run(run)
     output = check_output_folder(output)
     spec, _ = spec_for_run(spec, run, trust_run_spec=trust_run_spec, purpose="the search")
     if analysis is not None and not Path(analysis).is_dir():
@@ -64,8 +64,8 @@ def search(
     data = spec.load_data()
     result = run_search(run, spec, output, config, info, data, address, resume, progress, selections)
     result.notes.append(analysis_note)
-    write_search_outputs(result, output, str(run.path), run.epochs)  # the search is safe on disk first
+    write_search_outputs(result, output, run.label, run.epochs)  # the search is safe on disk first
     if evaluate:
         evaluate_pick(result, run, spec, data, info, device=device, progress=progress)
-        write_search_outputs(result, output, str(run.path), run.epochs)
+        write_search_outputs(result, output, run.label, run.epochs)
     return result

@@ -13,13 +13,15 @@ import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from analysis.thresholds import Thresholds, load_thresholds
 from modules.atomic import check_output_folder, write_json_atomic, write_text_atomic
 from modules.errors import SweetspotError
 from modules.run_spec import SpecLike
+from modules.run_store import is_uri
 from modules.spec import Spec, load_spec
 
 RESULT_NAME = "auto_result.json"
@@ -65,7 +67,7 @@ def run_names(runs: Sequence[str]) -> list[str]:
     """A folder name per run: the run's own name, numbered when two runs share one."""
     names: list[str] = []
     for path in runs:
-        base = Path(path).resolve().name or "run"
+        base = (PurePosixPath(urlsplit(path).path).name if is_uri(path) else Path(path).resolve().name) or "run"
         name, n = base, 2
         while name in names:
             name, n = f"{base}-{n}", n + 1
@@ -229,10 +231,10 @@ def auto(
     if not runs:
         raise AutoError("no run given; pass at least one run directory (--checkpoint-dir)")
     output = check_output_folder(output)
-    missing = [run for run in runs if "://" not in run and not Path(run).exists()]
+    missing = [run for run in runs if not is_uri(run) and not Path(run).exists()]
     if missing:  # a typo is refused before Ray starts; a broken run is reported as that run's failure
         raise AutoError(f"run directory {', '.join(missing)} does not exist; pass existing runs (--checkpoint-dir)")
-    for run in runs:
+    for run in (r for r in runs if not is_uri(r)):  # a run on object storage cannot hold a local output
         root = Path(getattr(run, "path", run)).resolve()
         if root == output.resolve() or root in output.resolve().parents:
             raise AutoError(

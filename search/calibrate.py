@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from analysis.thresholds import MIN_WINDOW, Thresholds, save_thresholds
 from modules.atomic import check_output_file
 from modules.errors import SweetspotWarning
-from modules.run_spec import SpecLike
+from modules.run_spec import SpecLike, as_run
 from modules.rundir import RunDir
 from modules.spec import Spec, load_spec
 from search.calibration_cases import CalibrationCase, CalibrationError, EpochSet, read_search
@@ -143,22 +143,22 @@ def _specs(spec: SpecLike | Sequence[SpecLike] | None, runs: list[RunDir], trust
     for run in runs:
         stored = run.spec_path()
         if stored is None:
-            raise CalibrationError(f"run {run.path} stores no spec; pass your sweetspot.yaml (--spec)")
+            raise CalibrationError(f"run {run.label} stores no spec; pass your sweetspot.yaml (--spec)")
         if not trust_run_spec:
             raise CalibrationError(
                 "calibration scores selections with the spec's model, data and evaluate code; a run directory"
-                f" may come from elsewhere ({run.path}). Pass your own spec (--spec sweetspot.yaml), or"
+                f" may come from elsewhere ({run.label}). Pass your own spec (--spec sweetspot.yaml), or"
                 " --trust-run-spec (trust_run_spec=True) if you trust the runs' stored specs"
             )
         out.append(load_spec(stored))
     return out
 
 
-def _searched_run(search: str | os.PathLike[str]) -> Path | None:
+def _searched_run(search: str | os.PathLike[str]) -> str | None:
     """The run directory a search folder's summary names (None when it names none)."""
     try:
         summary = json.loads((Path(search) / "search_summary.json").read_text(encoding="utf-8"))
-        return Path(summary["run_dir"])
+        return str(summary["run_dir"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -192,17 +192,17 @@ def calibrate(
     if output.suffix != ".json":
         raise CalibrationError(f"{output} is not a .json file; name the thresholds file e.g. calibrated_thresholds.json", param="output")
     records = [read_search(s) for s in searches]  # cheap checks before any spec code runs
-    runs = [r if isinstance(r, RunDir) else RunDir(r) for r in runs]
+    runs = [as_run(r) for r in runs]
     for run, search in zip(runs, searches):
-        if run.path.resolve() in output.resolve().parents:
+        if run.is_local and run.path.resolve() in output.resolve().parents:
             raise CalibrationError(
                 f"{output} is inside the run directory {run.path}; the run is input only, write elsewhere",
                 param="output",
             )
         searched = _searched_run(search)
-        if searched is not None and searched.is_dir() and searched.resolve() != run.path.resolve():
+        if searched is not None and (Path(searched).is_dir() or not run.is_local) and not run.same_run(searched):
             raise CalibrationError(
-                f"search folder {search} searched the run {searched}, not {run.path}; pass each run with"
+                f"search folder {search} searched the run {searched}, not {run.label}; pass each run with"
                 " the search of that run, in the same order"
             )
     specs = _specs(spec, runs, trust_run_spec)

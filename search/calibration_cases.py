@@ -105,7 +105,7 @@ class CalibrationCase:
 
     def __init__(self, run: RunDir, search: SearchRecord, spec: Spec, label: str | None = None) -> None:
         self.run, self.search, self.spec = run, search, spec
-        self.label = label or str(run.path)
+        self.label = label or run.label
         if set(run.groups) != set(search.groups):
             raise CalibrationError(
                 f"run {self.label} has groups {run.groups} but its search {search.folder} chose groups"

@@ -51,11 +51,16 @@ def _better(mode: str, a: float, b: float) -> bool:
 
 def check_inputs(run: RunDir, output: Path, config: SearchConfig) -> None:
     resolved = output.resolve()
-    run_root = run.path.resolve()
-    if resolved == run_root or run_root in resolved.parents:
+    run_root = run.path.resolve() if run.is_local else None
+    if run_root is not None and (resolved == run_root or run_root in resolved.parents):
         raise SearchError(f"output {output} is inside the run directory {run.path}; the run is input only, write elsewhere")
+    if not run.is_local and run.store.address is None:
+        raise SearchError(
+            f"run {run.label} was given as a (FileSystem, root) pair, which trials on other processes cannot"
+            " reopen; pass the run as a URI (s3://bucket/run?endpoint_override=...) or a local folder"
+        )
     if len(run.epochs) < 2:
-        raise SearchError(f"run {run.path} has {len(run.epochs)} recorded epoch(s); a search needs at least two")
+        raise SearchError(f"run {run.label} has {len(run.epochs)} recorded epoch(s); a search needs at least two")
 
 
 def _analysis_candidates(analysis: Any, run: RunDir) -> dict[str, list[int]]:
@@ -219,7 +224,7 @@ def _state(run: RunDir, spec: Spec, config: SearchConfig, search_id: str) -> dic
     settings = config.model_dump(mode="json")
     return {
         "search_id": search_id,
-        "run": str(run.path.resolve()),
+        "run": run.location,
         "spec": hashlib.sha256(dump_spec(spec).encode()).hexdigest(),
         "settings": {k: v for k, v in settings.items() if k not in ("num_samples", "max_concurrent", "max_failures")},
     }
@@ -272,10 +277,10 @@ def run_search(
     search_id = state["search_id"] if state else uuid.uuid4().hex[:12]
     write_json_atomic(output / STATE_NAME, _state(run, spec, config, search_id))
     memo = memo_actor(search_id)
-    pools = create_pools(search_id, str(run.path.resolve()), config.pool_memory)
+    pools = create_pools(search_id, run.address, config.pool_memory)
     try:
         context = TrialContext(
-            search_id, str(run.path.resolve()), spec, [ray.put(plan.cut)], spec.objective.metric, mode,
+            search_id, run.address, spec, [ray.put(plan.cut)], spec.objective.metric, mode,
             plan.update_bn, list(config.prefix_modules), config.prefix_cache_memory, config.pool_memory,
             max(1, int(config.cpus_per_trial)),
         )

@@ -150,6 +150,7 @@ class SelectionScorer:
         update_bn: bool = True,
         prefix_modules: Sequence[str] = (),
         prefix_cache_bytes: int = 1 << 30,
+        bn_cache_bytes: int = BN_CACHE_BYTES,
     ) -> None:
         self.model = model.eval()
         self.key_groups = dict(key_groups)
@@ -175,7 +176,7 @@ class SelectionScorer:
         #: Prefix outputs per (module, split, call, choice of the groups it depends on, input).
         self._prefix_cache = _TensorCache(prefix_cache_bytes)
         #: Recomputed BatchNorm statistics per (layers, choice of the groups that run up to them).
-        self._bn_cache = _TensorCache(BN_CACHE_BYTES)
+        self._bn_cache = _TensorCache(bn_cache_bytes)
         if self._prefix_names and train_batches is None:
             raise EvaluationError(
                 "a prefix module's cache needs the spec's batches callable (one batch tells which groups"

@@ -75,7 +75,7 @@ def weights_key(candidate: Candidate, run: RunDir) -> str:
 def _provenance_epochs(provenance: dict[str, Any] | None, run: RunDir) -> EpochSet | None:
     if not provenance or provenance.get("update_bn") or not provenance.get("run_dir"):
         return None
-    if Path(provenance["run_dir"]).resolve() != run.path.resolve():
+    if not run.same_run(provenance["run_dir"]):
         return None
     sources = provenance.get("sources") or {}
     try:
@@ -169,6 +169,6 @@ def analysis_for(run: RunDir, folder: str | os.PathLike[str] | None, spec: Any =
     try:
         result = analyze_run(run, spec)
     except Exception as error:  # noqa: BLE001 - any analysis failure only skips one baseline
-        return None, f"analysis of {run.path} failed ({error}); plateau average skipped"
+        return None, f"analysis of {run.label} failed ({error}); plateau average skipped"
     windows = {g: a.plateau_window for g, a in result.groups.items()}
-    return AnalysisInfo(result.selection, windows, f"analyze_run({run.path})"), "analysis computed from the run"
+    return AnalysisInfo(result.selection, windows, f"analyze_run({run.label})"), "analysis computed from the run"

@@ -124,7 +124,7 @@ class CandidateEvaluator:
         else:
             assert candidate.epochs is not None
             plan = plan_from_run(self.run, candidate.epochs)
-            load_into_model(self.model, iter_plan(plan), f"run directory {self.run.path}", self.model_desc, FIT_FIX)
+            load_into_model(self.model, iter_plan(plan), f"run directory {self.run.label}", self.model_desc, FIT_FIX)
             if recompute:
                 recompute_batchnorm(self.model, plan, self._train_batches)
 

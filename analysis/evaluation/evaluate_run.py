@@ -38,7 +38,7 @@ from modules.model_fit import (
     spec_model_layout,
 )
 from modules.provenance import read_provenance
-from modules.run_spec import SpecLike, as_spec, spec_for_run
+from modules.run_spec import SpecLike, as_spec, run_or_folder, spec_for_run
 from modules.rundir import MANIFEST_NAME, RunDir
 from modules.selection import Selection, load_selection
 
@@ -100,15 +100,16 @@ def evaluate(
     is used only with ``trust_run_spec`` (a run directory may come from elsewhere).
     """
     out = check_output_folder(output) if output is not None else None  # before any work
-    source = run.path if isinstance(run, RunDir) else Path(run)
-    if out is not None and (out.resolve() == source.resolve() or source.resolve() in out.resolve().parents):
+    run = run_or_folder(run)
+    source = run.local_path if isinstance(run, RunDir) else run
+    if out is not None and source is not None and (out.resolve() == source.resolve() or source.resolve() in out.resolve().parents):
         raise EvaluationError(f"{out} is inside the run directory {source}; write elsewhere", param="output")
     model, selection = _combination(combination)
     # Cheap checks first: nothing below this block takes long until the run is imported.
     info = _given_analysis(analysis)
     spec_obj, spec_file = as_spec(spec) if spec is not None else (None, None)
     stored_run = run if isinstance(run, RunDir) else None
-    if spec_obj is None and stored_run is None and (source / MANIFEST_NAME).is_file():
+    if spec_obj is None and stored_run is None and source is not None and (source / MANIFEST_NAME).is_file():
         stored_run = RunDir(source)
     if spec_obj is None and stored_run is not None:
         spec_obj, spec_file = spec_for_run(None, stored_run, trust_run_spec=trust_run_spec, purpose="evaluate")

@@ -68,8 +68,9 @@ def spec() -> Spec:
     return parse_spec(SPEC, "tiny spec")
 
 
-def record_run(path: Path, epochs: int = 6, seed: int = 0) -> Path:
-    """Train Tiny for real with SGD and store every epoch's groups and val loss in a run directory."""
+def record_run(path: Path | str | tuple, epochs: int = 6, seed: int = 0) -> Path:
+    """Train Tiny for real with SGD and store every epoch's groups and val loss in a run directory
+    (a local folder, or a URI / (FileSystem, root) pair of a run on object storage)."""
     the_spec = spec()
     model = build_model(seed)
     data = load_data(seed)
@@ -93,4 +94,4 @@ def record_run(path: Path, epochs: int = 6, seed: int = 0) -> Path:
         writer.write_epoch(epoch, {g: {k: state[k] for k in ks} for g, ks in keys.items()})
         rows.append((epoch, "model", "val_loss", evaluate(model, data["val"])["loss"]))
     writer.add_metrics(rows)
-    return Path(path)
+    return Path(path) if writer.store.local_path is not None else path
