@@ -93,12 +93,10 @@ def is_complete(folder: Path, settings: dict[str, Any]) -> dict[str, Any] | None
     return record
 
 
-def _spec_for(run_path: str, spec: Spec | None, trust_run_spec: bool) -> Spec:
-    from modules.rundir import RunDir
-
+def _spec_for(run: Any, run_path: str, spec: Spec | None, trust_run_spec: bool) -> Spec:
     if spec is not None:
         return spec
-    stored = RunDir(run_path).spec_path()
+    stored = run.spec_path()  # of a run on object storage, a local copy that lives as long as ``run``
     if stored is None:
         raise AutoError(f"run {run_path} stores no spec; pass your sweetspot.yaml (--spec)")
     if not trust_run_spec:
@@ -126,7 +124,7 @@ def auto_one(
         (out / stale).unlink(missing_ok=True)
     thresholds = Thresholds.model_validate(thresholds_json)
     run = RunDir(run_path)
-    spec = _spec_for(run_path, spec, trust_run_spec)
+    spec = _spec_for(run, run_path, spec, trust_run_spec)
     analysis = analyze(run, spec=spec, thresholds=thresholds, output=out / "analysis", plots=plots)
     selection = analysis.selection
     combine(run, selection, out / MODEL_NAME, spec=spec, update_bn=update_bn)
