@@ -5,20 +5,16 @@ auto (with those thresholds) on each new run; with given thresholds: auto over m
 one evaluation per run of every pick against that run's baselines, and ``summary.md``.
 
 Each stage records in ``pipeline_state.json`` (written after the stage's outputs) a key of what it
-was computed from; a rerun skips a stage whose key is the same and whose outputs exist, so a killed
-pipeline goes on where it stopped (a killed search resumes) and a changed input redoes the stages
-after it.
+was computed from (``search.stages``); a rerun skips a stage whose key is the same and whose outputs
+exist, so a killed pipeline goes on where it stopped (a killed search resumes) and a changed input
+redoes the stages after it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,23 +23,32 @@ from analysis.analyze import analyze
 from analysis.evaluation.baselines import read_analysis_dir
 from analysis.evaluation.report import write_report
 from analysis.thresholds import Thresholds, load_thresholds
-from modules.atomic import check_output_folder, write_json_atomic
+from modules.atomic import check_output_folder
 from modules.combine import combine
 from modules.combine_plan import selection_epochs
 from modules.errors import SweetspotError
 from modules.run_spec import SpecLike, spec_for_run
 from modules.rundir import RunDir
 from modules.selection import Selection, load_selection
-from modules.spec import dump_spec
+from modules.spec import Spec, dump_spec
 from search.auto import auto, run_names
 from search.calibrate import calibrate
 from search.config import SearchConfig
 from search.report import REPORT_NAME as SEARCH_REPORT
 from search.report import SELECTION_NAME as SEARCH_SELECTION
 from search.report import SUMMARY_NAME as SEARCH_SUMMARY
-from search.summary import SummaryRow, evaluate_run_rows, write_summary
+from search.stages import Stage, Stages, digest, fresh_folder, run_key
+from search.summary import (
+    SUMMARY_JSON,
+    SUMMARY_MD,
+    SUMMARY_PNG,
+    SummaryRow,
+    evaluate_run_rows,
+    write_summary,
+)
 
 STATE_NAME = "pipeline_state.json"
+Epochs = dict[str, list[int]]
 
 
 class PipelineError(SweetspotError, ValueError):
@@ -51,83 +56,149 @@ class PipelineError(SweetspotError, ValueError):
 
 
 @dataclass
-class Stage:
-    """One stage's outcome: ``done`` now or ``skipped`` (complete from an earlier call)."""
-
-    name: str
-    status: str
-    seconds: float
-
-
-@dataclass
 class PipelineResult:
+    """The stages (each ``done`` now or ``skipped``), the summary's rows and the files written."""
+
     output: Path
     stages: list[Stage]
     rows: list[SummaryRow]
     written: dict[str, Path] = field(default_factory=dict)
 
 
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+@dataclass
+class _Run:
+    """A run of the pipeline: where it is, its folder name in the outputs, the spec that serves it."""
+
+    location: str
+    name: str
+    run: RunDir
+    spec: Spec
+    key: dict[str, str]
 
 
-def run_key(run: RunDir) -> str:
-    """What a run's results depend on: every listed file's sha256 (the manifest's own record)."""
-    return _digest({e: {g: f.sha256 for g, f in run.epoch_entry(e).files.items()} for e in run.epochs})
+class _Pipeline:
+    """The stages of one call, and what they hand to the summary."""
 
+    def __init__(self, output: Path, stages: Stages, config: SearchConfig, address: str | None,
+                 device: str, progress: bool) -> None:
+        self.output, self.stages, self.config = output, stages, config
+        self.address, self.device, self.progress = address, device, progress
+        self.upstream: dict[str, str] = {}
+        self.picks: dict[str, dict[str, Any]] = {}
+        #: Per run, the picks to evaluate (label, epochs per group); the first is its evaluation's combination.
+        self.selected: dict[str, list[tuple[str, Epochs]]] = {}
+        self.runs: dict[str, _Run] = {}
+        self.analyses: dict[str, Path] = {}
+        self.links: dict[str, Path] = {}
 
-class _Stages:
-    """Runs stages in order, skipping complete ones; prints one line per stage."""
+    def chain(self, r: _Run, calibration_trials: int) -> Path:
+        """Analyse, combine, search and calibrate on ``r``; the thresholds file."""
+        analysis_dir = self.output / "analysis" / r.name
+        combined = self.output / "combined" / f"{r.name}.safetensors"
+        search_dir = self.output / "search" / r.name
+        thresholds = self.output / "calibration" / "thresholds.json"
 
-    def __init__(self, output: Path, total: int, force: bool, progress: bool) -> None:
-        self.path = output / STATE_NAME
-        self.total, self.force, self.progress = total, force, progress
-        try:
-            self.state: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            self.state = {}
-        self.done: list[Stage] = []
+        def analyse_step(fresh: bool) -> None:
+            fresh_folder(analysis_dir, fresh)
+            analyze(r.run, spec=r.spec, output=analysis_dir, progress=self.progress)
 
-    def recorded(self, name: str) -> dict[str, Any] | None:
-        return self.state.get("stages", {}).get(name)
+        self.upstream["analyse"] = self.stages.run(f"analyse {r.name}", r.key, [analysis_dir / "selection.json"], analyse_step)
+        analysis_pick = load_selection(analysis_dir / "selection.json")
 
-    def run(self, name: str, inputs: dict[str, Any], outputs: Sequence[Path], action: Callable[[bool], None]) -> str:
-        """Run ``action(fresh)`` unless ``name`` is complete for ``inputs``; the stage's key.
+        def combine_step(fresh: bool) -> None:
+            combined.parent.mkdir(parents=True, exist_ok=True)
+            combine(r.run, analysis_pick, combined, spec=r.spec, update_bn=r.spec.batches is not None)
 
-        ``fresh`` is False when an earlier call of the same inputs was interrupted in this stage."""
-        key = _digest(inputs)
-        record = self.recorded(name)
-        complete = record is not None and record.get("key") == key and all(Path(p).exists() for p in outputs)
-        step = f"[{len(self.done) + 1}/{self.total}] {name}"
-        if complete and not self.force:
-            self._say(f"{step}: complete from an earlier run, skipped (--force redoes it)")
-            self.done.append(Stage(name, "skipped", 0.0))
-            return key
-        interrupted = self.state.get("running") == {"stage": name, "key": key}
-        self._say(f"{step}: {'resuming' if interrupted and not self.force else 'running'}")
-        self._save(running={"stage": name, "key": key})
-        started = time.perf_counter()
-        action(self.force or not interrupted)
-        seconds = time.perf_counter() - started
-        self.state.setdefault("stages", {})[name] = {"key": key, "seconds": round(seconds, 2), "outputs": [str(p) for p in outputs]}
-        self._save(running=None)
-        self._say(f"{step}: done in {seconds:.1f} s")
-        self.done.append(Stage(name, "done", seconds))
-        return key
+        self.upstream["combine"] = self.stages.run(f"combine {r.name}", {"analysis": self.upstream["analyse"]}, [combined], combine_step)
 
-    def _save(self, running: dict[str, Any] | None) -> None:
-        self.state["running"] = running
-        write_json_atomic(self.path, self.state)
+        def search_step(fresh: bool) -> None:
+            from search.api import search
 
-    def _say(self, line: str) -> None:
-        if self.progress:
-            print(f"sweetspot pipeline {line}", file=sys.stderr, flush=True)
+            fresh_folder(search_dir, fresh)
+            resume = not fresh and (search_dir / "search_state.json").is_file()  # killed mid-search: go on
+            search(r.run, search_dir, r.spec, config=self.config, analysis=analysis_dir, address=self.address,
+                   resume=resume, device=self.device, progress=self.progress)
 
+        self.upstream["search"] = self.stages.run(
+            f"search {r.name}", {**r.key, "analysis": self.upstream["analyse"], "config": self.config.model_dump(mode="json")},
+            [search_dir / SEARCH_SELECTION, search_dir / SEARCH_SUMMARY], search_step,
+        )
+        self.upstream["calibrate"] = self.stages.run(
+            f"calibrate on {r.name}", {"search": self.upstream["search"], "trials": calibration_trials}, [thresholds],
+            lambda fresh: calibrate([r.run], [search_dir], thresholds, r.spec, trials=calibration_trials, progress=self.progress),
+        )
+        search_pick = load_selection(search_dir / SEARCH_SELECTION)
+        self.picks[f"analysis ({r.name})"] = _choices(analysis_pick, r.run)
+        self.picks[f"search ({r.name})"] = _choices(search_pick, r.run)
+        self.selected[r.location] = [("search pick", selection_epochs(search_pick, r.run)), ("analysis pick", selection_epochs(analysis_pick, r.run))]
+        self.runs[r.location], self.analyses[r.location] = r, analysis_dir
+        self.links.update({
+            f"analysis of {r.name}": analysis_dir / "analysis_report.md",
+            f"search of {r.name}": search_dir / SEARCH_REPORT,
+            "calibration": thresholds.parent / "calibration_report.md",
+        })
+        return thresholds
 
-def _fresh_folder(folder: Path, fresh: bool) -> None:
-    """A stage folder of the pipeline's own, emptied when the stage starts over."""
-    if fresh and folder.exists():
-        shutil.rmtree(folder)
+    def auto(self, targets: list[_Run], thresholds: Path | Thresholds, spec: SpecLike | None, trust_run_spec: bool) -> None:
+        """Auto on ``targets`` with ``thresholds`` (a file the chain wrote, or given)."""
+        folder = self.output / "auto"
+        update_bn = all(t.spec.batches is not None for t in targets)
+        made_by = self.upstream["calibrate"] if isinstance(thresholds, Path) else digest(thresholds.to_json())
+
+        def auto_step(fresh: bool) -> None:
+            result = auto([t.location for t in targets], thresholds, folder, spec, trust_run_spec=trust_run_spec,
+                          update_bn=update_bn, plots=True, address=self.address, progress=self.progress,
+                          redo=fresh)  # an interrupted stage keeps the runs auto finished before the kill
+            if result.failed:
+                raise PipelineError(
+                    "auto failed on " + "; ".join(f"{f.run}: {f.error}" for f in result.failed)
+                    + f" (details in {folder}/<run>/auto_error.txt); fix them and run the pipeline again"
+                )
+
+        self.upstream["auto"] = self.stages.run(
+            "auto on " + ", ".join(t.name for t in targets), {"runs": [t.key for t in targets], "thresholds": made_by},
+            [folder / t.name / "auto_result.json" for t in targets], auto_step,
+        )
+        for t in targets:
+            pick = load_selection(folder / t.name / "analysis" / "selection.json")
+            self.picks[f"auto ({t.name})"] = _choices(pick, t.run)
+            self.selected[t.location] = [("auto pick", selection_epochs(pick, t.run))]
+            self.runs[t.location], self.analyses[t.location] = t, folder / t.name / "analysis"
+        self.links["auto"] = folder / "auto_summary.md"
+
+    def evaluate(self, auto_targets: list[_Run]) -> tuple[list[SummaryRow], dict[str, Path]]:
+        """Each run's picks against its baselines, written per run and into the summary."""
+        folders = {loc: self.output / "evaluation" / self.runs[loc].name for loc in self.selected}
+        rows: list[SummaryRow] = []
+
+        def evaluate_step(fresh: bool) -> None:
+            for t in auto_targets:  # what calibrated thresholds are for: to beat the default thresholds' pick
+                default = analyze(t.run, spec=t.spec).selection
+                self.picks[f"default analysis ({t.name})"] = _choices(default, t.run)
+                self.selected[t.location].append(("default analysis pick", selection_epochs(default, t.run)))
+            per_example, objective = "", ("", "")
+            for location, chosen in self.selected.items():
+                r = self.runs[location]
+                result, run_rows = evaluate_run_rows(
+                    r.name, r.run, r.spec, read_analysis_dir(self.analyses[location]), chosen,
+                    update_bn=r.spec.batches is not None, device=self.device, progress=self.progress,
+                )
+                write_report(result, folders[location], {"run_dir": r.run.location, "combination": chosen[0][0]})
+                rows.extend(run_rows)
+                per_example, objective = result.per_example_name, (result.objective_metric, result.objective_mode)
+            self.links.update({f"evaluation of {self.runs[loc].name}": f / "evaluation_report.md" for loc, f in folders.items()})
+            groups = list(dict.fromkeys(g for loc in self.selected for g in self.runs[loc].run.groups))
+            write_summary(self.output, rows, self.picks, groups, objective, per_example, self.links)
+
+        summary = [self.output / SUMMARY_MD, self.output / SUMMARY_JSON]
+        self.stages.run(
+            "evaluate and summarise", {"upstream": self.upstream, "runs": {self.runs[loc].name: self.runs[loc].key for loc in self.selected}},
+            [*summary, *(f / "evaluation.json" for f in folders.values())], evaluate_step,
+        )
+        if not rows:  # skipped: the rows of the earlier call
+            earlier = json.loads(summary[1].read_text(encoding="utf-8"))["rows"]
+            rows = [SummaryRow(**{**row, "test_difference": tuple(row["test_difference"])}) for row in earlier]
+        return rows, {"md": summary[0], "json": summary[1], "plot": self.output / SUMMARY_PNG}
 
 
 def pipeline(
@@ -150,10 +221,10 @@ def pipeline(
     Without ``thresholds``: ``runs`` is one run, searched with ``config`` (a ``SearchConfig``) and
     calibrated with ``calibration_trials``; ``auto_runs`` then get the calibrated thresholds. With
     ``thresholds``: auto over ``runs`` and ``auto_runs``, no search. ``spec`` serves every run;
-    without it each run's stored spec is used, only with ``trust_run_spec``.
+    without it each run's stored spec is used, only with ``trust_run_spec``. Runs may be local
+    folders or URIs (``s3://...``); outputs are local.
     """
     runs = [str(runs)] if isinstance(runs, (str, os.PathLike)) else [str(r) for r in runs]
-    auto_list = [str(r) for r in auto_runs]
     if not runs:
         raise PipelineError("no run given; pass a run directory (--checkpoint-dir)")
     if thresholds is None and len(runs) != 1:
@@ -164,119 +235,22 @@ def pipeline(
     if isinstance(calibration_trials, bool) or not isinstance(calibration_trials, int) or calibration_trials < 1:
         raise PipelineError(f"is {calibration_trials!r}; calibrating needs at least 1 trial", param="calibration_trials")
     output = check_output_folder(output)
-    given_thresholds = load_thresholds(thresholds) if isinstance(thresholds, (str, os.PathLike)) else thresholds
-    config = config or SearchConfig()
-    all_runs = runs + [r for r in auto_list if r not in runs]
-    names = dict(zip(all_runs, run_names(all_runs), strict=True))
-    opened = {r: RunDir(r) for r in all_runs}
-    specs = {r: spec_for_run(spec, opened[r], trust_run_spec=trust_run_spec, purpose="the pipeline")[0] for r in all_runs}
+    given = load_thresholds(thresholds) if isinstance(thresholds, (str, os.PathLike)) else thresholds
+    locations = runs + [r for r in map(str, auto_runs) if r not in runs]
+    opened = []
+    for location, name in zip(locations, run_names(locations), strict=True):
+        run = RunDir(location)
+        run_spec = spec_for_run(spec, run, trust_run_spec=trust_run_spec, purpose="the pipeline")[0]
+        opened.append(_Run(location, name, run, run_spec, {"run": run_key(run), "spec": digest(dump_spec(run_spec))}))
     output.mkdir(parents=True, exist_ok=True)
-    chain = given_thresholds is None
-    stages = _Stages(output, (4 if chain else 0) + (1 if auto_list or not chain else 0) + 1, force, progress)
-    keys = {r: {"run": run_key(opened[r]), "spec": _digest(dump_spec(specs[r]))} for r in all_runs}
-    picks: dict[str, dict[str, Any]] = {}
-    selected: dict[str, list[tuple[str, dict[str, list[int]]]]] = {}
-    analyses: dict[str, Path] = {}
-    links: dict[str, Path] = {}
-    upstream: dict[str, str] = {}
-    threshold_file: Path | None = None
-    if chain:
-        run = runs[0]
-        name, run_dir, run_spec = names[run], opened[run], specs[run]
-        analysis_dir = output / "analysis" / name
-        combined = output / "combined" / f"{name}.safetensors"
-        search_dir = output / "search" / name
-        threshold_file = output / "calibration" / "thresholds.json"
-
-        def analyse_step(fresh: bool) -> None:
-            _fresh_folder(analysis_dir, fresh)
-            analyze(run_dir, spec=run_spec, output=analysis_dir, progress=progress)
-
-        upstream["analyze"] = stages.run("analyse " + name, keys[run], [analysis_dir / "selection.json"], analyse_step)
-        analysis_pick = load_selection(analysis_dir / "selection.json")
-
-        def combine_step(fresh: bool) -> None:
-            combined.parent.mkdir(parents=True, exist_ok=True)
-            combine(run_dir, analysis_pick, combined, spec=run_spec, update_bn=run_spec.batches is not None)
-
-        upstream["combine"] = stages.run("combine " + name, {"analysis": upstream["analyze"]}, [combined], combine_step)
-
-        def search_step(fresh: bool) -> None:
-            from search.api import search
-
-            _fresh_folder(search_dir, fresh)
-            resume = not fresh and (search_dir / "search_state.json").is_file()
-            search(run_dir, search_dir, run_spec, config=config, analysis=analysis_dir, address=address,
-                   resume=resume, device=device, progress=progress)
-
-        upstream["search"] = stages.run(
-            "search " + name, {**keys[run], "analysis": upstream["analyze"], "config": config.model_dump(mode="json")},
-            [search_dir / SEARCH_SELECTION, search_dir / SEARCH_SUMMARY], search_step,
-        )
-        upstream["calibrate"] = stages.run(
-            "calibrate on " + name, {"search": upstream["search"], "trials": calibration_trials}, [threshold_file],
-            lambda fresh: calibrate([run_dir], [search_dir], threshold_file, run_spec, trials=calibration_trials, progress=progress),
-        )
-        picks[f"analysis ({name})"] = _choices(analysis_pick, run_dir)
-        search_pick = load_selection(search_dir / SEARCH_SELECTION)
-        picks[f"search ({name})"] = _choices(search_pick, run_dir)
-        selected[run] = [("search pick", selection_epochs(search_pick, run_dir)), ("analysis pick", selection_epochs(analysis_pick, run_dir))]
-        analyses[run] = analysis_dir
-        links.update({
-            f"analysis of {name}": analysis_dir / "analysis_report.md",
-            f"search of {name}": search_dir / SEARCH_REPORT,
-            "calibration": threshold_file.parent / "calibration_report.md",
-        })
-        auto_targets = [r for r in auto_list if r != run]
-    else:
-        auto_targets = all_runs
-    if auto_targets:
-        auto_dir = output / "auto"
-        chosen = threshold_file if threshold_file is not None else given_thresholds
-        update_bn = {names[r]: specs[r].batches is not None for r in auto_targets}
-        upstream["auto"] = stages.run(
-            "auto on " + ", ".join(names[r] for r in auto_targets),
-            {"runs": [keys[r] for r in auto_targets], "thresholds": upstream.get("calibrate") or given_thresholds.to_json()},
-            [auto_dir / names[r] / "auto_result.json" for r in auto_targets],
-            lambda fresh: _auto(auto_targets, chosen, auto_dir, spec, trust_run_spec, all(update_bn.values()), address, progress, fresh),
-        )
-        for r in auto_targets:
-            pick = load_selection(auto_dir / names[r] / "analysis" / "selection.json")
-            picks[f"auto ({names[r]})"] = _choices(pick, opened[r])
-            selected[r] = [("auto pick", selection_epochs(pick, opened[r]))]
-            analyses[r] = auto_dir / names[r] / "analysis"
-        links["auto"] = auto_dir / "auto_summary.md"
-    rows: list[SummaryRow] = []
-    evaluation_dirs = {r: output / "evaluation" / names[r] for r in selected}
-    written: dict[str, Path] = {}
-
-    def evaluate_step(fresh: bool) -> None:
-        per_example, objective = "", ("", "")
-        for r in auto_targets:  # what auto's thresholds are for: to beat the default thresholds' pick
-            default = analyze(opened[r], spec=specs[r]).selection
-            picks[f"default analysis ({names[r]})"] = _choices(default, opened[r])
-            selected[r].append(("default analysis pick", selection_epochs(default, opened[r])))
-        for r, chosen_epochs in selected.items():
-            result, run_rows = evaluate_run_rows(
-                names[r], opened[r], specs[r], read_analysis_dir(analyses[r]), chosen_epochs,
-                update_bn=specs[r].batches is not None, device=device, progress=progress,
-            )
-            write_report(result, evaluation_dirs[r], {"run_dir": r, "combination": chosen_epochs[0][0]})
-            rows.extend(run_rows)
-            per_example, objective = result.per_example_name, (result.objective_metric, result.objective_mode)
-        links.update({f"evaluation of {names[r]}": evaluation_dirs[r] / "evaluation_report.md" for r in selected})
-        groups = list(dict.fromkeys(g for r in selected for g in opened[r].groups))
-        written.update(write_summary(output, rows, picks, groups, objective, per_example, links))
-
-    stages.run(
-        "evaluate and summarise", {"upstream": upstream, "runs": {names[r]: keys[r] for r in selected}},
-        [output / "summary.md", output / "summary.json", *(d / "evaluation.json" for d in evaluation_dirs.values())],
-        evaluate_step,
-    )
-    if not rows:  # skipped: the rows of the earlier call
-        summary = json.loads((output / "summary.json").read_text(encoding="utf-8"))
-        rows = [SummaryRow(**{**row, "test_difference": tuple(row["test_difference"])}) for row in summary["rows"]]
-        written = {"md": output / "summary.md", "json": output / "summary.json", "plot": output / "summary.png"}
+    targets = opened[1:] if given is None else opened
+    total = (4 if given is None else 0) + (1 if targets else 0) + 1
+    stages = Stages(output / STATE_NAME, total, force, progress)
+    steps = _Pipeline(output, stages, config or SearchConfig(), address, device, progress)
+    chosen = steps.chain(opened[0], calibration_trials) if given is None else given
+    if targets:
+        steps.auto(targets, chosen, spec, trust_run_spec)
+    rows, written = steps.evaluate(targets)
     return PipelineResult(output, stages.done, rows, written)
 
 
@@ -284,17 +258,4 @@ def _choices(selection: Selection, run: RunDir) -> dict[str, Any]:
     return {g: c for g, c in selection.to_json().items() if g in run.groups}
 
 
-def _auto(runs: list[str], thresholds: Any, folder: Path, spec: SpecLike | None, trust: bool, update_bn: bool,
-          address: str | None, progress: bool, fresh: bool) -> None:
-    """Auto over ``runs``; an interrupted stage keeps the runs auto finished before the kill."""
-    result = auto(runs, thresholds, folder, spec, trust_run_spec=trust, update_bn=update_bn, plots=True,
-                  address=address, progress=progress, redo=fresh)
-    if result.failed:
-        raise PipelineError(
-            "auto failed on " + "; ".join(f"{r.run}: {r.error}" for r in result.failed)
-            + f" (details in {folder}/<run>/auto_error.txt); fix them and run the pipeline again"
-        )
-
-
-__all__ = ["PipelineError", "PipelineResult", "Stage", "pipeline", "run_key"]
-
+__all__ = ["PipelineError", "PipelineResult", "Stage", "pipeline"]

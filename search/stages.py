@@ -1,0 +1,91 @@
+"""Stages that are skipped when complete: each records, after its outputs are written, a key of
+what it was computed from in a state file; a rerun skips a stage whose key is the same and whose
+outputs exist, and tells a stage that was interrupted (killed) that it may go on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modules.atomic import write_json_atomic
+from modules.rundir import RunDir
+
+
+@dataclass
+class Stage:
+    """One stage's outcome: ``done`` now or ``skipped`` (complete from an earlier call)."""
+
+    name: str
+    status: str
+    seconds: float
+
+
+def digest(value: Any) -> str:
+    """A short, stable hash of a JSON-able value."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_key(run: RunDir) -> str:
+    """What a run's results depend on: every listed file's sha256 (the manifest's own record)."""
+    return digest({e: {g: f.sha256 for g, f in run.epoch_entry(e).files.items()} for e in run.epochs})
+
+
+class Stages:
+    """Runs stages in order, skipping complete ones; prints one line per stage."""
+
+    def __init__(self, path: Path, total: int, force: bool, progress: bool) -> None:
+        self.path = path
+        self.total, self.force, self.progress = total, force, progress
+        try:
+            self.state: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self.state = {}
+        self.done: list[Stage] = []
+
+    def recorded(self, name: str) -> dict[str, Any] | None:
+        return self.state.get("stages", {}).get(name)
+
+    def run(self, name: str, inputs: dict[str, Any], outputs: Sequence[Path], action: Callable[[bool], None]) -> str:
+        """Run ``action(fresh)`` unless ``name`` is complete for ``inputs``; the stage's key.
+
+        ``fresh`` is False when an earlier call of the same inputs was interrupted in this stage."""
+        key = digest(inputs)
+        record = self.recorded(name)
+        complete = record is not None and record.get("key") == key and all(Path(p).exists() for p in outputs)
+        step = f"[{len(self.done) + 1}/{self.total}] {name}"
+        if complete and not self.force:
+            self._say(f"{step}: complete from an earlier run, skipped (--force redoes it)")
+            self.done.append(Stage(name, "skipped", 0.0))
+            return key
+        interrupted = self.state.get("running") == {"stage": name, "key": key}
+        self._say(f"{step}: {'resuming' if interrupted and not self.force else 'running'}")
+        self._save(running={"stage": name, "key": key})
+        started = time.perf_counter()
+        action(self.force or not interrupted)
+        seconds = time.perf_counter() - started
+        self.state.setdefault("stages", {})[name] = {"key": key, "seconds": round(seconds, 2), "outputs": [str(p) for p in outputs]}
+        self._save(running=None)
+        self._say(f"{step}: done in {seconds:.1f} s")
+        self.done.append(Stage(name, "done", seconds))
+        return key
+
+    def _save(self, running: dict[str, Any] | None) -> None:
+        self.state["running"] = running
+        write_json_atomic(self.path, self.state)
+
+    def _say(self, line: str) -> None:
+        if self.progress:
+            print(f"sweetspot pipeline {line}", file=sys.stderr, flush=True)
+
+
+def fresh_folder(folder: Path, fresh: bool) -> None:
+    """A stage folder of the pipeline's own, emptied when the stage starts over."""
+    if fresh and folder.exists():
+        shutil.rmtree(folder)
