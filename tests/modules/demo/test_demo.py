@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ from modules.demo.data import TASKS, DemoSplit, batches, load_splits
 from modules.demo.evaluate import evaluate
 from modules.demo.model import DemoModel, build_model, count_parameters
 from modules.demo.spec import GROUPS
+from modules.errors import RunDirError
 from modules.rundir import RunDir
 from modules.spec import load_spec
 from rayjobs import train_demo as train_demo_cli
@@ -199,6 +203,32 @@ def test_train_demo_cli_short_run(tmp_path: Path, capsys) -> None:
     assert RunDir(out).epochs == [1, 2]
     assert (out / "sweetspot.yaml").is_file()
     assert str(out) in capsys.readouterr().out
+
+
+def _recorded(out: Path) -> list[int]:
+    try:
+        return RunDir(out).epochs
+    except RunDirError:  # no manifest, or no epoch in it yet
+        return []
+
+
+def test_train_demo_reuse_keeps_a_complete_run_and_retrains_one_a_kill_left_incomplete(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["--out", str(out), "--width", "8", "--epochs", "40", "--every", "1", "--reuse", "--no-progress"]
+    killed = subprocess.Popen([sys.executable, "-m", "rayjobs.train_demo", *args], cwd=Path(__file__).resolve().parents[3])
+    deadline = time.monotonic() + 120
+    while not _recorded(out):  # killed once an epoch is recorded
+        assert killed.poll() is None and time.monotonic() < deadline, "train-demo ended before it could be killed"
+        time.sleep(0.05)
+    killed.kill()
+    killed.wait()
+    assert len(RunDir(out).epochs) < 40
+    assert train_demo_cli.main([*args[:3], "16", *args[4:]]) == 2  # another model's run: never deleted
+    assert train_demo_cli.main(args) == 0
+    assert RunDir(out).epochs == list(range(1, 41))
+    manifest = (out / "manifest.json").stat().st_mtime_ns
+    assert train_demo_cli.main(args) == 0  # complete: kept as it is
+    assert (out / "manifest.json").stat().st_mtime_ns == manifest
 
 
 def test_recorded_state_reproduces_recorded_validation_loss(demo_run: Path) -> None:
