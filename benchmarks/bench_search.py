@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 DEMO_WIDTH = 64
 LARGE_WIDTH = 1280  # ~112M parameters (modules.demo.model docstring)
 COUPLED = {"heads": "backbone"}  # demo coupling A: heads take the backbone's epoch (gap 0)
+# GPUs per trial of our side (BENCH_GPUS_PER_TRIAL=0.25 make bench on a GPU node); the naive side stays on CPU.
+GPUS_PER_TRIAL = float(os.environ.get("BENCH_GPUS_PER_TRIAL", "0"))
 
 
 # -- run generation (own subprocess, outside every timing) ----------------------------------------
@@ -126,7 +128,7 @@ def worker_ours(folder: Path, selections: list, out: Path) -> dict:
 
     result = search.api.search(
         folder / "run", out, spec=folder / "run" / "sweetspot.yaml", num_samples=len(selections),
-        selections=selections, confirm_fraction=0.0, shards=1, top_k=1, cpus_per_trial=1,
+        selections=selections, confirm_fraction=0.0, shards=1, top_k=1, cpus_per_trial=1, gpus_per_trial=GPUS_PER_TRIAL,
         prefix_modules=("backbone",), evaluate=False, progress=False,
     )
     trials = result.trials
@@ -214,7 +216,7 @@ def throughput(name: str, folder: Path, info: dict, count: int, root: Path) -> d
         f" {count} selections; whole process ours {ours_wall:.1f} s (search {ours['search_seconds']:.1f} s),"
         f" of which trials' own time {ours['trial_seconds'] / 2:.1f} s per worker (2 workers),"
         f" naive {naive_wall:.1f} s; best loss ours {ours['best']:.5f}, naive {naive['best']:.5f}"
-        f" (same list: must agree); naive errors {naive['errors']}", flush=True,
+        f" (same list: must agree); naive errors {naive['errors']}; ours on {GPUS_PER_TRIAL:g} GPU per trial", flush=True,
     )
     return {"ours": ours, "ours_wall": ours_wall, "naive": naive, "naive_wall": naive_wall}
 

@@ -26,7 +26,9 @@ def test_calibrate_needs_a_search_per_run_and_at_least_one_trial(
 def test_auto_refuses_a_broken_thresholds_file_before_any_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "t.json"
     bad.write_text(json.dumps({"plateau_variance": -1}))
-    argv = ["auto", "--checkpoint-dir", "a", "--thresholds", str(bad), "--output", str(tmp_path / "o"), "--trust-run-spec"]
+    run = tmp_path / "run"  # exists, so the thresholds are what is refused
+    run.mkdir()
+    argv = ["auto", "--checkpoint-dir", str(run), "--thresholds", str(bad), "--output", str(tmp_path / "o"), "--trust-run-spec"]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "is not a valid thresholds file" in err and "plateau_variance is -1; it must not be negative" in err
