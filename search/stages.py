@@ -1,6 +1,7 @@
 """Stages that are skipped when complete: each records, after its outputs are written, a key of
-what it was computed from in a state file; a rerun skips a stage whose key is the same and whose
-outputs exist, and tells a stage that was interrupted (killed) that it may go on."""
+what it was computed from (its inputs, and which making of the earlier stages' outputs it read)
+in a state file; a rerun skips a stage whose key is the same and whose outputs exist, redoes the
+stages after one that was redone, and tells a stage that was interrupted (killed) that it may go on."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import shutil
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,28 +55,36 @@ class Stages:
         return self.state.get("stages", {}).get(name)
 
     def run(self, name: str, inputs: dict[str, Any], outputs: Sequence[Path], action: Callable[[bool], None]) -> str:
-        """Run ``action(fresh)`` unless ``name`` is complete for ``inputs``; the stage's key.
+        """Run ``action(fresh)`` unless ``name`` is complete for ``inputs``; what its outputs are.
 
-        ``fresh`` is False when an earlier call of the same inputs was interrupted in this stage."""
+        ``fresh`` is False when an earlier call of the same inputs was interrupted in this stage.
+        The value returned names these inputs and this making of the outputs: a stage that takes it
+        among its inputs is redone whenever this one was (forced, resumed or changed)."""
         key = digest(inputs)
         record = self.recorded(name)
-        complete = record is not None and record.get("key") == key and all(Path(p).exists() for p in outputs)
+        running = self.state.get("running") or {}
+        # A stage an earlier call was killed in may have half-replaced its outputs: never complete.
+        complete = (
+            record is not None and record.get("key") == key and running.get("stage") != name
+            and all(Path(p).exists() for p in outputs)
+        )
         step = f"[{len(self.done) + 1}/{self.total}] {name}"
         if complete and not self.force:
             self._say(f"{step}: complete from an earlier run, skipped (--force redoes it)")
             self.done.append(Stage(name, "skipped", 0.0))
-            return key
-        interrupted = self.state.get("running") == {"stage": name, "key": key}
+            return f"{key}-{record.get('made', '')}"
+        interrupted = running == {"stage": name, "key": key}
         self._say(f"{step}: {'resuming' if interrupted and not self.force else 'running'}")
         self._save(running={"stage": name, "key": key})
         started = time.perf_counter()
         action(self.force or not interrupted)
         seconds = time.perf_counter() - started
-        self.state.setdefault("stages", {})[name] = {"key": key, "seconds": round(seconds, 2), "outputs": [str(p) for p in outputs]}
+        made = uuid.uuid4().hex[:12]
+        self.state.setdefault("stages", {})[name] = {"key": key, "made": made, "seconds": round(seconds, 2), "outputs": [str(p) for p in outputs]}
         self._save(running=None)
         self._say(f"{step}: done in {seconds:.1f} s")
         self.done.append(Stage(name, "done", seconds))
-        return key
+        return f"{key}-{made}"
 
     def _save(self, running: dict[str, Any] | None) -> None:
         self.state["running"] = running
