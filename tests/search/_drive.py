@@ -22,7 +22,7 @@ from search.api import search
 from tests.search import _faulty
 
 #: Trials of the ``slow`` search: enough that the test's kill lands mid-search.
-SLOW_SAMPLES = 12
+SLOW_SAMPLES = 16
 
 
 def finished_trials(out: Path) -> int:
