@@ -21,6 +21,8 @@ import ray
 from search.api import search
 from tests.search import _faulty
 
+#: Trials of the node-loss search: five before the node goes, the rest after.
+NODE_LOSS_SAMPLES = 12
 #: Trials of the ``slow`` search: enough that the test's kill lands mid-search.
 SLOW_SAMPLES = 16
 
@@ -45,7 +47,7 @@ def node_loss(run: str, out: Path) -> dict:
 
     threading.Thread(target=remove_when_five_finished, daemon=True).start()
     result = search(
-        run, out, _faulty.spec(delay=0.4), algo="random", num_samples=16, shards=1, confirm_fraction=0.0,
+        run, out, _faulty.spec(delay=0.4), algo="random", num_samples=NODE_LOSS_SAMPLES, shards=1, confirm_fraction=0.0,
         baselines=False, evaluate=False, progress=False, max_failures=5,
     )
     trials = result.trials
