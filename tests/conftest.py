@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from modules.demo.spec import demo_spec as build_demo_spec
 from modules.demo.train import train_demo
 from modules.spec import Spec
+
+# The suite's models are tiny: one intra-op thread runs them fastest, and two threads on a busy
+# 2-core machine spin waiting for each other (the demo's evaluate took minutes, not seconds).
+# Set here, before any test, for this process and for the processes it starts (unless set already).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")

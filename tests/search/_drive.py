@@ -1,8 +1,9 @@
 """Searches run as their own process, for fault tests: ``python -m tests.search._drive MODE RUN OUT``.
 
-MODE ``node-loss``: a cluster (``ray.cluster_utils.Cluster``) of a head without CPUs and two worker
-nodes; once five trials have finished the larger worker node is removed. MODE ``slow``: a local Ray and slow trials (the test kills it);
-``resume``: the same search resumed. Each prints one JSON line with what the test checks.
+MODE ``node-loss``: a cluster (``ray.cluster_utils.Cluster``) of a one-CPU head and a two-CPU
+worker node; once five trials have finished the worker node is removed. MODE ``slow``: a local Ray
+and slow trials (the test kills it); ``slow_search(..., resume=True)`` resumes that search. Each
+mode prints one JSON line with what the test checks.
 """
 
 from __future__ import annotations
@@ -13,11 +14,17 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import ray
 
 from search.api import search
 from tests.search import _faulty
+
+#: Trials of the node-loss search: five before the node goes, the rest after.
+NODE_LOSS_SAMPLES = 12
+#: Trials of the ``slow`` search: enough that the test's kill lands mid-search.
+SLOW_SAMPLES = 16
 
 
 def finished_trials(out: Path) -> int:
@@ -27,9 +34,8 @@ def finished_trials(out: Path) -> int:
 def node_loss(run: str, out: Path) -> dict:
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     worker = cluster.add_node(num_cpus=2)
-    cluster.add_node(num_cpus=1)
     ray.init(address=cluster.address, namespace="sweetspot", log_to_driver=False)
     removed: list[float] = []
 
@@ -41,11 +47,11 @@ def node_loss(run: str, out: Path) -> dict:
 
     threading.Thread(target=remove_when_five_finished, daemon=True).start()
     result = search(
-        run, out, _faulty.spec(delay=0.4), algo="random", num_samples=16, shards=1, confirm_fraction=0.0,
+        run, out, _faulty.spec(delay=0.4), algo="random", num_samples=NODE_LOSS_SAMPLES, shards=1, confirm_fraction=0.0,
         baselines=False, evaluate=False, progress=False, max_failures=5,
     )
     trials = result.trials
-    summary = {
+    return {
         "removed": bool(removed),
         "trials": len(trials),
         "statuses": trials["status"].value_counts().to_dict(),
@@ -55,14 +61,12 @@ def node_loss(run: str, out: Path) -> dict:
             set(trials.loc[trials["status"] != "finished", "selection"]) - set(trials.loc[trials["status"] == "finished", "selection"])
         ),
     }
-    ray.shutdown()
-    cluster.shutdown()
-    return summary
 
 
-def slow(run: str, out: Path, resume: bool) -> dict:
+def slow_search(run: str, out: Path, resume: bool) -> dict[str, Any]:
+    """The slow search (one trial at a time), or its resume: the same settings either way."""
     result = search(
-        run, out, _faulty.spec(delay=0.3), algo="random", num_samples=16, shards=1, confirm_fraction=0.0,
+        run, out, _faulty.spec(delay=0.3), algo="random", num_samples=SLOW_SAMPLES, shards=1, confirm_fraction=0.0,
         baselines=False, evaluate=False, progress=False, max_concurrent=1, resume=resume,
     )
     return {"trials": len(result.trials), "statuses": result.trials["status"].value_counts().to_dict()}
@@ -73,7 +77,9 @@ if __name__ == "__main__":
     if mode == "node-loss":
         summary = node_loss(run_path, out_path)
     else:
-        summary = slow(run_path, out_path, resume=mode == "resume")
+        summary = slow_search(run_path, out_path, resume=False)
     print("RESULT " + json.dumps(summary), flush=True)
     sys.stderr.flush()
-    os._exit(0)  # Ray's exit hooks may still log about the removed node; the result is out
+    # No ray.shutdown(): after a node loss it can wait many seconds on the removed node. The
+    # Ray processes this driver started die with it (and the test kills its process group too).
+    os._exit(0)
