@@ -86,6 +86,7 @@ class Staged(Algorithm):
             phase = self.phases[self.current]
             proposal = phase.ask()
             if proposal is not None:
+                proposal.extra["phase"] = self.current
                 return proposal
             if not phase.finished:
                 return None
@@ -97,8 +98,9 @@ class Staged(Algorithm):
     def tell(self, proposal: Proposal, value: float | None, state: TrialState) -> None:
         if value is not None and state == "complete":
             self.scored.append(Scored(proposal.epochs, value, proposal.origin))
-        # A phase ends only once all its proposals were told, so this is the phase that asked.
-        self.phases[self.current].tell(proposal, value, state)
+        # The phase that asked: a phase may call itself finished (e.g. a grid with nothing left to
+        # propose) while one of its proposals still runs, and the next phase has started then.
+        self.phases[proposal.extra.get("phase", min(self.current, len(self.phases) - 1))].tell(proposal, value, state)
 
     def late_result(self, proposal: Proposal, value: float) -> None:
         self.scored.append(Scored(proposal.epochs, value, proposal.origin))

@@ -118,3 +118,24 @@ def test_the_greedy_soup_keeps_only_checkpoints_that_improve() -> None:
             kept, best = kept + [epoch], value
     assert soup.result()["enc"] == sorted(kept)
     assert len(proposals) == len(RECORDED) - 1
+
+
+def test_proposals_still_running_when_their_phase_runs_out_are_told_to_that_phase() -> None:
+    # With many trials in flight the grid proposes its last selection long before it is scored, and
+    # the staged search moves past it once the greedy soup beside it ends; each result must still
+    # reach the phase that asked. The soup's results come back first here, the grid's last.
+    space = _space()
+    algorithm = _staged("grid", space)
+    open_: list[Proposal] = []
+    told: set[str] = set()
+    while True:
+        while (proposal := algorithm.ask()) is not None:
+            open_.append(proposal)
+        if not open_:
+            break
+        proposal = next((p for p in open_ if p.extra.get("lead")), open_[0])
+        open_.remove(proposal)
+        algorithm.tell(proposal, objective(proposal.epochs), "complete")
+        told.add(selection_key(proposal.epochs))
+    assert algorithm.finished
+    assert {selection_key(e) for e in space.enumerate()} <= told
