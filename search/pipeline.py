@@ -151,8 +151,8 @@ class _Pipeline:
                           redo=fresh)  # an interrupted stage keeps the runs auto finished before the kill
             if result.failed:
                 raise PipelineError(
-                    "auto failed on " + "; ".join(f"{f.run}: {f.error}" for f in result.failed)
-                    + f" (details in {folder}/<run>/auto_error.txt); fix them and run the pipeline again"
+                    "auto failed on " + "; ".join(f"{f.run}: {f.error} (details in {f.folder / 'auto_error.txt'})" for f in result.failed)
+                    + "; fix them and run the pipeline again"
                 )
 
         self.upstream["auto"] = self.stages.run(
@@ -241,6 +241,12 @@ def pipeline(
     for location, name in zip(locations, run_names(locations), strict=True):
         run = RunDir(location)
         run_spec = spec_for_run(spec, run, trust_run_spec=trust_run_spec, purpose="the pipeline")[0]
+        if set(run_spec.groups) != set(run.groups):  # before any stage: a later stage would find it too late
+            raise PipelineError(
+                f"spec {run_spec.name!r} names groups {list(run_spec.groups)} but run {run.label} has groups"
+                f" {run.groups}; pass the spec the run was recorded with (--spec), or --trust-run-spec to use"
+                " each run's own stored spec"
+            )
         opened.append(_Run(location, name, run, run_spec, {"run": run_key(run), "spec": digest(dump_spec(run_spec))}))
     output.mkdir(parents=True, exist_ok=True)
     targets = opened[1:] if given is None else opened

@@ -167,3 +167,11 @@ def test_with_thresholds_it_auto_selects_many_runs_without_a_search(demo_pipelin
     }
     # The same thresholds on the same run: the same pick as the chain's auto on demo-b.
     assert summary["picks"]["auto (demo-b)"] == json.loads((root / "summary.json").read_text())["picks"]["auto (demo-b)"]
+
+
+def test_a_spec_that_does_not_fit_a_new_run_is_refused_before_any_stage(demo_pipeline, tiny_run_path: Path, tmp_path: Path) -> None:
+    root, _ = demo_pipeline
+    spec = root / "demo-a" / "sweetspot.yaml"
+    with pytest.raises(PipelineError, match=rf"names groups .* but run {tiny_run_path} has groups \['encoder'"):
+        pipeline(root / "demo-a", tmp_path / "out", spec, auto_runs=[tiny_run_path])
+    assert not (tmp_path / "out").exists()
