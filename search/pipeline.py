@@ -44,6 +44,7 @@ from search.summary import (
     SUMMARY_PNG,
     SummaryRow,
     evaluate_run_rows,
+    summary_notes,
     write_summary,
 )
 
@@ -188,7 +189,7 @@ class _Pipeline:
                 per_example, objective = result.per_example_name, (result.objective_metric, result.objective_mode)
             self.links.update({f"evaluation of {self.runs[loc].name}": f / "evaluation_report.md" for loc, f in folders.items()})
             groups = list(dict.fromkeys(g for loc in self.selected for g in self.runs[loc].run.groups))
-            write_summary(self.output, rows, self.picks, groups, objective, per_example, self.links)
+            write_summary(self.output, rows, self.picks, groups, objective, per_example, self.links, summary_notes(rows))
 
         summary = [self.output / SUMMARY_MD, self.output / SUMMARY_JSON]
         self.stages.run(

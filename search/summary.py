@@ -100,6 +100,32 @@ def evaluate_run_rows(
     return result, rows
 
 
+def summary_notes(rows: Sequence[SummaryRow]) -> list[str]:
+    """What the table says, in words: per run the best candidate on validation (what one would
+    choose) and on test, and whether each pick beat what it is meant to beat."""
+    notes = []
+    for run in dict.fromkeys(r.run for r in rows):
+        own = {r.label: r for r in rows if r.run == run}
+        on_val = max(own.values(), key=lambda r: r.val_gain_pct)
+        on_test = max(own.values(), key=lambda r: r.test_gain_pct)
+        notes.append(f"{run}: best on validation {on_val.label} ({on_val.val_gain_pct:+.2f}%), best on test {on_test.label} ({on_test.test_gain_pct:+.2f}%).")
+        for pick, rival, meaning in (
+            ("search pick", "greedy soup", "the search"),
+            ("search pick", "analysis pick", "the search"),
+            ("auto pick", "default analysis pick", "the calibrated thresholds"),
+            ("auto pick", "greedy soup", "the calibrated thresholds"),
+        ):
+            if pick in own and rival in own:
+                a, b = own[pick], own[rival]
+                same = a.test == b.test and a.val == b.val
+                verdict = "matched" if same else "beat" if a.test_gain_pct > b.test_gain_pct else "did not beat"
+                notes.append(
+                    f"{run}: {meaning} {verdict} the {rival} on test ({pick} {a.test_gain_pct:+.2f}% vs {b.test_gain_pct:+.2f}%;"
+                    f" validation {a.val_gain_pct:+.2f}% vs {b.val_gain_pct:+.2f}%)."
+                )
+    return notes
+
+
 def picks_table(picks: Mapping[str, Mapping[str, Any]], groups: Sequence[str]) -> list[str]:
     """Markdown table: a row per group, a column per selector (e.g. analysis on A, search on A, auto on B)."""
     columns = list(picks)
