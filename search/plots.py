@@ -46,16 +46,17 @@ def plot_convergence(result: SearchResult, path: Path) -> None:
 
 
 def _focus(ax: object, result: SearchResult) -> None:
-    """Keep the band between the best trial and the worst baseline readable: far-off trials (an
-    early epoch) would otherwise squash it, so they fall outside the frame."""
+    """Keep the band between the best trial and the best single epoch readable: far-off trials and
+    baselines (an early or the last epoch) would otherwise squash it, so they fall outside the frame."""
     finished = result.trials.loc[result.trials["status"] == "finished", "objective"].dropna()
-    marks = [b.search_score for b in result.baselines.values()]
+    marks = {name: b.search_score for name, b in result.baselines.items() if b.search_score is not None}
     if finished.empty or not marks:
         return
     best = finished.min() if result.mode == "min" else finished.max()
-    far = max(marks) if result.mode == "min" else min(marks)
+    worst = max(marks.values()) if result.mode == "min" else min(marks.values())
+    far = marks.get("best single epoch", worst)
     span = abs(far - best) or abs(best) * 0.01 or 1.0
-    low, high = sorted((best - 0.4 * span, far + 0.6 * span) if result.mode == "min" else (far - 0.6 * span, best + 0.4 * span))
+    low, high = sorted((best - 0.5 * span, far + 1.5 * span) if result.mode == "min" else (far - 1.5 * span, best + 0.5 * span))
     ax.set_ylim(low, high)  # type: ignore[attr-defined]
 
 

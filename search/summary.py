@@ -154,9 +154,15 @@ def _pct(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:+.2f}%"
 
 
+def _per_example_text(name: str) -> str:
+    """``per_example_losses`` -> "per-example loss"; ``-per_example_accuracy`` -> "per-example -accuracy"."""
+    sign, _, what = name.rpartition("per_example_")
+    return f"per-example {sign}{'loss' if what == 'losses' else what}"
+
+
 def rows_table(rows: Sequence[SummaryRow], metric: str, per_example: str) -> list[str]:
     lines = [
-        f"| run | candidate | val {metric} | val gain | test {metric} | test gain | test difference, 95% interval ({per_example}) | verdict |",
+        f"| run | candidate | val {metric} | val gain | test {metric} | test gain | test difference vs best single, 95% interval ({_per_example_text(per_example)}) | verdict |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
