@@ -165,7 +165,7 @@ class _Pipeline:
             self.picks[f"auto ({t.name})"] = _choices(pick, t.run)
             self.selected[t.location] = [("auto pick", selection_epochs(pick, t.run))]
             self.runs[t.location], self.analyses[t.location] = t, folder / t.name / "analysis"
-        self.links["auto"] = folder / "auto_summary.md"
+        self.links["auto selections per run (evaluated in the table above)"] = folder / "auto_summary.md"
 
     def evaluate(self, auto_targets: list[_Run]) -> tuple[list[SummaryRow], dict[str, Path]]:
         """Each run's picks against its baselines, written per run and into the summary."""
