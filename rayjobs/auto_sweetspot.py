@@ -38,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-run-spec", action="store_true", help="run each run's stored spec (only for runs you trust)")
     parser.add_argument("--evaluate", action="store_true", help="evaluate each combination against the baselines (val and test)")
     parser.add_argument("--update-bn", action="store_true", help="recompute stale BatchNorm statistics when combining")
+    parser.add_argument(
+        "--guard", action="store_true",
+        help="keep, per run, the best on its validation split of the thresholds' pick, the default thresholds' pick and"
+        " its greedy soup (costs a validation pass per checkpoint)",
+    )
     parser.add_argument("--address", help="Ray cluster to join (auto, or ray://host:10001); default: start a local Ray")
     parser.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs each run's task takes (default 1)")
     parser.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs each run's task takes (default 0)")
@@ -51,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint_dir, args.thresholds, args.output, args.spec, trust_run_spec=args.trust_run_spec,
         evaluate=args.evaluate, update_bn=args.update_bn, address=args.address, cpus_per_run=args.cpus_per_run,
         gpus_per_run=args.gpus_per_run, plots=args.plots, redo=args.redo, progress=not args.no_progress,
+        guard=args.guard,
     )
     counts = {s: sum(r.status == s for r in result.runs) for s in ("done", "skipped", "failed")}
     print(

@@ -75,8 +75,8 @@ def run_names(runs: Sequence[str]) -> list[str]:
     return names
 
 
-def _settings(thresholds: Thresholds, evaluate: bool, update_bn: bool) -> dict[str, Any]:
-    return {"thresholds": thresholds.to_json(), "evaluate": evaluate, "update_bn": update_bn}
+def _settings(thresholds: Thresholds, evaluate: bool, update_bn: bool, guard: bool) -> dict[str, Any]:
+    return {"thresholds": thresholds.to_json(), "evaluate": evaluate, "update_bn": update_bn, "guard": guard}
 
 
 def is_complete(folder: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
@@ -87,7 +87,7 @@ def is_complete(folder: Path, settings: dict[str, Any]) -> dict[str, Any] | None
     except (OSError, ValueError):
         return None
     earlier = record.get("settings", {})
-    same = earlier.get("thresholds") == settings["thresholds"] and earlier.get("update_bn") == settings["update_bn"]
+    same = all(earlier.get(k, False) == settings.get(k, False) for k in ("thresholds", "update_bn", "guard"))
     if not same or (settings["evaluate"] and not earlier.get("evaluate")) or not (folder / MODEL_NAME).is_file():
         return None
     return record
@@ -109,9 +109,12 @@ def _spec_for(run: Any, run_path: str, spec: Spec | None, trust_run_spec: bool) 
 
 def auto_one(
     run_path: str, folder: str, thresholds_json: dict[str, Any], spec: Spec | None, trust_run_spec: bool,
-    evaluate: bool, update_bn: bool, plots: bool, device: str = "cpu",
+    evaluate: bool, update_bn: bool, plots: bool, device: str = "cpu", guard: bool = False,
 ) -> dict[str, Any]:
-    """Analyse, select, combine and (optionally) evaluate one run into ``folder``; the record written."""
+    """Analyse, select, combine and (optionally) evaluate one run into ``folder``; the record written.
+
+    With ``guard``, the selection combined is the best on the run's validation split of the
+    thresholds' pick, the default thresholds' pick and the greedy soup (``validation_guard``)."""
     from analysis.analyze import analyze
     from analysis.evaluation.evaluate_run import evaluate as evaluate_run
     from modules.combine import combine
@@ -127,13 +130,22 @@ def auto_one(
     spec = _spec_for(run, run_path, spec, trust_run_spec)
     analysis = analyze(run, spec=spec, thresholds=thresholds, output=out / "analysis", plots=plots)
     selection = analysis.selection
+    guarded = None
+    if guard:
+        from analysis.evaluation.validation_guard import best_on_validation
+
+        default = analyze(run, spec=spec).selection
+        guarded = best_on_validation(run, spec, {"the thresholds' pick": selection, "the default thresholds' pick": default}, update_bn, device)
+        selection = guarded.selection
     combine(run, selection, out / MODEL_NAME, spec=spec, update_bn=update_bn)
     record: dict[str, Any] = {
         "run": run_path,
-        "settings": _settings(thresholds, evaluate, update_bn),
+        "settings": _settings(thresholds, evaluate, update_bn, guard),
         "selection": selection.to_json(),
         "objective": {"metric": spec.objective.metric, "mode": spec.objective.mode},
     }
+    if guarded is not None:
+        record["guard"] = {"chosen": guarded.name, "val": guarded.val}
     if evaluate:
         evaluation = evaluate_run(
             run, out / MODEL_NAME, spec=spec, analysis=analysis, update_bn=update_bn, output=out / "evaluation",
@@ -221,9 +233,12 @@ def auto(
     plots: bool = False,
     redo: bool = False,
     progress: bool = True,
+    guard: bool = False,
 ) -> AutoResult:
     """Pick and build the combination of each run with ``thresholds``, one Ray task per run, into
-    ``output/<run name>/``; ``auto_summary.md`` and ``.parquet`` summarise every run."""
+    ``output/<run name>/``; ``auto_summary.md`` and ``.parquet`` summarise every run. With
+    ``guard``, each run keeps the best on its validation split of that pick, the default
+    thresholds' pick and its greedy soup (the record says which and why)."""
     started = time.perf_counter()
     runs = [str(r) for r in ([runs] if isinstance(runs, (str, os.PathLike)) else runs)]
     if not runs:
@@ -249,7 +264,7 @@ def auto(
             "auto combines and evaluates with the spec's code; pass your own spec (--spec sweetspot.yaml), or"
             " --trust-run-spec (trust_run_spec=True) if you trust the runs' stored specs"
         )
-    settings = _settings(thresholds, evaluate, update_bn)
+    settings = _settings(thresholds, evaluate, update_bn, guard)
     outcomes: dict[str, AutoRun] = {}
     todo = []
     for run, name in zip(runs, run_names(runs)):
@@ -260,7 +275,7 @@ def auto(
         else:
             todo.append((run, name, folder))
     if todo:
-        _run_tasks(todo, outcomes, thresholds, spec_obj, trust_run_spec, evaluate, update_bn, plots,
+        _run_tasks(todo, outcomes, thresholds, spec_obj, trust_run_spec, evaluate, update_bn, plots, guard,
                    address, cpus_per_run, gpus_per_run, progress)
     ordered = [outcomes[name] for name in run_names(runs)]
     result = AutoResult(ordered, output, time.perf_counter() - started)
@@ -272,7 +287,7 @@ def auto(
 
 def _run_tasks(
     todo: list[tuple[str, str, Path]], outcomes: dict[str, AutoRun], thresholds: Thresholds, spec: Spec | None,
-    trust_run_spec: bool, evaluate: bool, update_bn: bool, plots: bool, address: str | None,
+    trust_run_spec: bool, evaluate: bool, update_bn: bool, plots: bool, guard: bool, address: str | None,
     cpus_per_run: float, gpus_per_run: float, progress: bool,
 ) -> None:
     import ray
@@ -284,7 +299,7 @@ def _run_tasks(
     device = "auto" if gpus_per_run > 0 else "cpu"  # a task without GPUs must not grab one
     task = ray.remote(_task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
     pending = {
-        task.remote(run, str(folder), thresholds.to_json(), spec, trust_run_spec, evaluate, update_bn, plots, device):
+        task.remote(run, str(folder), thresholds.to_json(), spec, trust_run_spec, evaluate, update_bn, plots, device, guard):
         (run, name, folder)
         for run, name, folder in todo
     }

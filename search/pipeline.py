@@ -29,7 +29,7 @@ from modules.combine_plan import selection_epochs
 from modules.errors import SweetspotError
 from modules.run_spec import SpecLike, spec_for_run
 from modules.rundir import RunDir
-from modules.selection import Selection, load_selection
+from modules.selection import Selection, load_selection, parse_selection
 from modules.spec import Spec, dump_spec
 from search.auto import auto, run_names
 from search.calibrate import calibrate
@@ -91,6 +91,7 @@ class _Pipeline:
         self.runs: dict[str, _Run] = {}
         self.analyses: dict[str, Path] = {}
         self.links: dict[str, Path] = {}
+        self.notes: list[str] = []
 
     def chain(self, r: _Run, calibration_trials: int) -> Path:
         """Analyse, combine, search and calibrate on ``r``; the thresholds file."""
@@ -149,7 +150,8 @@ class _Pipeline:
         def auto_step(fresh: bool) -> None:
             result = auto([t.location for t in targets], thresholds, folder, spec, trust_run_spec=trust_run_spec,
                           update_bn=update_bn, plots=True, address=self.address, progress=self.progress,
-                          redo=fresh)  # an interrupted stage keeps the runs auto finished before the kill
+                          redo=fresh,  # an interrupted stage keeps the runs auto finished before the kill
+                          guard=True)
             if result.failed:
                 raise PipelineError(
                     "auto failed on " + "; ".join(f"{f.run}: {f.error} (details in {f.folder / 'auto_error.txt'})" for f in result.failed)
@@ -161,7 +163,9 @@ class _Pipeline:
             [folder / t.name / "auto_result.json" for t in targets], auto_step,
         )
         for t in targets:
-            pick = load_selection(folder / t.name / "analysis" / "selection.json")
+            record = json.loads((folder / t.name / "auto_result.json").read_text(encoding="utf-8"))
+            pick = parse_selection(record["selection"], str(folder / t.name / "auto_result.json"))
+            self.notes.append(_guard_note(t.name, record["guard"], record["objective"]["mode"]))
             self.picks[f"auto ({t.name})"] = _choices(pick, t.run)
             self.selected[t.location] = [("auto pick", selection_epochs(pick, t.run))]
             self.runs[t.location], self.analyses[t.location] = t, folder / t.name / "analysis"
@@ -189,7 +193,7 @@ class _Pipeline:
                 per_example, objective = result.per_example_name, (result.objective_metric, result.objective_mode)
             self.links.update({f"evaluation of {self.runs[loc].name}": f / "evaluation_report.md" for loc, f in folders.items()})
             groups = list(dict.fromkeys(g for loc in self.selected for g in self.runs[loc].run.groups))
-            write_summary(self.output, rows, self.picks, groups, objective, per_example, self.links, summary_notes(rows))
+            write_summary(self.output, rows, self.picks, groups, objective, per_example, self.links, [*self.notes, *summary_notes(rows)])
 
         summary = [self.output / SUMMARY_MD, self.output / SUMMARY_JSON]
         self.stages.run(
@@ -259,6 +263,12 @@ def pipeline(
         steps.auto(targets, chosen, spec, trust_run_spec)
     rows, written = steps.evaluate(targets)
     return PipelineResult(output, stages.done, rows, written)
+
+
+def _guard_note(name: str, guard: dict[str, Any], mode: str) -> str:
+    ranked = sorted(guard["val"].items(), key=lambda item: item[1] if mode == "min" else -item[1])
+    scores = ", ".join(f"{n} {v:.5g}" for n, v in ranked)
+    return f"auto on {name} kept {guard['chosen']}: the best on {name}'s validation split of {scores}."
 
 
 def _choices(selection: Selection, run: RunDir) -> dict[str, Any]:

@@ -124,6 +124,10 @@ def test_the_demo_pipeline_killed_mid_search_goes_on_and_writes_every_artefact_a
     assert rows[("demo-b", "auto pick")]["val"] == pytest.approx(auto_b["val"], rel=1e-5)
     assert rows[("demo-b", "auto pick")]["test"] == pytest.approx(auto_b["test"], rel=1e-5)
     assert rows[("demo-a", "best single epoch")]["verdict"] == "the best single epoch's results"
+    # Auto's validation guard kept the best on B's validation of its three candidates.
+    guard = json.loads((root / "auto" / "demo-b" / "auto_result.json").read_text())["guard"]
+    assert guard["val"][guard["chosen"]] == min(guard["val"].values())
+    assert any(note.startswith(f"auto on demo-b kept {guard['chosen']}") for note in summary["notes"])
 
 
 def test_a_rerun_skips_complete_stages_and_a_changed_setting_redoes_only_what_follows(demo_pipeline, capsys) -> None:

@@ -1,0 +1,44 @@
+"""Choose among a few selections of one run on its validation split: the best of them, and the
+greedy soup (Wortsman et al. 2022) as a fallback any selector must beat. Test is not touched."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from analysis.evaluation.evaluate import CandidateEvaluator
+from modules.combine_plan import selection_epochs
+from modules.rundir import RunDir
+from modules.selection import Selection, choice_for_epochs
+from modules.soups import greedy_soup, same_epochs
+from modules.spec import Spec
+
+GREEDY_SOUP = "the greedy soup"
+
+
+@dataclass
+class GuardedChoice:
+    """The chosen selection, its name, and every candidate's selection and validation objective."""
+
+    name: str
+    selection: Selection
+    val: dict[str, float]
+    candidates: dict[str, Selection]
+
+
+def best_on_validation(
+    run: RunDir, spec: Spec, candidates: Mapping[str, Selection], update_bn: bool, device: str = "cpu"
+) -> GuardedChoice:
+    """The best on validation of ``candidates`` (in order: the first wins a tie) and the run's
+    greedy soup; BatchNorm is recomputed as ``combine --update-bn`` would when ``update_bn``."""
+    evaluator = CandidateEvaluator(spec, run, device=device)
+    options = dict(candidates)
+    val = {name: evaluator.val_objective(selection_epochs(s, run), update_bn) for name, s in options.items()}
+    singles = {epoch: evaluator.val_objective(same_epochs(run, [epoch]), False) for epoch in run.epochs}
+    soup = greedy_soup(singles, lambda epochs: evaluator.val_objective(same_epochs(run, epochs), update_bn), evaluator.mode)
+    options[GREEDY_SOUP] = Selection({g: choice_for_epochs(soup.epochs, run.epochs) for g in run.groups})
+    val[GREEDY_SOUP] = soup.objective
+    sign = 1.0 if evaluator.mode == "min" else -1.0
+    order = list(options)
+    name = min(order, key=lambda n: (sign * val[n], order.index(n)))
+    return GuardedChoice(name, options[name], val, options)
