@@ -159,7 +159,7 @@ class _Pipeline:
                 )
 
         self.upstream["auto"] = self.stages.run(
-            "auto on " + ", ".join(t.name for t in targets), {"runs": [t.key for t in targets], "thresholds": made_by},
+            "auto on " + ", ".join(t.name for t in targets), {"runs": [t.key for t in targets], "thresholds": made_by, "guard": True},
             [folder / t.name / "auto_result.json" for t in targets], auto_step,
         )
         for t in targets:

@@ -112,8 +112,8 @@ def summary_notes(rows: Sequence[SummaryRow]) -> list[str]:
         for pick, rival, meaning in (
             ("search pick", "greedy soup", "the search"),
             ("search pick", "analysis pick", "the search"),
-            ("auto pick", "default analysis pick", "the calibrated thresholds"),
-            ("auto pick", "greedy soup", "the calibrated thresholds"),
+            ("auto pick", "default analysis pick", "auto"),
+            ("auto pick", "greedy soup", "auto"),
         ):
             if pick in own and rival in own:
                 a, b = own[pick], own[rival]
