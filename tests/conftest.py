@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 
 from modules.demo.spec import demo_spec as build_demo_spec
 from modules.demo.train import train_demo
@@ -21,11 +22,17 @@ torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo trained once per test session with the defaults; the run directory's path."""
-    return train_demo(tmp_path_factory.mktemp("demo") / "run", progress=False)
+    """The demo trained once per test session with the defaults; the run directory's path (tests
+    read it, never write it). Under pytest-xdist the workers share one: the first trains it."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder every worker's base temp folder is in
+    with FileLock(root / "demo-run.lock"):
+        return train_demo(root / "demo-run", progress=False, reuse=True)
 
 
 @pytest.fixture
 def demo_spec() -> Spec:
     """The demo's spec (width 64, seed 0), as written into ``demo_run``."""
     return build_demo_spec()
+
