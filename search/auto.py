@@ -160,6 +160,8 @@ def auto_one(
 def evaluation_figures(result: Any) -> dict[str, Any]:
     """Val and test objective of the combination; its gain over the best single epoch and the
     greedy soup (percent, positive = better) with the test interval of the per-example difference."""
+    from analysis.evaluation.evaluate import evaluated_by_kind
+
     metric, sign = result.objective_metric, (-1.0 if result.objective_mode == "min" else 1.0)
     combination = result.evaluated[0]
     out: dict[str, Any] = {
@@ -167,16 +169,14 @@ def evaluation_figures(result: Any) -> dict[str, Any]:
         "test": combination.metrics["test"][metric],
         "per_example": result.per_example_name,
     }
-    names: dict[str, str] = {}
-    for evaluated in result.evaluated[1:]:  # a baseline may carry several kinds (same weights)
-        for kind in [evaluated.candidate.kind, *evaluated.candidate.alias_kinds]:
-            names.setdefault(kind, evaluated.candidate.name)
+    by_kind = evaluated_by_kind(result)
     for kind, key in (("best_single", "best_single"), ("greedy", "greedy_soup")):
-        if kind in combination.candidate.alias_kinds:  # the combination is that baseline's weights
+        baseline = by_kind.get(kind)
+        if baseline is combination:  # the combination is that baseline's weights
             out[key] = {"name": combination.candidate.name, "val_gain_pct": 0.0, "test_gain_pct": 0.0,
                         "test_difference": [0.0, 0.0], "verdict": "same weights"}
             continue
-        comparison = next((c for c in result.comparisons if c.baseline == names.get(kind)), None)
+        comparison = next((c for c in result.comparisons if baseline is not None and c.baseline == baseline.candidate.name), None)
         if comparison is None:
             continue
         interval = comparison.test_interval

@@ -16,6 +16,7 @@ from analysis.evaluation.evaluate import (
     CandidateEvaluator,
     EvaluationResult,
     compare,
+    evaluated_by_kind,
     run_evaluation,
 )
 from modules.atomic import write_json_atomic, write_text_atomic
@@ -73,11 +74,7 @@ def evaluate_run_rows(
 
     first_label, first_epochs = selected[0]
     result = run_evaluation(evaluator, candidate(first_label, first_epochs), list(DEFAULT_SINGLE_EPOCHS), analysis, resamples, 0, progress)
-    by_kind = {}
-    for evaluated in result.evaluated:  # the combination too: it may be a baseline's weights
-        kinds = evaluated.candidate.alias_kinds if evaluated is result.evaluated[0] else [evaluated.candidate.kind, *evaluated.candidate.alias_kinds]
-        for kind in kinds:
-            by_kind.setdefault(kind, evaluated)
+    by_kind = evaluated_by_kind(result)
     best = by_kind.get("best_single") or result.evaluated[0]
     shown = [(label, by_kind[kind]) for kind, label in BASELINE_KINDS if kind in by_kind]
     shown.append((first_label, result.evaluated[0]))

@@ -218,6 +218,34 @@ def compare(combination: Evaluated, baseline: Evaluated, resamples: int, seed: i
     return Comparison(baseline.candidate.name, percent, interval, verdict(interval))
 
 
+def evaluated_by_kind(result: EvaluationResult) -> dict[str, Evaluated]:
+    """Each candidate kind's evaluation: deduplicated candidates answer for every kind they were
+    (``alias_kinds``), the combination too when it has a baseline's weights."""
+    by_kind: dict[str, Evaluated] = {}
+    for index, evaluated in enumerate(result.evaluated):
+        candidate = evaluated.candidate
+        for kind in candidate.alias_kinds if index == 0 else [candidate.kind, *candidate.alias_kinds]:
+            by_kind.setdefault(kind, evaluated)
+    return by_kind
+
+
+def greedy_soup_on_validation(evaluator: CandidateEvaluator, progress: bool = False) -> tuple[dict[int, float], GreedySoup]:
+    """Every checkpoint's validation objective, and the greedy soup built from them (BatchNorm
+    recomputed for averages, as ``combine --update-bn``)."""
+    run = evaluator.run
+    singles = {
+        epoch: evaluator.val_objective(same_epochs(run, [epoch]), False)
+        for epoch in tqdm(run.epochs, desc="validation of each checkpoint", disable=not progress)
+    }
+    with tqdm(total=len(run.epochs) - 1, desc="greedy soup", disable=not progress) as bar:
+
+        def soup_objective(epochs: list[int]) -> float:
+            bar.update(1)
+            return evaluator.val_objective(same_epochs(run, epochs), True)
+
+        return singles, greedy_soup(singles, soup_objective, evaluator.mode)
+
+
 def run_evaluation(
     evaluator: CandidateEvaluator,
     combination: Candidate,
@@ -230,9 +258,7 @@ def run_evaluation(
     """Evaluate the combination and every baseline; compare the combination with each."""
     run = evaluator.run
     notes = list(evaluator.notes)
-    singles_val = {}
-    for epoch in tqdm(run.epochs, desc="validation of each checkpoint", disable=not progress):
-        singles_val[epoch] = evaluator.val_objective(same_epochs(run, [epoch]), False)
+    singles_val, soup = greedy_soup_on_validation(evaluator, progress)
     sign = 1.0 if evaluator.mode == "min" else -1.0
     best = min(singles_val, key=lambda e: (sign * singles_val[e], e))
     candidates = [combination, *single_epoch_candidates(run, single_epochs)]
@@ -244,13 +270,6 @@ def run_evaluation(
     notes.extend(averaged_notes)
     for candidate in averaged:
         notes.extend(f"{candidate.name}: {n}" for n in candidate.notes)
-    with tqdm(total=len(run.epochs) - 1, desc="greedy soup", disable=not progress) as bar:
-
-        def soup_objective(epochs: list[int]) -> float:
-            bar.update(1)
-            return evaluator.val_objective(same_epochs(run, epochs), True)
-
-        soup = greedy_soup(singles_val, soup_objective, evaluator.mode)
     candidates.append(
         Candidate(
             f"greedy soup ({len(soup.epochs)})",

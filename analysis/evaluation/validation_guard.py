@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from analysis.evaluation.evaluate import CandidateEvaluator
+from analysis.evaluation.evaluate import CandidateEvaluator, greedy_soup_on_validation
 from modules.combine_plan import selection_epochs
 from modules.rundir import RunDir
 from modules.selection import Selection, choice_for_epochs
-from modules.soups import greedy_soup, same_epochs
 from modules.spec import Spec
 
 GREEDY_SOUP = "the greedy soup"
@@ -30,12 +29,12 @@ def best_on_validation(
     run: RunDir, spec: Spec, candidates: Mapping[str, Selection], update_bn: bool, device: str = "cpu"
 ) -> GuardedChoice:
     """The best on validation of ``candidates`` (in order: the first wins a tie) and the run's
-    greedy soup; BatchNorm is recomputed as ``combine --update-bn`` would when ``update_bn``."""
+    greedy soup; BatchNorm of the candidates is recomputed as ``combine --update-bn`` would when
+    ``update_bn`` (the soup's always, as the evaluate step does)."""
     evaluator = CandidateEvaluator(spec, run, device=device)
     options = dict(candidates)
     val = {name: evaluator.val_objective(selection_epochs(s, run), update_bn) for name, s in options.items()}
-    singles = {epoch: evaluator.val_objective(same_epochs(run, [epoch]), False) for epoch in run.epochs}
-    soup = greedy_soup(singles, lambda epochs: evaluator.val_objective(same_epochs(run, epochs), update_bn), evaluator.mode)
+    _, soup = greedy_soup_on_validation(evaluator)  # the same soup as the evaluate step's
     options[GREEDY_SOUP] = Selection({g: choice_for_epochs(soup.epochs, run.epochs) for g in run.groups})
     val[GREEDY_SOUP] = soup.objective
     sign = 1.0 if evaluator.mode == "min" else -1.0
