@@ -64,7 +64,7 @@ def _analyze(
     # messages name the folder the user gave, not the temporary import of it
     analysis = analyze_run(run, spec, thresholds, source=source, spec_file=str(spec_file) if spec_file else None)
     if output is not None:
-        write_outputs(analysis, output, plots=plots)
+        analysis.written = write_outputs(analysis, output, plots=plots)
     return analysis
 
 

@@ -52,6 +52,7 @@ from analysis.results import (
     fmt_window,
     module_metrics_json,
     pick_label,
+    pick_summary,
 )
 from modules.atomic import write_json_atomic, write_text_atomic
 from modules.selection import save_selection
@@ -111,11 +112,6 @@ def read_manifest(output: Path) -> list[str]:
 def module_title(group: str) -> str:
     """``wrapper_emotion`` -> ``Wrapper Emotion`` (the seed's ``[Module: Backbone]`` form)."""
     return " ".join(part.capitalize() for part in group.replace("-", "_").split("_") if part)
-
-
-def pick_summary(group: str, result: GroupAnalysis) -> str:
-    """One line per group: ``"backbone: 10 (89%)"`` or ``"heads: 10 (moved by coupling A from 18, which had 52%)"``."""
-    return f"{group}: {pick_label(result.pick)} ({confidence_text(result)})"
 
 
 def group_block(group: str, result: GroupAnalysis) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -107,6 +108,8 @@ class RunAnalysis:
     groups: dict[str, GroupAnalysis]
     model_metrics: dict[str, np.ndarray]
     notes: list[str] = field(default_factory=list)
+    #: The files ``analyze(output=...)`` wrote, by kind (metrics, report, selection, visualizations).
+    written: dict[str, Path] = field(default_factory=dict)
 
     @property
     def selection(self) -> Selection:
@@ -123,9 +126,18 @@ class RunAnalysis:
         """group -> epoch or (first, last) window, the form ``modules.couplings`` checks."""
         return {g: a.pick for g, a in self.groups.items()}
 
+    def pick_lines(self) -> list[str]:
+        """A line per group: its pick and how sure the analysis is of it."""
+        return [pick_summary(group, result) for group, result in self.groups.items()]
+
     def to_json(self) -> dict[str, Any]:
         """The content of ``module_metrics.json`` (see analysis.report for the format)."""
         return module_metrics_json(self)
+
+
+def pick_summary(group: str, result: GroupAnalysis) -> str:
+    """One line per group: ``"backbone: 10 (89%)"`` or ``"heads: 10 (moved by coupling A from 18, which had 52%)"``."""
+    return f"{group}: {pick_label(result.pick)} ({confidence_text(result)})"
 
 
 def confidence_text(result: GroupAnalysis) -> str:

@@ -6,8 +6,6 @@ import torch
 
 from modules.errors import SweetspotError
 
-DEVICE_HELP = "torch device: auto (a GPU when available, else CPU), cpu, cuda or cuda:N (default auto)"
-
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` -> ``cuda`` when available, else ``cpu``; an unavailable GPU is a clear error."""

@@ -10,7 +10,6 @@ import sys
 from collections.abc import Sequence
 
 import sweetspot
-from analysis.report import METRICS_FILE, REPORT_FILE, SELECTION_FILE, pick_summary
 from rayjobs._entry import run_entry
 from rayjobs.options import add_progress_flag
 
@@ -42,9 +41,8 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint_dir, spec=args.spec, thresholds=args.thresholds, output=args.output,
         plots=not args.no_plots, progress=not args.no_progress,
     )
-    for group, result in analysis.groups.items():
-        print(pick_summary(group, result))
-    written = [METRICS_FILE, REPORT_FILE, SELECTION_FILE] + (["visualizations/"] if not args.no_plots else [])
+    print("\n".join(analysis.pick_lines()))
+    written = [p.name + ("/" if kind == "visualizations" else "") for kind, p in analysis.written.items()]
     print(f"wrote {', '.join(written)} into {args.output}")
     return 0
 

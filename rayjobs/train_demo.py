@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from modules.devices import DEVICE_HELP, resolve_device
+import sweetspot
 from rayjobs._entry import run_entry
 
 DESCRIPTION = (
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--epochs", type=int, default=60, help="training epochs (default 60)")
     parser.add_argument("--every", type=int, default=2, help="save a checkpoint every k epochs (default 2)")
-    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--device", default="auto", help="torch device: auto (a GPU when available, else CPU), cpu, cuda or cuda:N (default auto)")
     parser.add_argument(
         "--reuse", action="store_true",
         help="keep a complete demo run of these settings already in --out; retrain one a kill left incomplete",
@@ -33,14 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from modules.demo.train import train_demo
-    from modules.rundir import RunDir
-
-    out = train_demo(
+    out = sweetspot.train_demo(
         args.out, seed=args.seed, width=args.width, epochs=args.epochs, every=args.every,
-        progress=not args.no_progress, device=resolve_device(args.device), reuse=args.reuse,
+        progress=not args.no_progress, device=args.device, reuse=args.reuse,
     )
-    run_dir = RunDir(out)
+    run_dir = sweetspot.RunDir(out)
     megabytes = sum(run_dir.group_nbytes(g) for g in run_dir.groups) / 1e6
     print(
         f"demo run of {args.epochs} epochs ({megabytes:.1f} MB per checkpoint);"

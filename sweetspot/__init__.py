@@ -21,6 +21,7 @@ from analysis.pipeline import RunAnalysis
 from analysis.thresholds import Thresholds, load_thresholds
 from modules import __version__
 from modules.combine import CombineResult, combine
+from modules.demo.train import train_demo
 from modules.errors import (
     CheckpointImportError,
     CombineError,
@@ -105,4 +106,5 @@ __all__ = [
     "load_thresholds",
     "pipeline",
     "search",
+    "train_demo",
 ]

@@ -42,3 +42,9 @@ def test_sweetspot_only_reexports() -> None:
         defined = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
         # PEP 562's module __getattr__ only re-exports lazily (the names that need Ray).
         assert [name for name in defined if name != "__getattr__"] == [], (path.name, defined)
+
+
+def test_entrypoints_use_only_the_public_api() -> None:
+    for path in (ROOT / "rayjobs").glob("*.py"):
+        below = {n for n in imported(path) if n.split(".")[0] in ("modules", "analysis", "search")}
+        assert below == set(), (path.name, below)

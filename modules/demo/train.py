@@ -16,6 +16,7 @@ from modules.demo.data import TASKS, DemoSplit, load_splits
 from modules.demo.evaluate import evaluate, task_losses
 from modules.demo.model import build_model
 from modules.demo.spec import demo_spec, demo_spec_yaml
+from modules.devices import resolve_device
 from modules.errors import RunDirError, SpecError
 from modules.recorder import Recorder
 from modules.rundir import SPEC_NAME, RunDir
@@ -87,6 +88,7 @@ def train_demo(
     reuse: bool = False,
 ) -> Path:
     """Train the demo for ``epochs`` epochs, saving every ``every``; returns the run directory.
+    ``device`` is a torch device or its name (``auto``: a GPU when available).
 
     With ``reuse``, a complete demo run of the same settings in ``out`` is returned as it is, and
     one that a killed training left incomplete is removed and trained again."""
@@ -101,7 +103,7 @@ def train_demo(
         if state == "incomplete":
             shutil.rmtree(out)
     check_out(out)
-    device = torch.device(device)
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     one_thread = device.type == "cpu" and width <= SINGLE_THREAD_MAX_WIDTH
     with torch_threads(1 if one_thread else None):
         _train(out, seed, width, epochs, every, progress, device)
