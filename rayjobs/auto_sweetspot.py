@@ -1,7 +1,8 @@
 """``sweetspot auto``: automatic sweet-spot runs with calibrated thresholds, one Ray task per run (seed phase 4.3).
 
+    sweetspot auto --checkpoint-dir RUN [RUN ...] --calibration calibration.json --output auto_results/
     sweetspot auto --checkpoint-dir RUN [RUN ...] --thresholds calibrated_thresholds.json --output auto_results/
-    python -m rayjobs.auto_sweetspot --thresholds calibrated_thresholds.json ...   (the same, for ray job submit)
+    python -m rayjobs.auto_sweetspot --calibration calibration.json ...   (the same, for ray job submit)
 
 Exit status: 0 when every run completed (or was complete already), 1 when some run failed (the
 others still ran), 2 when nothing could start.
@@ -17,11 +18,12 @@ import sweetspot
 from rayjobs._entry import run_entry
 
 DESCRIPTION = (
-    "For each run: analyse with calibrated thresholds, write the selection, combine, and with --evaluate"
-    " evaluate against the baselines; runs are independent Ray tasks, so many go in parallel on a cluster."
+    "For each run: select (with a calibration: refine on the run's validation split within a counted budget;"
+    " with thresholds: the analysis's pick), combine, and with --evaluate evaluate against the baselines; runs"
+    " are independent Ray tasks, so many go in parallel on a cluster."
 )
 EPILOG = """examples:
-  sweetspot auto --checkpoint-dir runs/b runs/c --thresholds calibrated_thresholds.json --trust-run-spec --output auto/
+  sweetspot auto --checkpoint-dir runs/b runs/c --calibration calibration.json --trust-run-spec --output auto/
   ray job submit --working-dir . -- python -m rayjobs.auto_sweetspot --address auto --evaluate \\
       --checkpoint-dir /shared/runs/* --thresholds calibrated_thresholds.json --spec sweetspot.yaml \\
       --gpus-per-run 1 --output /shared/auto/
@@ -32,7 +34,16 @@ a failed run is reported in auto_summary.md and does not stop the others; a reru
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-dir", required=True, nargs="+", metavar="RUN", help="run directories")
-    parser.add_argument("--thresholds", required=True, metavar="JSON", help="thresholds file (e.g. from sweetspot calibrate)")
+    parser.add_argument(
+        "--calibration", metavar="JSON",
+        help="calibration.json from sweetspot calibrate: each run's selection is refined on its validation split within"
+        " a counted budget, never worse there than its greedy soup",
+    )
+    parser.add_argument(
+        "--evaluations-per-checkpoint", type=float, default=3.0, metavar="N",
+        help="with --calibration: evaluations per run, per checkpoint, the greedy soup included (default 3, at least 1)",
+    )
+    parser.add_argument("--thresholds", metavar="JSON", help="thresholds file (default: the calibration's)")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder for a subfolder per run and auto_summary.md/.parquet")
     parser.add_argument("--spec", metavar="YAML", help="your sweetspot.yaml, for every run")
     parser.add_argument("--trust-run-spec", action="store_true", help="run each run's stored spec (only for runs you trust)")
@@ -56,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint_dir, args.thresholds, args.output, args.spec, trust_run_spec=args.trust_run_spec,
         evaluate=args.evaluate, update_bn=args.update_bn, address=args.address, cpus_per_run=args.cpus_per_run,
         gpus_per_run=args.gpus_per_run, plots=args.plots, redo=args.redo, progress=not args.no_progress,
-        guard=args.guard,
+        guard=args.guard, calibration=args.calibration, evaluations_per_checkpoint=args.evaluations_per_checkpoint,
     )
     counts = {s: sum(r.status == s for r in result.runs) for s in ("done", "skipped", "failed")}
     print(

@@ -30,6 +30,13 @@ from modules.run_spec import SpecLike, as_run
 from modules.rundir import RunDir
 from modules.spec import Spec, load_spec
 from search.calibration_cases import CalibrationCase, CalibrationError, EpochSet, read_search
+from search.calibration_transfer import (
+    TransferOutcome,
+    build_calibration,
+    fit_case,
+    transfer_outcomes,
+)
+from search.transfer import CALIBRATION_NAME, Calibration
 
 if TYPE_CHECKING:
     import optuna
@@ -79,6 +86,13 @@ class CalibrationResult:
     #: Per run, the groups whose search choice some trial's thresholds selected (alone, at least).
     reached: list[set[str]] = field(default_factory=list)
     written: dict[str, Path] = field(default_factory=dict)
+    #: The transferable calibration (thresholds and per-group priors), written as calibration.json.
+    calibration: Calibration | None = None
+    #: Auto with the calibration on each fitted run, and on each run left out of the fit.
+    transfer: list[TransferOutcome] = field(default_factory=list)
+    transfer_seconds: float = 0.0
+    #: Wall time of each search calibrated to (from its summary), for comparison.
+    search_seconds: list[float] = field(default_factory=list)
 
     @property
     def mean_val_gap(self) -> float:
@@ -242,7 +256,8 @@ def calibrate(
     improved = _rank(best)[:2] < _rank(first)[:2]
     chosen = best["thresholds"] if improved else first["thresholds"]
     notes: list[str] = []
-    if not improved:
+    defaults_exact = first["gap"] == 0 and first["mismatched"] == 0
+    if not improved and not defaults_exact:
         message = (
             f"calibration found no thresholds better than the defaults in {trials} trials (mean gap"
             f" {100 * first['gap']:.3g}%, {first['mismatched']} group choice(s) differ); the defaults are"
@@ -253,12 +268,20 @@ def calibrate(
     defaults = [_full_outcome(case, first["thresholds"]) for case in cases]
     calibrated = [_full_outcome(case, chosen) for case in cases]
     reproduced = all(not o.mismatched for o in calibrated)
+    transfer_started = time.perf_counter()
+    fits = [fit_case(case) for case in cases]
+    transferable = build_calibration(cases, fits, chosen)
+    transfer = transfer_outcomes(cases, fits, transferable)
+    transfer_seconds = time.perf_counter() - transfer_started
     save_thresholds(chosen, output)
     result = CalibrationResult(
         chosen, defaults, calibrated, [c.search.pick for c in cases], history,
         time.perf_counter() - started, study_seconds, study_scoring, reproduced, improved, output, notes, reached,
+        calibration=transferable, transfer=transfer, transfer_seconds=transfer_seconds,
+        search_seconds=[float(c.search.seconds) for c in cases if c.search.seconds is not None],
     )
     result.written["thresholds"] = output
+    result.written["calibration"] = transferable.write(output.parent / CALIBRATION_NAME)
     if report:
         from search.calibration_report import write_calibration_report
 

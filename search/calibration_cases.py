@@ -59,6 +59,8 @@ class SearchRecord:
     #: selection key -> objective on the search part of validation, for every finished trial.
     known: dict[str, float]
     baselines: dict[str, dict[str, Any]]
+    #: The search's wall time (None in summaries that do not record it).
+    seconds: float | None = None
 
     @property
     def groups(self) -> list[str]:
@@ -96,7 +98,7 @@ def read_search(folder: str | os.PathLike[str]) -> SearchRecord:
     known[selection_key(pick)] = pick_search  # rescored on the whole search part
     return SearchRecord(
         folder, metric, mode, pick, pick_search, summary["pick"].get("test"), dict(summary.get("settings", {})),
-        known, dict(summary.get("baselines", {})),
+        known, dict(summary.get("baselines", {})), summary.get("seconds"),
     )
 
 

@@ -42,12 +42,12 @@ def _verdict(result: CalibrationResult) -> list[str]:
     gap = result.mean_val_gap
     if result.reproduced:
         lead = (
-            f"**Reproduced**: with the calibrated thresholds the analysis selects the search's pick in every"
+            f"**Thresholds: reproduced**: with the calibrated thresholds the analysis selects the search's pick in every"
             f" group of every run ({matched} of {n_groups} groups; the defaults matched {default_matched})."
         )
     else:
         lead = (
-            f"**Not reproduced**: no thresholds tried make the analysis select the search's pick everywhere."
+            f"**Thresholds: not reproduced**: no thresholds tried make the analysis select the search's pick everywhere."
             f" The best came within {_pct(max(gap, 0.0))} of the pick's validation objective (mean over runs)"
             f" and matched {matched} of {n_groups} group choices (the defaults: {default_matched}). The rest may be"
             " out of reach of the five techniques (a choice no technique recommends, or an average the"
@@ -136,11 +136,63 @@ def _run_section(
     return lines
 
 
+def _transfer_section(result: CalibrationResult, cases: list[CalibrationCase]) -> list[str]:
+    """How close ``sweetspot auto`` with calibration.json comes to the search, fitted and left out."""
+    if result.calibration is None:
+        return []
+    by_label = {c.label: c for c in cases}
+    searched = sum(result.search_seconds)
+    timing = (
+        f" Fitting took {result.transfer_seconds:.1f} s with these measurements; the search(es) took {searched:.1f} s."
+        if result.search_seconds else f" Fitting took {result.transfer_seconds:.1f} s with these measurements."
+    )
+    lines = [
+        "## The automatic selection (calibration.json)",
+        "",
+        "Thresholds alone read each epoch's own metrics; the best crossover depends on how groups from"
+        " different epochs work together. So `calibration.json` also holds, per group, where its good"
+        " choices lie in the course of training, how much the objective cares about it and whether"
+        " averaging helps, measured around the search's pick; `sweetspot auto --calibration` turns that into"
+        " a short validation-guided refinement with a counted budget (the greedy soup included as its floor)."
+        + timing,
+        "",
+        "| group | prior (on the first run's epochs) |",
+        "| --- | --- |",
+    ]
+    from search.transfer import describe_prior
+
+    first = cases[0]
+    for group, prior in result.calibration.priors.items():
+        lines.append(f"| {group} | {describe_prior(prior, first.epochs)} |")
+    lines += [
+        "",
+        "Auto run on each run (budget: 3 evaluations per checkpoint; scored on the search part of validation,"
+        " gaps relative to the search's pick, positive = worse). *fitted*: the run is one the calibration was"
+        " fitted on; *left out*: fitted on the other runs only, the honest figure for a new training.",
+        "",
+        "| run | calibration | auto's selection | from | val gap | greedy soup val gap | test gap | auto test | soup test | evaluations |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for o in result.transfer:
+        choice = ", ".join(f"{g} {_choice(v)}" for g, v in o.selection.items())
+        lines.append(
+            f"| {o.run} | {o.kind} | {choice} | {o.source} | {_pct(o.val_gap)} | {_pct(o.soup_val_gap)} |"
+            f" {_pct(o.test_gap)} | {_num(o.test)} | {_num(o.soup_test)} | {o.evaluations} of {o.budget} |"
+        )
+    worst = max((o.val_gap for o in result.transfer if o.kind == "fitted"), default=None)
+    if worst is not None:
+        verdict = "within" if worst <= 0.005 else "not within"
+        lines += ["", f"On the fitted run(s), auto comes {verdict} 0.5% of the search's pick on validation (worst {_pct(worst)})."]
+    if len(by_label) == 1:
+        lines += ["", "One run was calibrated: calibrate on two or more searched runs for the left-out figures."]
+    return lines + [""]
+
+
 def report_markdown(result: CalibrationResult, cases: list[CalibrationCase]) -> str:
     trials = len(result.history)
     analysing = result.study_seconds - result.scoring_seconds
     scored = sum(c.scored for c in cases)
-    lines = ["# Threshold calibration", "", *_verdict(result), ""]
+    lines = ["# Calibration", "", *_verdict(result), ""]
     lines += [
         f"Study: {trials} Optuna trials (TPE; the defaults first) over {len(cases)} run(s) in"
         f" {result.study_seconds:.1f} s: {analysing:.1f} s analysing ({1000 * analysing / max(trials, 1):.1f} ms per"
@@ -157,6 +209,7 @@ def report_markdown(result: CalibrationResult, cases: list[CalibrationCase]) -> 
         *_thresholds_table(result),
         "",
     ]
+    lines += _transfer_section(result, cases)
     reached = result.reached or [set(c.groups) for c in cases]
     for index, (case, default, calibrated) in enumerate(zip(cases, result.defaults, result.calibrated)):
         lines += _run_section(index, case, default, calibrated, reached[index])

@@ -95,7 +95,9 @@ class ModuleSoup(Algorithm):
         first = self.space.groups[0]
         singles = {int(s.epochs[first][0]): s.value for s in scored if s.origin == SINGLE}
         self.ranked = ranked_epochs(singles, self.mode)
-        start = [s for s in scored if s.origin == GREEDY] or [s for s in scored if s.origin == SINGLE]
+        # The best of the soup's trials and the single epochs: when no checkpoint improved the soup,
+        # every soup trial was rejected and the soup is the best single epoch itself.
+        start = [s for s in scored if s.origin in (GREEDY, SINGLE)]
         if not start:
             self._done = True
             return

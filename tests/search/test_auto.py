@@ -4,6 +4,7 @@ is reported without stopping them, a rerun skips the finished runs."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,7 @@ from analysis.analyze import analyze
 from analysis.thresholds import Thresholds, save_thresholds
 from modules.spec import dump_spec
 from rayjobs.auto_sweetspot import main
-from search.auto import AutoError, auto, is_complete
+from search.auto import AutoError, auto, is_complete, run_identity
 from tests.modules import _tiny
 
 THRESHOLDS = {
@@ -84,14 +85,36 @@ def test_auto_refuses_to_run_stored_specs_unless_trusted(runs: list[Path], tmp_p
         auto([], Thresholds(), tmp_path / "out", trust_run_spec=True)
 
 
-def test_a_run_is_complete_only_for_the_same_thresholds_and_settings(tmp_path: Path) -> None:
+def test_a_run_is_complete_only_for_the_same_run_contents_spec_and_settings(tiny_run_path: Path, tmp_path: Path) -> None:
     calibrated = Thresholds.model_validate(THRESHOLDS)
     settings = {"thresholds": calibrated.to_json(), "evaluate": True, "update_bn": False}
+    identity = run_identity(str(tiny_run_path), _tiny.spec())
+    assert identity is not None and identity["location"] == str(tiny_run_path.resolve())
     (tmp_path / "combined.safetensors").write_bytes(b"x")
-    (tmp_path / "auto_result.json").write_text(json.dumps({"settings": settings, "selection": {}}))
-    assert is_complete(tmp_path, settings) is not None
-    assert is_complete(tmp_path, {**settings, "evaluate": False}) is not None  # evaluated already
-    assert is_complete(tmp_path, {**settings, "thresholds": Thresholds().to_json()}) is None
-    assert is_complete(tmp_path, {**settings, "update_bn": True}) is None
+    (tmp_path / "auto_result.json").write_text(json.dumps({"settings": settings, "identity": identity, "selection": {}}))
+    assert is_complete(tmp_path, settings, identity) is not None
+    assert is_complete(tmp_path, {**settings, "evaluate": False}, identity) is not None  # evaluated already
+    assert is_complete(tmp_path, {**settings, "thresholds": Thresholds().to_json()}, identity) is None
+    assert is_complete(tmp_path, {**settings, "update_bn": True}, identity) is None
+    assert is_complete(tmp_path, settings, {**identity, "location": "/elsewhere/run"}) is None  # another run, same name
+    assert is_complete(tmp_path, settings, {**identity, "manifest": "retrained"}) is None
+    other_spec = _tiny.spec().model_copy(update={"name": "changed"})
+    assert is_complete(tmp_path, settings, run_identity(str(tiny_run_path), other_spec)) is None
+    assert is_complete(tmp_path, settings, None) is None  # a run that cannot be opened is done again
     (tmp_path / "combined.safetensors").unlink()
-    assert is_complete(tmp_path, settings) is None
+    assert is_complete(tmp_path, settings, identity) is None
+
+
+def test_another_run_written_to_the_same_output_name_is_not_taken_as_complete(
+    ray_local: None, runs: list[Path], tmp_path: Path
+) -> None:
+    first, second = tmp_path / "a" / "run", tmp_path / "b" / "run"
+    shutil.copytree(runs[0], first)
+    shutil.copytree(runs[2], second)
+    out = tmp_path / "auto"
+    together = auto([first, second], Thresholds.model_validate(THRESHOLDS), out, _tiny.spec(), progress=False)
+    assert [r.name for r in together.runs] == ["run", "run-2"]
+    alone = auto([second], Thresholds.model_validate(THRESHOLDS), out, _tiny.spec(), progress=False)
+    assert alone.runs[0].status == "done"  # "run" held the first run's result: not this run's
+    record = json.loads((out / "run" / "auto_result.json").read_text())
+    assert record["identity"]["location"] == str(second.resolve())

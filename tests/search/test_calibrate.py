@@ -62,7 +62,7 @@ def test_calibration_recovers_thresholds_that_reproduce_the_search(
     assert set(json.loads((tmp_path / "cal" / "thresholds.json").read_text())) == set(KNOWN)
     assert _epochs(RunDir(tiny_run_path), loaded) == target
     report = (tmp_path / "cal" / "calibration_report.md").read_text()
-    assert "**Reproduced**" in report and "| encoder |" in report
+    assert "**Thresholds: reproduced**" in report and "| encoder |" in report
     assert (tmp_path / "cal" / "calibration_history.png").stat().st_size > 1000
     assert len(result.history) == 60 and result.study_seconds < 30
 
@@ -76,7 +76,7 @@ def test_nothing_better_than_the_defaults_writes_them_with_a_warning(
     assert not result.improved and result.thresholds == Thresholds()
     assert load_thresholds(tmp_path / "t.json") == Thresholds()
     report = (tmp_path / "calibration_report.md").read_text()
-    assert "nothing beat the default thresholds" in report and "**Not reproduced**" in report
+    assert "nothing beat the default thresholds" in report and "**Thresholds: not reproduced**" in report
     assert "No thresholds tried selected the search's choice for middle, head" in report
 
 
@@ -111,3 +111,45 @@ def test_analyze_refuses_a_broken_thresholds_file(tiny_run_path: Path, tmp_path:
     path.write_text(json.dumps({**KNOWN, "stability_window": 2}))
     with warnings.catch_warnings(), pytest.raises(AnalysisError, match="stability_window is 2"):
         analyze(tiny_run_path, spec=_tiny.spec(), thresholds=path)
+
+
+def test_calibration_json_drives_auto_on_another_run_within_its_budget(
+    known_search: tuple[Path, dict], tiny_run_path: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from safetensors.torch import load_file
+
+    from search.auto import AutoError, auto
+    from search.transfer import load_calibration
+
+    folder, target = known_search
+    result = calibrate([tiny_run_path], [folder], tmp_path / "cal" / "thresholds.json", _tiny.spec(), trials=5)
+    calibration = load_calibration(tmp_path / "cal" / "calibration.json")
+    assert calibration.groups == RunDir(tiny_run_path).groups and calibration.thresholds == result.thresholds
+    fitted = result.transfer[0]
+    assert fitted.kind == "fitted" and fitted.val_gap <= 0.005 and fitted.evaluations <= 3 * 6
+    assert "## The automatic selection" in (tmp_path / "cal" / "calibration_report.md").read_text()
+
+    other = _tiny.record_run(tmp_path_factory.mktemp("cal_other") / "other", seed=1)
+    out = tmp_path / "auto"
+    done = auto([other], None, out, _tiny.spec(), calibration=tmp_path / "cal" / "calibration.json", progress=False)
+    record = done.runs[0].record
+    assert done.runs[0].status == "done", done.runs[0].error
+    assert record["budget"]["evaluations"] <= record["budget"]["budget"] == 18
+    assert record["auto_val"] <= record["greedy_soup_val"] + 1e-12  # the guard: never worse on validation
+    chosen = record["selection"]
+    combined = load_file(out / "other" / "combined.safetensors")
+    for group, choice in chosen.items():
+        if isinstance(choice, int):
+            stored = load_file(other / "epochs" / str(choice) / f"{group}.safetensors")
+            assert all((combined[k] == v).all() for k, v in stored.items())
+
+    renamed = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    renamed["groups"] = [g.replace("head", "decoder") for g in renamed["groups"]]
+    renamed["priors"]["decoder"] = renamed["priors"].pop("head")
+    (tmp_path / "foreign.json").write_text(json.dumps(renamed))
+    with pytest.raises(Exception, match="calibration was fitted on a model with groups"):
+        auto([other], None, tmp_path / "never", _tiny.spec(), calibration=tmp_path / "foreign.json", progress=False)
+    with pytest.raises(AutoError, match="at least 1 evaluation per checkpoint"):
+        auto([other], None, tmp_path / "never", _tiny.spec(), calibration=tmp_path / "cal" / "calibration.json",
+             evaluations_per_checkpoint=0.5)
+    assert not (tmp_path / "never" / "other").exists()

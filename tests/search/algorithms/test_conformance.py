@@ -120,6 +120,31 @@ def test_the_greedy_soup_keeps_only_checkpoints_that_improve() -> None:
     assert len(proposals) == len(RECORDED) - 1
 
 
+def test_module_soup_starts_from_the_best_single_epoch_when_averaging_hurts() -> None:
+    # Every average is worse than its best member here, so the greedy soup kept one checkpoint and
+    # each of its trials is a rejected soup: the sweeps must start from that single epoch.
+    from search.algorithms import GREEDY, ModuleSoup, Scored
+
+    def hurt(epochs: EpochSet) -> float:
+        return sum((sum(c) / len(c) - BEST[g]) ** 2 + 3.0 * (len(c) - 1) for g, c in epochs.items())
+
+    space = _space()
+    singles = [Scored(space.same_epoch(e), hurt(space.same_epoch(e)), SINGLE) for e in RECORDED]
+    best = min(singles, key=lambda s: s.value)
+    others = [e for e in RECORDED if e != best.epochs["enc"][0]]
+    pairs = [{g: sorted([best.epochs["enc"][0], e]) for g in GROUPS} for e in others]
+    soups = [Scored(epochs, hurt(epochs), GREEDY) for epochs in pairs]
+    assert all(s.value > best.value for s in soups)
+    algorithm = ModuleSoup(space, "min", 0)
+    algorithm.warm_start(singles + soups)
+    proposal = algorithm.ask()
+    assert proposal is not None
+    swept = set(space.units[0].groups)
+    assert {g: v for g, v in proposal.epochs.items() if g not in swept} == {
+        g: v for g, v in best.epochs.items() if g not in swept
+    }
+
+
 def test_proposals_still_running_when_their_phase_runs_out_are_told_to_that_phase() -> None:
     # With many trials in flight the grid proposes its last selection long before it is scored, and
     # the staged search moves past it once the greedy soup beside it ends; each result must still
