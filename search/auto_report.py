@@ -31,6 +31,9 @@ def summary_row(outcome: AutoRun) -> dict[str, Any]:
         "val_objective": record.get("val"),
         "test_objective": record.get("test"),
         "seconds": record.get("seconds"),
+        "evaluations": (record.get("budget") or {}).get("evaluations"),
+        "budget": (record.get("budget") or {}).get("budget"),
+        "kept": (record.get("guard") or {}).get("chosen"),
     }
     for key, _ in BASELINES:
         figures = record.get(key) or {}
@@ -88,13 +91,19 @@ def summary_markdown(result: AutoResult, rows: list[dict[str, Any]]) -> str:
         " the bracket is the 95% paired-bootstrap interval of the per-example test difference (combination"
         " minus baseline; below zero favours the combination). Baselines are chosen on validation.",
         "",
-        "| run | status | selection | val | test | gain over best single epoch | gain over greedy soup |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "Evaluations: selections scored on the run's whole validation split to choose (the greedy soup's"
+        " included; a repeated selection is free) against the budget; *kept* names where the selection came"
+        " from (the refinement, the calibration's prediction, the greedy soup, ...).",
+        "",
+        "| run | status | selection | kept | evaluations | val | test | gain over best single epoch | gain over greedy soup |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
+        spent = "—" if row.get("evaluations") is None else f"{row['evaluations']} of {row['budget']}"
         lines.append(
-            f"| {row['name']} | {row['status']} | {_selection_text(row['selection'])} | {_num(row['val_objective'])} |"
-            f" {_num(row['test_objective'])} | {_gain(row, 'best_single')} | {_gain(row, 'greedy_soup')} |"
+            f"| {row['name']} | {row['status']} | {_selection_text(row['selection'])} | {row.get('kept') or '—'} | {spent} |"
+            f" {_num(row['val_objective'])} | {_num(row['test_objective'])} | {_gain(row, 'best_single')} |"
+            f" {_gain(row, 'greedy_soup')} |"
         )
     if any(r["status"] != "failed" and r["test_objective"] is None for r in rows):
         lines += ["", "Runs without val/test figures were not evaluated: run auto with --evaluate."]

@@ -35,7 +35,7 @@ class CalibratedSelection:
     def record(self) -> dict[str, Any]:
         c = self.chosen
         return {
-            "guard": {"chosen": c.source, "val": c.references},
+            "guard": {"chosen": c.source, "val": {**c.references, c.source: c.value}},
             "budget": {
                 "evaluations": c.evaluations, "budget": c.budget, "per_checkpoint": self.per_checkpoint,
                 "batchnorm_recomputes": self.bn_recomputes, "greedy_soup_complete": c.soup_complete,

@@ -47,6 +47,7 @@ from search.summary import (
     summary_notes,
     write_summary,
 )
+from search.transfer import CALIBRATION_NAME
 
 STATE_NAME = "pipeline_state.json"
 Epochs = dict[str, list[int]]
@@ -126,7 +127,8 @@ class _Pipeline:
             [search_dir / SEARCH_SELECTION, search_dir / SEARCH_SUMMARY], search_step,
         )
         self.upstream["calibrate"] = self.stages.run(
-            f"calibrate on {r.name}", {"search": self.upstream["search"], "trials": calibration_trials}, [thresholds],
+            f"calibrate on {r.name}", {"search": self.upstream["search"], "trials": calibration_trials},
+            [thresholds, thresholds.parent / CALIBRATION_NAME],
             lambda fresh: calibrate([r.run], [search_dir], thresholds, r.spec, trials=calibration_trials, progress=self.progress),
         )
         search_pick = load_selection(search_dir / SEARCH_SELECTION)
@@ -146,12 +148,14 @@ class _Pipeline:
         folder = self.output / "auto"
         update_bn = all(t.spec.batches is not None for t in targets)
         made_by = self.upstream["calibrate"] if isinstance(thresholds, Path) else digest(thresholds.to_json())
+        # The chain's calibration carries the search over; thresholds given alone go through the guard.
+        calibration = thresholds.parent / CALIBRATION_NAME if isinstance(thresholds, Path) else None
 
         def auto_step(fresh: bool) -> None:
             result = auto([t.location for t in targets], thresholds, folder, spec, trust_run_spec=trust_run_spec,
                           update_bn=update_bn, plots=True, address=self.address, progress=self.progress,
                           redo=fresh,  # an interrupted stage keeps the runs auto finished before the kill
-                          guard=True)
+                          guard=True, calibration=calibration)
             if result.failed:
                 raise PipelineError(
                     "auto failed on " + "; ".join(f"{f.run}: {f.error} (details in {f.folder / 'auto_error.txt'})" for f in result.failed)
@@ -159,7 +163,8 @@ class _Pipeline:
                 )
 
         self.upstream["auto"] = self.stages.run(
-            "auto on " + ", ".join(t.name for t in targets), {"runs": [t.key for t in targets], "thresholds": made_by, "guard": True},
+            "auto on " + ", ".join(t.name for t in targets),
+            {"runs": [t.key for t in targets], "thresholds": made_by, "guard": True, "calibration": calibration is not None},
             [folder / t.name / "auto_result.json" for t in targets], auto_step,
         )
         for t in targets:

@@ -32,10 +32,10 @@ POLISH_OFFSETS = (-1, 1)
 PATIENCE = 2
 POLISH_WIDTHS = (3,)
 
-SINGLE = "best single epoch"
-SOUP = "greedy soup"
-PREDICTED = "calibration's prediction"
-REFINED = "refinement"
+SINGLE = "the best single epoch"
+SOUP = "the greedy soup"
+PREDICTED = "the calibration's prediction"
+REFINED = "the refinement"
 
 
 def selection_key(epochs: Mapping[str, Sequence[int]]) -> tuple:

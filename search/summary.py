@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,9 @@ class SummaryRow:
     test_gain_pct: float
     test_difference: tuple[float, float]
     verdict: str
+    #: Per rival label: the 95% paired-bootstrap interval of this row's per-example test
+    #: difference to that rival's (below zero: this row is better), for the pairs in ``RIVALS``.
+    versus: dict[str, list[float]] = field(default_factory=dict)
 
 
 def evaluate_run_rows(
@@ -80,8 +83,14 @@ def evaluate_run_rows(
     shown.append((first_label, result.evaluated[0]))
     shown.extend((label, evaluator.evaluate(candidate(label, epochs))) for label, epochs in selected[1:])
     metric, sign = result.objective_metric, (-1.0 if result.objective_mode == "min" else 1.0)
+    by_label = dict(shown)
     rows = []
     for label, evaluated in shown:
+        versus = {}
+        for pick, rival, _ in RIVALS:
+            if label == pick and rival in by_label:
+                interval = compare(evaluated, by_label[rival], resamples, seed=0).test_interval
+                versus[rival] = [interval.low, interval.high]
         comparison = compare(evaluated, best, resamples, seed=0)
         same = np.array_equal(evaluated.test_losses, best.test_losses)
         rows.append(
@@ -92,34 +101,52 @@ def evaluate_run_rows(
                 0.0 + sign * comparison.percent["test"].get(metric, math.nan),
                 (comparison.test_interval.low, comparison.test_interval.high),
                 "the best single epoch's results" if same else VERDICTS[comparison.verdict],
+                versus,
             )
         )
     return result, rows
 
 
+#: (pick, rival, who picked): what each pick is meant to beat, judged on test by the paired interval.
+RIVALS = (
+    ("search pick", "greedy soup", "the search"),
+    ("search pick", "analysis pick", "the search"),
+    ("auto pick", "default analysis pick", "auto"),
+    ("auto pick", "greedy soup", "auto"),
+)
+
+
 def summary_notes(rows: Sequence[SummaryRow]) -> list[str]:
     """What the table says, in words: per run the best candidate on validation (what one would
-    choose) and on test, and whether each pick beat what it is meant to beat."""
+    choose) and on test, and whether each pick beat what it is meant to beat: by the 95%
+    paired-bootstrap interval of the per-example test difference, not by the point estimates."""
     notes = []
     for run in dict.fromkeys(r.run for r in rows):
         own = {r.label: r for r in rows if r.run == run}
         on_val = max(own.values(), key=lambda r: r.val_gain_pct)
         on_test = max(own.values(), key=lambda r: r.test_gain_pct)
         notes.append(f"{run}: best on validation {on_val.label} ({on_val.val_gain_pct:+.2f}%), best on test {on_test.label} ({on_test.test_gain_pct:+.2f}%).")
-        for pick, rival, meaning in (
-            ("search pick", "greedy soup", "the search"),
-            ("search pick", "analysis pick", "the search"),
-            ("auto pick", "default analysis pick", "auto"),
-            ("auto pick", "greedy soup", "auto"),
-        ):
-            if pick in own and rival in own:
-                a, b = own[pick], own[rival]
-                same = a.test == b.test and a.val == b.val
-                verdict = "matched" if same else "beat" if a.test_gain_pct > b.test_gain_pct else "did not beat"
-                notes.append(
-                    f"{run}: {meaning} {verdict} the {rival} on test ({pick} {a.test_gain_pct:+.2f}% vs {b.test_gain_pct:+.2f}%;"
-                    f" validation {a.val_gain_pct:+.2f}% vs {b.val_gain_pct:+.2f}%)."
-                )
+        for pick, rival, meaning in RIVALS:
+            if pick not in own or rival not in own:
+                continue
+            a, b = own[pick], own[rival]
+            interval = a.versus.get(rival)
+            if a.test == b.test and a.val == b.val:
+                verdict = "matched (the same results)"
+            elif interval is None:
+                verdict = "was not compared with"
+            elif interval[1] < 0:
+                verdict = "beat"
+            elif interval[0] > 0:
+                verdict = "was beaten by"
+            else:
+                verdict = "did not differ significantly from"
+            what = "the greedy soup (built on the whole validation split)" if rival == "greedy soup" else f"the {rival}"
+            bracket = f"; paired test difference [{interval[0]:+.4g}, {interval[1]:+.4g}]" if interval else ""
+            notes.append(
+                f"{run}: {meaning} {verdict} {what} on test ({pick} {a.test_gain_pct:+.2f}% vs {b.test_gain_pct:+.2f}%"
+                f" over the best single epoch{bracket}; validation {a.val_gain_pct:+.2f}% vs {b.val_gain_pct:+.2f}%)."
+            )
     return notes
 
 
