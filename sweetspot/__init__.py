@@ -41,6 +41,7 @@ from modules.selection import Selection, SelectionError, load_selection
 from modules.spec import Spec, load_spec
 from search.auto import AutoResult, auto
 from search.calibrate import CalibrationResult, calibrate
+from search.transfer import Calibration, CalibrationFileError, load_calibration
 
 #: Names that need Ray and Optuna: imported when first used (PEP 562).
 _ON_RAY = {
@@ -104,6 +105,9 @@ __all__ = [
     "load_selection",
     "load_spec",
     "load_thresholds",
+    "load_calibration",
+    "Calibration",
+    "CalibrationFileError",
     "pipeline",
     "search",
     "train_demo",
