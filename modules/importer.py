@@ -65,9 +65,7 @@ def _strip(state: dict[str, torch.Tensor], prefix: str | None, report: ImportRep
         return state
     kept = {key[len(prefix) :]: tensor for key, tensor in state.items() if key.startswith(prefix)}
     left_out = [key for key in state if not key.startswith(prefix)]
-    for key in left_out:
-        if key not in report.left_out_keys:
-            report.left_out_keys.append(key)
+    report.left_out_keys = list(dict.fromkeys(report.left_out_keys + left_out))
     return kept
 
 
