@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import shutil
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -41,12 +42,7 @@ class _Marker:
         return (os.system, (f"touch {self.marker}",))
 
 
-class _Quiet:
-    def __reduce__(self):
-        return (print, ("this must not print",))
-
-
-def test_a_hostile_metadata_runs_nothing(dcp_run, tmp_path: Path, capsys) -> None:
+def test_a_hostile_metadata_runs_nothing(dcp_run, tmp_path: Path) -> None:
     root, _ = dcp_run
     source = Path(shutil.copytree(root, tmp_path / "src"))
     marker = tmp_path / "ran"
@@ -54,10 +50,9 @@ def test_a_hostile_metadata_runs_nothing(dcp_run, tmp_path: Path, capsys) -> Non
     with pytest.raises(UnsafeCheckpointError, match=r"step-10/.metadata references posix.system.*nothing in it was executed"):
         sweetspot.import_run(source, mlp_spec(), tmp_path / "run", strip_prefix="model.")
     assert not marker.exists() and not (tmp_path / "run").exists()
-    (source / "step-10" / ".metadata").write_bytes(pickle.dumps(_Quiet()))
-    with pytest.raises(CheckpointImportError, match="holds a builtins.print, not DCP checkpoint metadata"):
+    (source / "step-10" / ".metadata").write_bytes(pickle.dumps(Fraction(1, 3)))  # a type DCP never stores
+    with pytest.raises(CheckpointImportError, match="holds a fractions.Fraction, not DCP checkpoint metadata"):
         read_dcp(source / "step-10")
-    assert "must not print" not in capsys.readouterr().out
 
 
 def test_a_folder_without_metadata_is_named(dcp_run, tmp_path: Path) -> None:
