@@ -126,4 +126,6 @@ def analyze_run(
     except RunDirError as error:
         message = str(error).replace(run.label, label)
         raise AnalysisError(f"cannot compute weight-based health for {no_grads}: {message}") from None
-    return analyze_metrics(metrics, epochs, run.groups, spec, thresholds, proxies, label, spec_file)
+    analysis = analyze_metrics(metrics, epochs, run.groups, spec, thresholds, proxies, label, spec_file)
+    analysis.index = run.index
+    return analysis

@@ -39,7 +39,7 @@ def save_figure(figure: Figure, path: Path, dpi: int = 100) -> None:
         figure.savefig(tmp, format="png", dpi=dpi)
 
 
-def group_figure(group: str, result: GroupAnalysis) -> Figure:
+def group_figure(group: str, result: GroupAnalysis, index: str = "epoch") -> Figure:
     """The group's judging metrics (normalised, 1 = best) with the plateau shaded and every pick marked.
 
     Each technique's pick sits on its own row of a strip above the curves, so picks at the same
@@ -80,7 +80,7 @@ def group_figure(group: str, result: GroupAnalysis) -> Figure:
     axes.axhline(1.04, color="grey", linewidth=0.5)
     axes.set_ylim(-0.05, 1.13 + ROW * len(names))
     axes.set_yticks(np.linspace(0, 1, 6))
-    axes.set_xlabel("epoch")
+    axes.set_xlabel(index)
     axes.set_ylabel("normalised metric (1 = best)")
     axes.set_title(f"{group}: {pick_text(result.pick)} ({confidence_text(result)})\npicks per technique above the curves", fontsize=10)
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -111,7 +111,7 @@ def heatmap_figure(analysis: RunAnalysis) -> Figure:
     axes.set_yticks(range(len(groups)), groups)
     step = max(1, len(epochs) // 15)
     axes.set_xticks(range(0, len(epochs), step), [str(e) for e in epochs[::step]])
-    axes.set_xlabel("epoch")
+    axes.set_xlabel(analysis.index)
     for row, group in enumerate(groups):
         pick = analysis.groups[group].pick
         first, last = (pick, pick) if isinstance(pick, int) else pick
@@ -135,7 +135,7 @@ def write_plots(analysis: RunAnalysis, folder: str | os.PathLike[str]) -> list[P
     written = []
     for group, result in analysis.groups.items():
         path = folder / f"{group}.png"
-        save_figure(group_figure(group, result), path)
+        save_figure(group_figure(group, result, analysis.index), path)
         written.append(path)
     path = folder / "heatmap.png"
     save_figure(heatmap_figure(analysis), path)

@@ -7,6 +7,7 @@
     source:         the analysed run (path as given)
     spec:           the spec's name
     epochs:         [checkpoint epochs], ascending; every "per epoch" list below aligns with it
+    index:          "epoch", or "step" when the run was saved by optimizer steps (the epochs are steps)
     thresholds:     the five settings used: plateau_variance, improvement_rate, stability_window,
                     mcda_weights {loss, task, stability, gradient}, voting_confidence
     techniques:     [technique names in run order; "ensemble" last]
@@ -114,13 +115,13 @@ def module_title(group: str) -> str:
     return " ".join(part.capitalize() for part in group.replace("-", "_").split("_") if part)
 
 
-def group_block(group: str, result: GroupAnalysis) -> str:
-    """One seed phase 3.2 block: module, recommended epoch, numbered reasons, confidence."""
+def group_block(group: str, result: GroupAnalysis, index: str = "epoch") -> str:
+    """One seed phase 3.2 block: module, recommended epoch (or step), numbered reasons, confidence."""
     final = result.final
     if isinstance(result.pick, int):
-        head = f"- Recommended epoch: {result.pick}"
+        head = f"- Recommended {index}: {result.pick}"
     else:
-        head = f"- Recommended: average of epochs {fmt_window(result.pick)}"
+        head = f"- Recommended: average of {index}s {fmt_window(result.pick)}"
     lines = [f"[Module: {module_title(group)}]", head, "- Reasons:"]
     seen: list[str] = [result.coupling_note] if result.coupling_note else []
     for reason in final.reasons:
@@ -174,13 +175,18 @@ def next_steps(analysis: RunAnalysis) -> list[str]:
 def report_markdown(analysis: RunAnalysis) -> str:
     """``analysis_report.md``: the summary table and what to run next, then one block per group, then notes."""
     parts = [f"# Sweet-spot analysis of {analysis.source}", ""]
-    parts.append(f"Spec `{analysis.spec_name}`, {len(analysis.epochs)} checkpoints (epochs {analysis.epochs[0]}-{analysis.epochs[-1]}).")
+    parts.append(
+        f"Spec `{analysis.spec_name}`, {len(analysis.epochs)} checkpoints ({analysis.index}s"
+        f" {analysis.epochs[0]}-{analysis.epochs[-1]})."
+    )
+    if analysis.index == "step":
+        parts += ["", "The run was saved by optimizer steps: every epoch number below is a step."]
     parts.append("")
     parts += summary_table(analysis)
     parts.append("")
     parts += next_steps(analysis)
     parts += ["", "## Why each pick", "", "```"]
-    parts.append("\n\n".join(group_block(g, r) for g, r in analysis.groups.items()))
+    parts.append("\n\n".join(group_block(g, r, analysis.index) for g, r in analysis.groups.items()))
     parts += ["```", "", f"Thresholds: `{json.dumps(analysis.thresholds.to_json())}`"]
     if analysis.notes:
         parts += ["", "## Notes", ""] + [f"- {note}" for note in analysis.notes]

@@ -108,6 +108,8 @@ class RunAnalysis:
     groups: dict[str, GroupAnalysis]
     model_metrics: dict[str, np.ndarray]
     notes: list[str] = field(default_factory=list)
+    #: What the run's numbers count: "epoch", or "step" for a run saved every N steps (an HF Trainer run).
+    index: str = "epoch"
     #: The files ``analyze(output=...)`` wrote, by kind (metrics, report, selection, visualizations).
     written: dict[str, Path] = field(default_factory=dict)
 
@@ -198,6 +200,7 @@ def module_metrics_json(analysis: RunAnalysis) -> dict[str, Any]:
             "source": analysis.source,
             "spec": analysis.spec_name,
             "epochs": analysis.epochs,
+            "index": analysis.index,
             "thresholds": analysis.thresholds.to_json(),
             "techniques": list(names),
             "notes": analysis.notes,

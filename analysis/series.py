@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import sys
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,6 +123,17 @@ def check_epochs(epochs: list[int] | np.ndarray, source: str) -> tuple[np.ndarra
     return epochs, notes
 
 
+#: How a validation value is named: the Recorder's ``val_loss``, the HF Trainer's ``eval_loss``,
+#: a Lightning module's ``val/loss`` or ``validation_loss``.
+VALIDATION_PREFIXES = ("val_", "eval_", "val/", "validation_")
+
+
+def validation_metric(objective: str, recorded: Iterable[str]) -> str:
+    """The recorded name of the objective's validation value (``val_<objective>`` if none is recorded)."""
+    recorded = set(recorded)
+    return next((p + objective for p in VALIDATION_PREFIXES if p + objective in recorded), f"val_{objective}")
+
+
 def build_run_series(
     metrics: pd.DataFrame,
     epochs: list[int] | np.ndarray,
@@ -143,7 +155,7 @@ def build_run_series(
             f"{source} has no whole-model metrics (group {MODEL_GROUP!r}) at its checkpoint epochs"
             f" {epochs.tolist()}; record validation metrics with the Recorder or import a metrics file"
         )
-    loss_metric = f"val_{spec.objective.metric}"
+    loss_metric = validation_metric(spec.objective.metric, model)
     series = {}
     for group in groups:
         series[group] = _group_series(
@@ -173,7 +185,7 @@ def _group_series(
         if loss_metric not in model:
             raise AnalysisError(
                 f"{source}: group {group!r} has no judging metric in the spec's group_metrics and the fallback"
-                f" {loss_metric!r} (val_ + objective.metric) is not recorded either; recorded model"
+                f" {loss_metric!r} ({', '.join(VALIDATION_PREFIXES)} + objective.metric) is not recorded either; recorded model"
                 f" metrics are {sorted(model)}. Add group_metrics for {group!r} to the spec"
             )
         judging = [JudgingMetric(metric=loss_metric, mode=spec.objective.mode)]

@@ -38,6 +38,13 @@ class ImportReport:
 
     source: str
     out: str
+    #: The layout read (``modules.layouts``) and what the run's numbers count ("epoch" or "step").
+    layout: str = "seed"
+    index: str = "epoch"
+    #: What the layout noticed: checkpoints a save limit deleted, metrics that are missing.
+    notes: list[str] = field(default_factory=list)
+    #: Keys outside ``strip_prefix`` that were left out.
+    left_out_keys: list[str] = field(default_factory=list)
     epochs: list[int] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
     metrics_file: str | None = None
@@ -55,7 +62,15 @@ class ImportReport:
 
     def summary(self) -> str:
         """A few lines for people: what was imported, what was skipped, what was missing."""
-        lines = [f"imported {len(self.epochs)} epochs {self.epochs} from {self.source} into {self.out}"]
+        lines = [
+            f"imported {len(self.epochs)} {self.index}s {self.epochs} from {self.source} ({self.layout} layout)"
+            f" into {self.out}"
+        ]
+        lines.extend(self.notes)
+        if self.left_out_keys:
+            lines.append(
+                f"left out {len(self.left_out_keys)} keys outside --strip-prefix, such as {self.left_out_keys[:5]}"
+            )
         for item in self.skipped:
             lines.append(f"skipped {item.path}: {item.reason}")
         for name, files in self.skipped_globals.items():
@@ -68,7 +83,7 @@ class ImportReport:
             lines.append(f"removed {path}, left by an earlier import that was interrupted")
         if self.metrics_file:
             lines.append(f"metrics: {self.metric_rows} values from {self.metrics_file}")
-        else:
+        elif not any(note.startswith("metrics:") for note in self.notes):
             lines.append(f"metrics: none ({' or '.join(METRICS_FILES)} not found in {self.source})")
         lines.extend(problem.describe() for problem in self.metric_problems)
         for column, group in self.metric_near_groups:
@@ -82,9 +97,9 @@ class ImportReport:
         if orphans:
             shown = ", ".join(map(str, orphans[:10])) + (f" and {len(orphans) - 10} more" if len(orphans) > 10 else "")
             lines.append(
-                f"{self.metrics_file}: rows for {len(orphans)} epoch{'s' if len(orphans) != 1 else ''} without a"
+                f"{self.metrics_file}: rows for {len(orphans)} {self.index}{'s' if len(orphans) != 1 else ''} without a"
                 f" checkpoint ({shown}) are stored but not analysed: the analysis reads metrics at checkpoint"
-                " epochs only"
+                f" {self.index}s only"
             )
         return "\n".join(lines)
 

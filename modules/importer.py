@@ -1,5 +1,6 @@
-"""Import a run saved in another layout (``checkpoint_epoch_<N>.pt``, Lightning's ``epoch=N-step=M.ckpt``,
-or names matched by a user pattern) into a run directory.
+"""Import a run saved in another layout (see ``modules.layouts``: the seed's ``checkpoint_epoch_<N>.pt``,
+the Hugging Face Trainer's ``checkpoint-<step>/``, Lightning's ``epoch=<e>-step=<s>.ckpt``,
+torch.distributed.checkpoint folders, or names matched by a user pattern) into a run directory.
 
 All inputs are checked before the first tensor is written, the run is written into a sibling
 ``<out>.partial-<pid>`` folder and renamed onto ``out`` only when everything succeeded; the folder
@@ -21,23 +22,26 @@ import torch
 from tqdm import tqdm
 
 from modules.atomic import fsync_path, pid_alive
-from modules.checkpoint_io import (
-    SKIP_BAD_ADVICE,
-    is_zip_file,
-    read_checkpoint,
-    without_skip_advice,
-)
-from modules.checkpoint_names import compile_patterns, describe_patterns, epoch_of_file
+from modules.checkpoint_io import SKIP_BAD_ADVICE, without_skip_advice
+from modules.checkpoint_names import epoch_of_file
 from modules.errors import CheckpointImportError, RunDirError, SpecError, UnsafeCheckpointError
 from modules.import_report import METRICS_FILES, ImportReport, MetricProblem, SkippedFile
+from modules.layouts import (
+    CheckpointEntry,
+    ImportPlan,
+    LayoutOptions,
+    choose_layout,
+    detect_layouts,
+    no_layout_message,
+)
 from modules.run_store import RunLocation, is_uri, run_store
 from modules.rundir import MANIFEST_NAME, RunDir, RunWriter, TensorInfo, sync_tree
 from modules.spec import Spec, dump_spec
 from modules.wide_metrics import near_group, read_wide_metrics
 
 __all__ = [
-    "METRICS_FILES", "ImportReport", "MetricProblem", "SkippedFile", "epoch_of_file", "find_checkpoints",
-    "import_checkpoints", "near_group", "open_run", "read_wide_metrics",
+    "METRICS_FILES", "ImportReport", "MetricProblem", "SkippedFile", "epoch_of_file", "import_checkpoints",
+    "near_group", "open_run", "read_wide_metrics",
 ]
 
 PARTIAL_SUFFIX = ".partial-"
@@ -47,75 +51,65 @@ Pattern = str | Sequence[str] | None
 
 @dataclass
 class _Checkpoint:
-    epoch: int
+    epoch: int  # the run's index: an epoch, or a step for a run indexed by step
     path: Path
+    entry: CheckpointEntry
     infos: dict[str, TensorInfo]
     state: dict[str, torch.Tensor] | None  # kept when memory-mapped (costs no memory), else re-read
 
 
-def _is_memory_mapped(path: Path) -> bool:
-    """Whether ``load_state_dict`` maps ``path`` lazily (zip-format .pt and safetensors) rather than reading it."""
-    return path.suffix == ".safetensors" or is_zip_file(path)
+def _strip(state: dict[str, torch.Tensor], prefix: str | None, report: ImportReport) -> dict[str, torch.Tensor]:
+    """Keys under ``prefix`` without it (``model.encoder.weight`` -> ``encoder.weight``); the other
+    keys (a LightningModule's loss buffers, DCP's optimizer state) are left out and counted."""
+    if not prefix:
+        return state
+    kept = {key[len(prefix) :]: tensor for key, tensor in state.items() if key.startswith(prefix)}
+    left_out = [key for key in state if not key.startswith(prefix)]
+    report.left_out_keys = list(dict.fromkeys(report.left_out_keys + left_out))
+    return kept
 
 
-def find_checkpoints(source_dir: Path, pattern: Pattern = None) -> dict[int, Path]:
-    """Map epoch -> checkpoint file in ``source_dir`` (names matching ``pattern``, default: the seed's
-    and Lightning's names); two files for one epoch is an error."""
-    patterns = compile_patterns(pattern)
-    by_epoch: dict[int, list[Path]] = {}
-    for path in source_dir.iterdir():
-        epoch = epoch_of_file(path, patterns)
-        if epoch is not None and path.is_file():
-            by_epoch.setdefault(epoch, []).append(path)
-    duplicates = {e: sorted(p.name for p in paths) for e, paths in by_epoch.items() if len(paths) > 1}
-    if duplicates:
-        listed = "; ".join(f"epoch {e}: {names}" for e, names in sorted(duplicates.items()))
+def _read(item: CheckpointEntry, strip_prefix: str | None, report: ImportReport) -> tuple[dict[str, torch.Tensor], list[str]]:
+    loaded = item.read()
+    state = _strip(loaded.state, strip_prefix, report)
+    if not state:
         raise CheckpointImportError(
-            f"{source_dir} holds more than one checkpoint for the same epoch ({listed}); keep one file"
-            " per epoch (move the others out of the folder) and import again"
+            f"{item.path} holds no key starting with --strip-prefix {strip_prefix!r} (keys such as"
+            f" {list(loaded.state)[:5]}); pass the prefix its model keys start with"
         )
-    if not by_epoch:
-        names = sorted(p.name for p in source_dir.iterdir() if p.is_file())
-        shown = f"; its files include {names[:5]}" if names else "; it holds no files"
-        raise CheckpointImportError(
-            f"{source_dir} holds no checkpoints named {describe_patterns(pattern)}{shown}. For other names pass"
-            " a pattern (--pattern, or pattern= in the API): a template such as 'epoch_{epoch}.pt' or a regex"
-            " with an epoch group such as 'model_e(?P<epoch>\\d+)\\.safetensors'"
-        )
-    return {epoch: paths[0] for epoch, paths in sorted(by_epoch.items())}
+    return state, loaded.skipped_globals
 
 
 def _scan(
-    source: Path, paths: dict[int, Path], skip_bad: bool, report: ImportReport, progress: bool, allow_globals: Iterable[str]
+    source: Path, plan: ImportPlan, skip_bad: bool, report: ImportReport, progress: bool, strip_prefix: str | None
 ) -> list[_Checkpoint]:
-    """Read every checkpoint's keys, shapes and dtypes (memory-mapped, no tensor data copied)."""
+    """Read every checkpoint's keys, shapes and dtypes (memory-mapped where the format allows)."""
     found = []
-    for epoch, path in tqdm(paths.items(), desc="checking", unit="file", disable=not progress):
+    for item in tqdm(plan.checkpoints, desc="checking", unit="file", disable=not progress):
         try:
-            loaded = read_checkpoint(path, allow_globals)
+            state, skipped_globals = _read(item, strip_prefix, report)
         except UnsafeCheckpointError:
             raise
         except CheckpointImportError as error:
             if not skip_bad:
                 raise
-            report.skipped.append(SkippedFile(str(path), without_skip_advice(str(error))))
+            report.skipped.append(SkippedFile(str(item.path), without_skip_advice(str(error))))
             continue
-        state = loaded.state
-        for name in loaded.skipped_globals:
-            report.skipped_globals.setdefault(name, []).append(path.name)
+        for name in skipped_globals:
+            report.skipped_globals.setdefault(name, []).append(item.path.name)
         infos = {k: TensorInfo.of(t) for k, t in state.items()}
-        found.append(_Checkpoint(epoch, path, infos, state if _is_memory_mapped(path) else None))
-        del state, loaded
+        found.append(_Checkpoint(item.index, item.path, item, infos, state if item.memory_mapped else None))
+        del state
     if not found:
         raise CheckpointImportError(
-            f"no readable checkpoint in {source}: all {len(paths)} files were skipped as unreadable;"
+            f"no readable checkpoint in {source}: all {len(plan.checkpoints)} were skipped as unreadable;"
             " restore them from a backup"
         )
     return found
 
 
-def _check_consistent(checkpoints: list[_Checkpoint]) -> None:
-    """Every epoch holds the reference epoch's keys with the same shapes and dtypes."""
+def _check_consistent(checkpoints: list[_Checkpoint], index: str = "epoch") -> None:
+    """Every epoch (or step) holds the reference's keys with the same shapes and dtypes."""
     reference = checkpoints[0]
     problems = []
     for item in checkpoints[1:]:
@@ -123,26 +117,26 @@ def _check_consistent(checkpoints: list[_Checkpoint]) -> None:
         extra = [k for k in item.infos if k not in reference.infos]
         if missing:
             problems.append(
-                f"{item.path} (epoch {item.epoch}) lacks {len(missing)} keys {missing[:10]} that"
-                f" {reference.path.name} (epoch {reference.epoch}, the reference) has"
+                f"{item.path} ({index} {item.epoch}) lacks {len(missing)} keys {missing[:10]} that"
+                f" {reference.path.name} ({index} {reference.epoch}, the reference) has"
             )
         if extra:
             problems.append(
-                f"{item.path} (epoch {item.epoch}) has {len(extra)} keys {extra[:10]} that"
-                f" {reference.path.name} (epoch {reference.epoch}, the reference) lacks"
+                f"{item.path} ({index} {item.epoch}) has {len(extra)} keys {extra[:10]} that"
+                f" {reference.path.name} ({index} {reference.epoch}, the reference) lacks"
             )
         for key, info in item.infos.items():
             ref = reference.infos.get(key)
             if ref is not None and ref != info:
                 problems.append(
-                    f"{item.path} (epoch {item.epoch}) key {key!r} is {list(info.shape)} {info.dtype} but"
-                    f" {list(ref.shape)} {ref.dtype} in {reference.path.name} (epoch {reference.epoch}, the reference)"
+                    f"{item.path} ({index} {item.epoch}) key {key!r} is {list(info.shape)} {info.dtype} but"
+                    f" {list(ref.shape)} {ref.dtype} in {reference.path.name} ({index} {reference.epoch}, the reference)"
                 )
     if problems:
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise CheckpointImportError(
             "checkpoints do not all hold the same model:\n  " + "\n  ".join(shown)
-            + "\nEvery epoch must have the same keys, shapes and dtypes; move the odd files out of the"
+            + f"\nEvery {index} must have the same keys, shapes and dtypes; move the odd files out of the"
             " folder (or re-save them from the same model) and import again"
         )
 
@@ -152,14 +146,22 @@ def _group_keys(spec: Spec, reference: _Checkpoint) -> dict[str, list[str]]:
     try:
         assigned = spec.assign_groups(reference.infos)
     except SpecError as error:
-        raise SpecError(f"{reference.path}: {error}") from None
+        raise SpecError(f"{reference.path}: {error}{_prefix_hint(reference.infos)}") from None
     empty = [group for group, keys in assigned.items() if not keys]
     if empty:
         raise SpecError(
             f"spec {spec.name!r}: groups {empty} match no key of {reference.path}; fix their patterns"
-            f" or remove them (example keys: {list(reference.infos)[:8]})"
+            f" or remove them (example keys: {list(reference.infos)[:8]}){_prefix_hint(reference.infos)}"
         )
     return assigned
+
+
+def _prefix_hint(keys: Iterable[str]) -> str:
+    """Advice to strip a first name all keys share (a LightningModule's ``model.``, DCP's ``model.``)."""
+    firsts = {key.split(".", 1)[0] for key in keys if "." in key}
+    if len(firsts) == 1:
+        return f". All keys start with {next(iter(firsts)) + '.'!r}: pass --strip-prefix {next(iter(firsts))}. to drop it"
+    return ""
 
 
 def _check_out(out: Path) -> None:
@@ -177,13 +179,16 @@ def import_checkpoints(
     progress: bool = True,
     pattern: Pattern = None,
     allow_globals: Iterable[str] = (),
+    layout: str | None = None,
+    strip_prefix: str | None = None,
 ) -> ImportReport:
-    """Import a folder of per-epoch checkpoints and a wide metrics file into a new run directory.
+    """Import a training run's checkpoints and metrics into a new run directory.
 
-    ``pattern`` picks the checkpoint files and their epochs by name (see ``modules.checkpoint_names``);
-    by default ``checkpoint_epoch_<N>.pt`` (.pth, .safetensors) and Lightning's ``epoch=<N>-step=<M>.ckpt``.
-    Non-tensor extras in a checkpoint are left out and listed in the report; ``allow_globals``
-    (``"module.name"``) are loaded for real, so name only types you trust.
+    ``layout`` names the layout (``modules.layouts.LAYOUTS``: seed, hf-trainer, lightning, dcp,
+    pattern); by default it is detected from the folder. ``pattern`` picks checkpoint files by
+    name (see ``modules.checkpoint_names``). ``strip_prefix`` (``"model."``) keeps only the keys
+    under it, without it. Non-tensor extras in a checkpoint are left out and listed in the report;
+    ``allow_globals`` (``"module.name"``) are loaded for real, so name only types you trust.
     """
     source = Path(source_dir)
     remote = is_uri(out) or isinstance(out, tuple)
@@ -192,21 +197,29 @@ def import_checkpoints(
         raise CheckpointImportError(f"--from {source} is not a folder; pass the folder holding the checkpoints")
     if not remote:
         _check_out(out)
-    allow_globals = tuple(allow_globals)
-    report = ImportReport(source=str(source), out=str(out if not remote else run_store(out).location))
-    checkpoints = _scan(source, find_checkpoints(source, pattern), skip_bad, report, progress, allow_globals)
-    _check_consistent(checkpoints)
+    options = LayoutOptions(
+        pattern=pattern if pattern is None or isinstance(pattern, str) else tuple(pattern),
+        allow_globals=tuple(allow_globals),
+    )
+    chosen = choose_layout(source, layout, pattern)
+    plan = chosen.plan(source, options)
+    report = ImportReport(
+        source=str(source), out=str(out if not remote else run_store(out).location),
+        layout=plan.layout, index=plan.index, notes=list(plan.notes),
+    )
+    checkpoints = _scan(source, plan, skip_bad, report, progress, strip_prefix)
+    _check_consistent(checkpoints, plan.index)
     group_keys = _group_keys(spec, checkpoints[0])
-    metrics = read_wide_metrics(source, spec, report)
+    metrics = plan.metrics(spec, report)
     if metrics is not None:
         have = {item.epoch for item in checkpoints}
         report.metric_epochs_without_checkpoint = sorted({int(e) for e in metrics["epoch"]} - have)
     if remote:  # object storage has no folder rename: each epoch exists once the manifest lists it
         try:
-            writer = RunWriter.create(out, spec.name, group_keys)
+            writer = RunWriter.create(out, spec.name, group_keys, index=plan.index)
         except RunDirError as error:
             raise CheckpointImportError(f"--out {error}; choose a new path or delete it first") from None
-        _write_run(writer, checkpoints, group_keys, metrics, spec, report, progress, allow_globals)
+        _write_run(writer, checkpoints, group_keys, metrics, spec, report, progress, strip_prefix)
         return report
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -215,8 +228,8 @@ def import_checkpoints(
     if partial.exists():
         shutil.rmtree(partial)
     try:
-        writer = RunWriter.create(partial, spec.name, group_keys)
-        _write_run(writer, checkpoints, group_keys, metrics, spec, report, progress, allow_globals)
+        writer = RunWriter.create(partial, spec.name, group_keys, index=plan.index)
+        _write_run(writer, checkpoints, group_keys, metrics, spec, report, progress, strip_prefix)
         # Epochs were written without fsync (the folder is invisible until the rename); one pass
         # makes every file and folder durable before the rename publishes them.
         sync_tree(partial)
@@ -237,14 +250,14 @@ def _write_run(
     spec: Spec,
     report: ImportReport,
     progress: bool,
-    allow_globals: tuple[str, ...],
+    strip_prefix: str | None,
 ) -> None:
     """The spec, every checkpoint as an epoch, and the metrics, into a new run."""
     writer.write_spec_text(dump_spec(spec))
-    total = sum(item.path.stat().st_size for item in checkpoints)
+    total = sum(item.entry.nbytes for item in checkpoints)
     with tqdm(total=total, desc="importing", unit="B", unit_scale=True, disable=not progress) as bar:
         for item in checkpoints:
-            state = item.state if item.state is not None else read_checkpoint(item.path, allow_globals).state
+            state = item.state if item.state is not None else _read(item.entry, strip_prefix, report)[0]
             item.state = None
             writer.write_epoch(
                 item.epoch,
@@ -254,7 +267,7 @@ def _write_run(
             )
             del state
             report.epochs.append(item.epoch)
-            bar.update(item.path.stat().st_size)
+            bar.update(item.entry.nbytes)
     report.total_bytes = total
     if metrics is not None:
         writer.write_metrics(metrics)
@@ -288,17 +301,17 @@ def open_run(
         raise RunDirError(f"--checkpoint-dir {source} is not a folder; pass a run directory or a checkpoint folder")
     if (source / MANIFEST_NAME).is_file():
         return RunDir(source)
-    patterns = compile_patterns(pattern)
-    if not any(epoch_of_file(p, patterns) is not None for p in source.iterdir()):
+    found = detect_layouts(source) if pattern is None else {"pattern": "files matching --pattern"}
+    if not found:
+        looked = no_layout_message(source).split("It looked for:", 1)[1]
         raise RunDirError(
-            f"--checkpoint-dir {source} has neither {MANIFEST_NAME} (a run directory) nor checkpoints named"
-            f" {describe_patterns(pattern)}; pass a recorded run or the folder of your checkpoints"
-            " (import other names with `sweetspot import --pattern`)"
+            f"--checkpoint-dir {source} has neither {MANIFEST_NAME} (a run directory) nor checkpoints in a"
+            f" layout sweetspot reads; pass a recorded run or the folder of your checkpoints. It looked for:{looked}"
         )
     if spec is None:
         raise RunDirError(
-            f"--checkpoint-dir {source} holds checkpoint_epoch_<N>.pt files, which are imported on the fly;"
-            " pass --spec sweetspot.yaml to say which parameters form which group"
+            f"--checkpoint-dir {source} holds checkpoints ({'; '.join(found.values())}), which are imported on"
+            " the fly; pass --spec sweetspot.yaml to say which parameters form which group"
         )
     if progress:
         print(f"importing {source} into a temporary run directory", file=sys.stderr)

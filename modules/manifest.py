@@ -1,4 +1,5 @@
-"""A run directory's ``manifest.json``, parsed and validated once (format version 1).
+"""A run directory's ``manifest.json``, parsed and validated once (format version 2; version 1,
+which has no ``index`` field and counts epochs, is still read).
 
 Every file path it lists must stay inside the run directory: relative, without ``..``; the
 reader also checks that the resolved path (symlinks followed) is inside the folder.
@@ -9,14 +10,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from modules.errors import RunDirError
 from modules.safetensors_stream import DTYPE_CODES
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this sweetspot reads: 2 added ``index`` (what the run's epoch numbers count).
+READABLE_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 
 
@@ -69,6 +72,8 @@ class Manifest(_Model):
     format_version: int = Field(strict=True)
     spec_name: str
     created_by: str = ""
+    #: What the numbers under ``epochs`` count: epochs, or optimizer steps for a run saved every N steps.
+    index: Literal["epoch", "step"] = "epoch"
     groups: dict[str, GroupEntry]
     epochs: list[EpochRecord]
 
@@ -85,9 +90,9 @@ def parse_manifest(raw: Any, source: Path | str) -> Manifest:
             f"{source} has format_version {version}, written by a newer sweetspot; this sweetspot reads"
             f" version {FORMAT_VERSION}. Upgrade sweetspot to read this run"
         )
-    if version != FORMAT_VERSION:
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
         raise RunDirError(
-            f"{source} has format_version {version!r}; this sweetspot reads version {FORMAT_VERSION}."
+            f"{source} has format_version {version!r}; this sweetspot reads versions {list(READABLE_VERSIONS)}."
             " Upgrade sweetspot or re-import the run"
         )
     try:

@@ -140,6 +140,15 @@ def update_ratio(current: Mapping[str, torch.Tensor], previous: Mapping[str, tor
     return math.sqrt(diff_sq) / math.sqrt(prev_sq)
 
 
+def _given_rows(epoch: int, metrics: Mapping[str, Any]) -> list[tuple[int, str, str, float]]:
+    """Rows of the scalar values in ``metrics``; tensors of more than one value are left out."""
+    return [
+        (epoch, MODEL_GROUP, str(name), number)
+        for name, value in metrics.items()
+        if (number := as_scalar(value)) is not None
+    ]
+
+
 class Recorder:
     """Saves each group's state and the training/validation metrics every ``every`` epochs."""
 
@@ -153,8 +162,13 @@ class Recorder:
         evaluate: Callable[[nn.Module, Any], dict[str, Any]] | None = None,
         val_split: Any = None,
         dead_inputs: Any = None,
+        validate: bool = True,
     ) -> None:
-        """``dead_inputs``: the batch for dead-unit detection; default the first val batch of ``spec.batches``."""
+        """``dead_inputs``: the batch for dead-unit detection; default the first val batch of ``spec.batches``.
+
+        ``validate=False``: the training framework evaluates (the HF Trainer, Lightning); its metrics are
+        passed to ``end_epoch(metrics=...)`` or ``record_metrics`` and the spec needs no data or evaluate.
+        """
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise SpecError(f"Recorder every={every!r} is invalid; save every k >= 1 epochs")
         self.spec, self.model, self.optimizer, self.every = spec, model, optimizer, every
@@ -164,14 +178,20 @@ class Recorder:
         #: The run's local folder (None for a run on object storage) and where it lives (path or URI).
         self.path = self.writer.store.local_path
         self.location = self.writer.store.location
-        self.evaluate = evaluate if evaluate is not None else spec.evaluator()
-        self.val_split = val_split if val_split is not None else spec.load_data(("val",))["val"]
+        self.validate = validate
+        self.evaluate = evaluate if evaluate is not None or not validate else spec.evaluator()
+        self.val_split = val_split if val_split is not None or not validate else spec.load_data(("val",))["val"]
         self.groups = list(self.group_keys)
         self.dead_inputs = dead_inputs
         self._params_by_group: dict[str, list[nn.Parameter]] = {g: [] for g in self.groups}
         for name, param in model.named_parameters():
             self._params_by_group[spec.group_of(name)].append(param)
         self._previous_confusions: dict[str, torch.Tensor] = {}
+        self._reset_epoch()
+
+    def discard_epoch(self) -> None:
+        """Forget the gradient norms and losses gathered since the last ``end_epoch`` (an epoch a
+        framework callback does not save)."""
         self._reset_epoch()
 
     def _reset_epoch(self) -> None:
@@ -206,13 +226,17 @@ class Recorder:
 
     # -- end of epoch ----------------------------------------------------------------------
 
-    def end_epoch(self, epoch: int) -> bool:
-        """Close ``epoch`` (1-based); on multiples of ``every`` save states and metrics. True if saved."""
+    def end_epoch(self, epoch: int, metrics: Mapping[str, Any] | None = None) -> bool:
+        """Close ``epoch`` (1-based); on multiples of ``every`` save states and metrics. True if saved.
+
+        ``metrics``: whole-model figures computed elsewhere (a framework's ``eval_loss``), stored under
+        their own names."""
         if epoch % self.every != 0:
             self._reset_epoch()
             return False
         rows: list[tuple[int, str, str, float]] = []
-        rows += self._validation_rows(epoch)
+        if self.validate:
+            rows += self._validation_rows(epoch)
         train_loss = self._loss_sum / self._loss_count if self._loss_count else NAN
         rows.append((epoch, MODEL_GROUP, "train_loss", train_loss))
         for index, param_group in enumerate(self.optimizer.param_groups):
@@ -233,9 +257,16 @@ class Recorder:
             rows.append((epoch, group, "dead_fraction", dead.get(group, NAN)))
         self.writer.write_epoch(epoch, states, source="recorder")
         del states, state
-        self.writer.add_metrics(rows)
+        self.writer.add_metrics(rows + _given_rows(epoch, metrics or {}))
         self._reset_epoch()
         return True
+
+    def record_metrics(self, epoch: int, metrics: Mapping[str, Any]) -> None:
+        """Add whole-model figures for an epoch already saved (a framework that evaluates after the
+        epoch's end hook); a later value of a metric replaces an earlier one."""
+        if epoch not in self.writer.epochs:
+            raise SpecError(f"Recorder.record_metrics: epoch {epoch} was not saved; recorded epochs: {self.writer.epochs}")
+        self.writer.add_metrics(_given_rows(epoch, metrics))
 
     def _validation_rows(self, epoch: int) -> list[tuple[int, str, str, float]]:
         rows = []
@@ -254,7 +285,7 @@ class Recorder:
 
     def _dead_fractions(self) -> dict[str, float]:
         first = self.dead_inputs
-        if first is None and self.spec.batches is not None:
+        if first is None and self.spec.batches is not None and self.val_split is not None:
             first = next(iter(self.spec.batch_iterator()(self.val_split)), None)
         if first is None:
             return {}

@@ -72,8 +72,13 @@ class RunWriter:
         group_keys: Mapping[str, list[str]],
         created_by: str = "",
         exist_ok: bool = False,
+        index: str = "epoch",
     ) -> RunWriter:
-        """Start a new run directory with the given groups (shapes are fixed by the first epoch)."""
+        """Start a new run directory with the given groups (shapes are fixed by the first epoch).
+
+        ``index`` says what the run's numbers count: ``"epoch"`` or ``"step"`` (a run saved every N steps)."""
+        if index not in ("epoch", "step"):
+            raise RunDirError(f"index {index!r} is not one a run counts by; pass 'epoch' or 'step'")
         store = run_store(path)
         if store.exists(MANIFEST_NAME):
             if exist_ok:
@@ -90,6 +95,7 @@ class RunWriter:
             format_version=FORMAT_VERSION,
             spec_name=spec_name,
             created_by=created_by,
+            index=index,
             groups={g: GroupEntry(keys={k: None for k in keys}, complete=False) for g, keys in group_keys.items()},
             epochs=[],
         )
@@ -106,6 +112,11 @@ class RunWriter:
     @property
     def epochs(self) -> list[int]:
         return sorted(record.epoch for record in self._manifest.epochs)
+
+    @property
+    def index(self) -> str:
+        """What the run's numbers count: ``"epoch"`` or ``"step"``."""
+        return self._manifest.index
 
     def write_epoch(
         self, epoch: int, states: Mapping[str, Mapping[str, torch.Tensor]], source: str = "", durable: bool = True

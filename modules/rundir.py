@@ -1,8 +1,8 @@
-"""The run directory (format version 1): per-group safetensors per epoch, a manifest, metrics.
+"""The run directory (format version 2): per-group safetensors per epoch, a manifest, metrics.
 
 Layout::
 
-    RUN/manifest.json                     format version, groups (keys, shapes, dtypes), epochs
+    RUN/manifest.json                     format version, index (epoch or step), groups (keys, shapes, dtypes), epochs
     RUN/epochs/<epoch>/<group>.safetensors one file per group per recorded epoch
     RUN/metrics.parquet                    long form: epoch, group, metric, value
     RUN/sweetspot.yaml                     optional copy of the spec the run was recorded with
@@ -113,6 +113,8 @@ class RunDir:
         manifest = load_manifest(manifest_path, read=lambda: self.store.read_bytes(MANIFEST_NAME))
         self.spec_name: str = manifest.spec_name
         self.created_by: str = manifest.created_by
+        #: What the run's epoch numbers count: "epoch", or "step" for a run saved every N steps.
+        self.index: str = manifest.index
         self._spec_copy: Path | None = None
         self._group_infos: dict[str, dict[str, TensorInfo]] = {}
         for group, entry in manifest.groups.items():

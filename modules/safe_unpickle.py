@@ -122,3 +122,12 @@ def load_with_placeholders(
     # restricted find_class above (allow-list, inert placeholders, code refused), never pickle's own.
     obj = torch.load(Path(path), map_location="cpu", weights_only=False, pickle_module=module, mmap=mmap)
     return obj, sorted(skipped)
+
+
+def load_restricted(file: io.BufferedIOBase, allow_globals: Iterable[str] = ()) -> tuple[object, list[str]]:
+    """Unpickle a plain pickle stream (not a ``torch.save`` file) with the same rules as
+    ``load_with_placeholders``: torch's allow-list and ``allow_globals`` load, code-running globals
+    refuse the stream (``UnsafeGlobal``), every other global becomes an inert ``Skipped``."""
+    skipped: set[str] = set()
+    obj = _make_unpickler(frozenset(allow_globals), skipped)(file).load()
+    return obj, sorted(skipped)

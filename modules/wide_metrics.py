@@ -64,7 +64,7 @@ def _read_jsonl_rows(path: Path) -> list[dict[str, object]]:
     return rows
 
 
-def _parse_epoch(value: object, path: Path, row_number: int) -> int:
+def _parse_epoch(value: object, path: Path, row_number: int, key: str = "epoch") -> int:
     text = str(value).strip()
     try:
         number = float(text)
@@ -72,7 +72,7 @@ def _parse_epoch(value: object, path: Path, row_number: int) -> int:
         number = math.nan
     if isinstance(value, bool) or not math.isfinite(number) or number != int(number) or number < 0:
         raise CheckpointImportError(
-            f"{path} row {row_number}: epoch {value!r} is not a non-negative whole number; fix the 'epoch' column"
+            f"{path} row {row_number}: {key} {value!r} is not a non-negative whole number; fix the {key!r} column"
         )
     return int(number)
 
@@ -97,7 +97,8 @@ def _parse_value(value: object) -> tuple[float, str | None]:
     return (number, None) if not math.isnan(number) else (math.nan, "missing")
 
 
-def _column_target(column: str, spec: Spec) -> tuple[str, str]:
+def column_target(column: str, spec: Spec) -> tuple[str, str]:
+    """``(group, metric)`` of a column: ``<group>/<metric>`` goes to that group, any other name to ``model``."""
     group, slash, metric = column.partition("/")
     if slash and metric and (group in spec.groups or group == MODEL_GROUP):
         return group, metric
@@ -120,11 +121,13 @@ def _to_long(rows: list[dict[str, object]], path: Path, spec: Spec, report: Impo
     columns: list[str] = []
     for row in rows:
         columns.extend(c for c in row if c not in columns)
-    if "epoch" not in columns:
+    # A run indexed by step (see modules.layouts) may name its index column "step".
+    key = "epoch" if "epoch" in columns or "step" not in columns else "step"
+    if key not in columns:
         raise CheckpointImportError(
             f"{path} has no 'epoch' column (columns: {columns[:10]}); add one giving each row's epoch"
         )
-    epochs = [_parse_epoch(row.get("epoch"), path, number) for number, row in enumerate(rows, start=1)]
+    epochs = [_parse_epoch(row.get(key), path, number, key) for number, row in enumerate(rows, start=1)]
     repeated = sorted({e for e in epochs if epochs.count(e) > 1})
     if repeated:
         raise CheckpointImportError(
@@ -133,9 +136,9 @@ def _to_long(rows: list[dict[str, object]], path: Path, spec: Spec, report: Impo
     out_rows: list[tuple[int, str, str, float]] = []
     targets: dict[tuple[str, str], str] = {}
     for column in columns:
-        if column == "epoch":
+        if column == key:
             continue
-        group, metric = _column_target(column, spec)
+        group, metric = column_target(column, spec)
         if (likely := near_group(column, spec)) is not None:
             report.metric_near_groups.append((column, likely))
         if (group, metric) in targets:

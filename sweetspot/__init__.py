@@ -35,6 +35,7 @@ from modules.errors import (
 )
 from modules.import_run import import_run
 from modules.importer import ImportReport
+from modules.layouts import LAYOUTS as _LAYOUTS
 from modules.recorder import Recorder
 from modules.rundir import RunDir, RunWriter
 from modules.selection import Selection, SelectionError, load_selection
@@ -42,6 +43,9 @@ from modules.spec import Spec, load_spec
 from search.auto import AutoResult, auto
 from search.calibrate import CalibrationResult, calibrate
 from search.transfer import Calibration, CalibrationFileError, load_calibration
+
+#: The checkpoint layouts ``import_run(layout=...)`` and ``sweetspot import --layout`` read.
+IMPORT_LAYOUTS: tuple[str, ...] = tuple(_LAYOUTS)
 
 #: Names that need Ray and Optuna: imported when first used (PEP 562).
 _ON_RAY = {
@@ -76,6 +80,7 @@ __all__ = [
     "Evaluation",
     "EvaluationError",
     "EvaluationResult",
+    "IMPORT_LAYOUTS",
     "ImportReport",
     "Recorder",
     "PipelineError",

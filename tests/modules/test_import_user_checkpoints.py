@@ -89,7 +89,7 @@ def test_other_names_import_with_a_pattern_and_the_error_says_so(tmp_path, name:
         else:
             torch.save({"model_state_dict": state, "best_acc": np.float64(0.9)}, path)
         saved[epoch] = state
-    with pytest.raises(CheckpointImportError, match=r"holds no checkpoints named .*--pattern.*'epoch_\{epoch\}.pt'"):
+    with pytest.raises(CheckpointImportError, match=r"holds no checkpoints in a layout(.|\n)*pass --pattern.*'epoch_\{epoch\}.pt'"):
         import_checkpoints(source, SPEC, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
     report = import_checkpoints(source, SPEC, tmp_path / "run", pattern=pattern, progress=False)

@@ -288,8 +288,15 @@ def test_missing_directory_and_no_checkpoints(tmp_path: Path) -> None:
     empty.mkdir()
     (empty / "notes.txt").write_text("not a checkpoint")
     (empty / "model_epoch_1.pt").write_bytes(b"x")
-    with pytest.raises(CheckpointImportError, match="holds no checkpoints named checkpoint_epoch_<N>.pt"):
+    with pytest.raises(CheckpointImportError) as caught:
         import_checkpoints(empty, _spec(tmp_path), out, progress=False)
+    message = str(caught.value)
+    assert "holds no checkpoints in a layout sweetspot reads. It looked for:" in message
+    for line in ("seed: checkpoint_epoch_<N>.pt", "hf-trainer: checkpoint-<step>/", "lightning: epoch=<e>-step=<s>.ckpt",
+                 "dcp: one subfolder per checkpoint", "pattern: files matching --pattern"):
+        assert f"\n  {line}" in message
+    assert "It found files ['model_epoch_1.pt', 'notes.txt']" in message
+    assert "PEFT adapters" in message and "DeepSpeed ZeRO" in message
     _assert_nothing_written(out)
 
 

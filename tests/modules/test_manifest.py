@@ -26,8 +26,8 @@ def _rewrite(path: Path, manifest: dict) -> None:
 
 def test_a_newer_format_is_refused_by_name(tmp_path: Path) -> None:
     manifest = _run(tmp_path / "run")
-    _rewrite(tmp_path / "run", {**manifest, "format_version": 2})
-    with pytest.raises(RunDirError, match=r"manifest.json has format_version 2, written by a newer sweetspot.*Upgrade"):
+    _rewrite(tmp_path / "run", {**manifest, "format_version": 3})
+    with pytest.raises(RunDirError, match=r"manifest.json has format_version 3, written by a newer sweetspot.*Upgrade"):
         RunDir(tmp_path / "run")
     with pytest.raises(RunDirError, match="newer sweetspot"):
         RunWriter(tmp_path / "run")
@@ -81,9 +81,28 @@ def test_a_symlink_leaving_the_run_is_refused(tmp_path: Path) -> None:
 
 def test_manifest_written_by_the_writer_round_trips(tmp_path: Path) -> None:
     manifest = _run(tmp_path / "run")
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2 and manifest["index"] == "epoch"
     assert manifest["epochs"][1]["files"]["head"]["path"] == "epochs/2/head.safetensors"
     assert set(manifest["epochs"][1]["files"]["head"]) == {"path", "sha256", "bytes"}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert RunDir(tmp_path / "run").epochs == [1, 2]
+
+
+def test_a_version_1_manifest_still_reads_and_counts_epochs(tmp_path: Path) -> None:
+    manifest = _run(tmp_path / "run")
+    old = {key: value for key, value in manifest.items() if key != "index"}
+    _rewrite(tmp_path / "run", {**old, "format_version": 1})
+    run = RunDir(tmp_path / "run")
+    assert run.epochs == [1, 2] and run.index == "epoch"
+    writer = RunWriter(tmp_path / "run")
+    assert writer.index == "epoch"
+
+
+def test_a_run_indexed_by_step_says_so(tmp_path: Path) -> None:
+    writer = RunWriter.create(tmp_path / "run", "unit", {"head": ["head.w"]}, index="step")
+    writer.write_epoch(500, {"head": {"head.w": torch.zeros(2)}})
+    assert json.loads((tmp_path / "run" / MANIFEST_NAME).read_text())["index"] == "step"
+    assert RunDir(tmp_path / "run").index == "step"
+    with pytest.raises(RunDirError, match="index 'batch' is not one a run counts by"):
+        RunWriter.create(tmp_path / "other", "unit", {"head": ["head.w"]}, index="batch")

@@ -72,7 +72,7 @@ def test_round_trip_of_tensors_manifest_and_metrics(tmp_path: Path) -> None:
         assert _same(run.read_tensor(epoch, "head", "head.w"), expected["head"]["head.w"])
     assert run.verify() == []
     manifest = json.loads((tmp_path / "run" / MANIFEST_NAME).read_text())
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
     record = manifest["epochs"][1]["files"]["head"]
     assert record["sha256"] == sha256_file(tmp_path / "run" / record["path"])
     assert record["bytes"] == (tmp_path / "run" / record["path"]).stat().st_size
@@ -151,8 +151,8 @@ def test_read_errors_name_the_problem(tmp_path: Path) -> None:
         run.read_group(0, "neck")
     manifest_path = tmp_path / "run" / MANIFEST_NAME
     manifest = json.loads(manifest_path.read_text())
-    manifest_path.write_text(json.dumps({**manifest, "format_version": 2}))
-    with pytest.raises(RunDirError, match="format_version 2"):
+    manifest_path.write_text(json.dumps({**manifest, "format_version": 3}))
+    with pytest.raises(RunDirError, match="format_version 3"):
         RunDir(tmp_path / "run")
     manifest_path.write_text(json.dumps(manifest)[:-40])
     with pytest.raises(RunDirError, match="manifest.json is unreadable"):

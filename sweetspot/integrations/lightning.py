@@ -1,0 +1,5 @@
+"""``SweetspotCallback`` for PyTorch Lightning (imports lightning)."""
+
+from modules.integrations.lightning import SweetspotCallback
+
+__all__ = ["SweetspotCallback"]
