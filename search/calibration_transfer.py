@@ -43,10 +43,11 @@ class TransferOutcome:
 
 
 def profile_stride(case: CalibrationCase) -> int:
-    """Every epoch, unless profiling each group would cost more evaluations than the search spent."""
-    trials = max(len(case.search.known), 1)
+    """Every epoch, unless profiling each group would cost more than half the evaluations the
+    search spent: then every k-th (calibrating stays cheaper than the search it calibrates to)."""
+    allowed = max(len(case.search.known), 2) / 2
     cost = len(case.groups) * len(case.epochs)
-    return max(1, math.ceil(cost / trials)) if cost > trials else 1
+    return max(1, math.ceil(cost / allowed))
 
 
 def fit_case(case: CalibrationCase) -> dict[str, GroupPrior]:
