@@ -11,9 +11,9 @@ from analysis.pipeline import RunAnalysis, analyze_run
 from analysis.report import write_outputs
 from analysis.thresholds import Thresholds, load_thresholds
 from modules.atomic import check_output_folder
-from modules.importer import open_run
-from modules.run_spec import SpecLike, as_spec, run_or_folder
-from modules.rundir import RunDir, RunLocation
+from modules.importing.importer import open_run
+from modules.rundir.run_dir import RunDir, RunLocation
+from modules.rundir.run_spec import SpecLike, as_spec, run_or_folder
 
 
 def analyze(

@@ -1,4 +1,4 @@
-"""Keep coupled groups' picks together, by the one rule in ``modules.couplings``.
+"""Keep coupled groups' picks together, by the one rule in ``modules.spec.couplings``.
 
 Groups trained together (a backbone and its heads) co-adapt: a head from epoch 18 on a backbone
 from epoch 10 can be worse than either epoch alone. Within a coupling the most confident pick
@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from analysis.results import GroupAnalysis, pick_label
-from modules.couplings import Pick, coupling_allows, coupling_name, pick_centre
-from modules.spec import Coupling, Spec
+from modules.spec.couplings import Pick, coupling_allows, coupling_name, pick_centre
+from modules.spec.schema import Coupling, Spec
 
 
 def move_within_coupling(

@@ -23,8 +23,8 @@ from analysis.techniques.base import GroupContext, Technique, plateau_window
 from analysis.thresholds import Thresholds
 from analysis.weight_health import weight_health
 from modules.errors import RunDirError
-from modules.rundir import METRICS_NAME, SPEC_NAME, RunDir
-from modules.spec import Spec, load_spec
+from modules.rundir.run_dir import METRICS_NAME, SPEC_NAME, RunDir
+from modules.spec.schema import Spec, load_spec
 
 __all__ = ["FORMAT_VERSION", "GroupAnalysis", "RunAnalysis", "analyze_group", "analyze_metrics", "analyze_run"]
 

@@ -56,7 +56,7 @@ from analysis.results import (
     pick_summary,
 )
 from modules.atomic import write_json_atomic, write_text_atomic
-from modules.selection import save_selection
+from modules.spec.selection import save_selection
 
 if TYPE_CHECKING:
     from analysis.results import GroupAnalysis, RunAnalysis

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modules.couplings import Pick
-from modules.selection import AverageWindow, Selection
+from modules.spec.couplings import Pick
+from modules.spec.selection import AverageWindow, Selection
 
 if TYPE_CHECKING:
     from analysis.series import GroupSeries
@@ -125,7 +125,7 @@ class RunAnalysis:
 
     @property
     def picks(self) -> dict[str, Pick]:
-        """group -> epoch or (first, last) window, the form ``modules.couplings`` checks."""
+        """group -> epoch or (first, last) window, the form ``modules.spec.couplings`` checks."""
         return {g: a.pick for g, a in self.groups.items()}
 
     def pick_lines(self) -> list[str]:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from analysis.errors import AnalysisError, AnalysisWarning
 from analysis.stats import normalise
-from modules.spec import MODEL_GROUP, JudgingMetric, Spec
+from modules.spec.schema import MODEL_GROUP, JudgingMetric, Spec
 
 #: The statistics (a Mann-Kendall window of 5, CUSUM segments of 2) need this many checkpoints.
 MIN_CHECKPOINTS = 5

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from modules.recorder import update_ratio
-from modules.rundir import RunDir
+from modules.rundir.run_dir import RunDir
 
 COLLAPSE = 1e-3
 FROZEN = 1e-3

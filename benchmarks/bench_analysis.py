@@ -13,7 +13,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.pipeline import analyze_metrics  # noqa: E402
-from modules.spec import parse_spec  # noqa: E402
+from modules.spec.schema import parse_spec  # noqa: E402
 
 GROUPS = [f"group_{i}" for i in range(8)]
 

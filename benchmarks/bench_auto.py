@@ -33,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis.evaluation.evaluate import CandidateEvaluator  # noqa: E402
 from modules.codec.train import train_codec  # noqa: E402
 from modules.demo.train import train_demo  # noqa: E402
-from modules.rundir import RunDir  # noqa: E402
-from modules.spec import load_spec  # noqa: E402
-from search.api import search  # noqa: E402
-from search.auto import auto  # noqa: E402
-from search.calibrate import calibrate  # noqa: E402
-from search.config import SearchConfig  # noqa: E402
+from modules.rundir.run_dir import RunDir  # noqa: E402
+from modules.spec.schema import load_spec  # noqa: E402
+from search.calibration.auto import auto  # noqa: E402
+from search.calibration.calibrate import calibrate  # noqa: E402
+from search.execution.api import search  # noqa: E402
+from search.execution.config import SearchConfig  # noqa: E402
 
 TRAIN = {
     "demo": lambda out, seed: train_demo(out, seed=seed, width=32, epochs=60, every=2, progress=False, reuse=True),

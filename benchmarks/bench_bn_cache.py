@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def replay(run, spec, data, selections: list[dict[str, list[int]]], bn_cache_bytes: int) -> tuple[float, list[float], dict]:
-    from search.scorer import SelectionScorer
+    from search.scoring.scorer import SelectionScorer
 
     key_groups = {k: g for g in run.groups for k in run.group_keys(g)}
     groups = {(g, e): run.read_group(e, g) for g in run.groups for e in run.epochs}  # both sides read nothing
@@ -50,8 +50,8 @@ def main() -> None:
 
     import sweetspot
     from modules.demo.train import train_demo
-    from modules.run_spec import spec_for_run
-    from modules.rundir import RunDir
+    from modules.rundir.run_dir import RunDir
+    from modules.rundir.run_spec import spec_for_run
 
     root = Path(tempfile.mkdtemp(prefix="bench-bn-"))
     try:

@@ -39,7 +39,7 @@ def make_sources(folder: Path, width: int, epochs: int) -> dict:
 
     from modules.demo.model import build_model
     from modules.demo.spec import demo_spec, dump_spec
-    from modules.rundir import RunWriter
+    from modules.rundir.run_dir import RunWriter
 
     spec = demo_spec(width=width)
     model = build_model(width=width)
@@ -62,13 +62,13 @@ def make_sources(folder: Path, width: int, epochs: int) -> dict:
 
 
 def worker_sweetspot_run(folder: Path, choice: dict, out: Path) -> float:
-    from modules.combine import write_combined
-    from modules.combine_plan import (
+    from modules.combine.combine import write_combined
+    from modules.combine.plan import (
         plan_from_run,
         selection_epochs,
     )
-    from modules.rundir import RunDir
-    from modules.selection import parse_selection
+    from modules.rundir.run_dir import RunDir
+    from modules.spec.selection import parse_selection
 
     start = time.perf_counter()
     run = RunDir(folder / "run")
@@ -78,9 +78,9 @@ def worker_sweetspot_run(folder: Path, choice: dict, out: Path) -> float:
 
 
 def worker_sweetspot_files(folder: Path, choice: dict, out: Path) -> float:
-    from modules.combine import write_combined
-    from modules.combine_plan import plan_from_files
-    from modules.spec import load_spec
+    from modules.combine.combine import write_combined
+    from modules.combine.plan import plan_from_files
+    from modules.spec.schema import load_spec
 
     start = time.perf_counter()
     spec = load_spec(folder / "run" / "sweetspot.yaml")
@@ -93,8 +93,8 @@ def worker_seed_way(folder: Path, choice: dict, out: Path) -> float:
     """The seed's way: torch.load each source checkpoint in full, copy the group's tensors, save."""
     import torch
 
-    import modules.combine  # noqa: F401  same imports as sweetspot, so the interpreter baselines match
-    from modules.spec import load_spec
+    import modules.combine.combine  # noqa: F401  same imports as sweetspot, so the interpreter baselines match
+    from modules.spec.schema import load_spec
 
     start = time.perf_counter()
     spec = load_spec(folder / "run" / "sweetspot.yaml")
@@ -113,7 +113,7 @@ def worker_seed_way(folder: Path, choice: dict, out: Path) -> float:
 def worker_idle(folder: Path, choice: dict, out: Path) -> float:
     import torch  # noqa: F401
 
-    import modules.combine  # noqa: F401
+    import modules.combine.combine  # noqa: F401
 
     return 0.0
 

@@ -45,7 +45,7 @@ def write_pt_files(run_path: Path, folder: Path) -> None:
     """The run's epochs as full ``checkpoint_epoch_<N>.pt`` state dicts (what the naive way reads)."""
     import torch
 
-    from modules.rundir import RunDir
+    from modules.rundir.run_dir import RunDir
 
     run = RunDir(run_path)
     for epoch in run.epochs:
@@ -55,7 +55,7 @@ def write_pt_files(run_path: Path, folder: Path) -> None:
 
 def make_demo(folder: Path, epochs: int) -> dict:
     from modules.demo.train import train_demo
-    from modules.rundir import RunDir
+    from modules.rundir.run_dir import RunDir
 
     train_demo(folder / "run", width=DEMO_WIDTH, epochs=epochs, every=2, progress=False)
     write_pt_files(folder / "run", folder)
@@ -69,8 +69,8 @@ def make_large(folder: Path, width: int, epochs: int, n_val: int) -> dict:
 
     from modules.demo.model import build_model
     from modules.demo.spec import demo_spec_dict
-    from modules.rundir import RunWriter
-    from modules.spec import dump_spec, parse_spec
+    from modules.rundir.run_dir import RunWriter
+    from modules.spec.schema import dump_spec, parse_spec
 
     raw = demo_spec_dict(width=width)
     raw["data_args"] = {"seed": 0, "n_val": n_val, "n_train": 1000, "n_test": n_val}
@@ -124,9 +124,9 @@ def random_selections(groups: list[str], epochs: list[int], count: int, seed: in
 
 
 def worker_ours(folder: Path, selections: list, out: Path) -> dict:
-    import search.api
+    import search.execution.api
 
-    result = search.api.search(
+    result = search.execution.api.search(
         folder / "run", out, spec=folder / "run" / "sweetspot.yaml", num_samples=len(selections),
         selections=selections, confirm_fraction=0.0, shards=1, top_k=1, cpus_per_trial=1, gpus_per_trial=GPUS_PER_TRIAL,
         prefix_modules=("backbone",), evaluate=False, progress=False,
@@ -145,7 +145,7 @@ def worker_naive(folder: Path, selections: list, out: Path) -> dict:
     import torch
     from ray import tune
 
-    from modules.spec import load_spec
+    from modules.spec.schema import load_spec
 
     spec_path = folder / "run" / "sweetspot.yaml"
 
@@ -177,9 +177,9 @@ def worker_naive(folder: Path, selections: list, out: Path) -> dict:
 
 
 def worker_quality(folder: Path, algo: str, samples: int, out: Path) -> dict:
-    import search.api
+    import search.execution.api
 
-    result = search.api.search(
+    result = search.execution.api.search(
         folder / "run", out, spec=folder / "run" / "sweetspot.yaml", num_samples=samples, algo=algo,
         evaluate=False, progress=False,
     )

@@ -21,11 +21,11 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import modules.safetensors_stream as safetensors_stream  # noqa: E402
+import modules.rundir.safetensors_stream as safetensors_stream  # noqa: E402
 from modules.demo.model import build_model  # noqa: E402
 from modules.demo.spec import demo_spec  # noqa: E402
-from modules.importer import import_checkpoints  # noqa: E402
-from modules.rundir import RunDir, RunWriter  # noqa: E402
+from modules.importing.importer import import_checkpoints  # noqa: E402
+from modules.rundir.run_dir import RunDir, RunWriter  # noqa: E402
 
 CHUNK = 1 << 24
 

@@ -1,3 +1,3 @@
-"""sweetspot data layer: spec, run directory, recorder, combining, demo model."""
+"""sweetspot data layer: the spec, the run directory, import, combining, the recorder, the demo models."""
 
 __version__ = "0.1.0"

@@ -22,11 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from modules.batchnorm import call_model
+from modules.combine.batchnorm import call_model
 from modules.errors import SpecError
-from modules.rundir import RunDir, RunLocation, RunWriter
+from modules.rundir.run_dir import RunDir, RunLocation, RunWriter
 from modules.scalars import as_scalar
-from modules.spec import MODEL_GROUP, Spec, dump_spec
+from modules.spec.schema import MODEL_GROUP, Spec, dump_spec
 
 NAN = float("nan")
 ACTIVATIONS = (nn.ReLU, nn.GELU)

@@ -20,7 +20,8 @@ from analysis.evaluation.evaluate_run import Evaluation, evaluate
 from analysis.pipeline import RunAnalysis
 from analysis.thresholds import Thresholds, load_thresholds
 from modules import __version__
-from modules.combine import CombineResult, combine
+from modules.combine.combine import CombineResult, combine
+from modules.combine.provenance import read_provenance
 from modules.demo.train import train_demo
 from modules.errors import (
     CheckpointImportError,
@@ -33,29 +34,31 @@ from modules.errors import (
     SweetspotWarning,
     UnsafeCheckpointError,
 )
-from modules.import_run import import_run
-from modules.importer import ImportReport
-from modules.layouts import LAYOUTS as _LAYOUTS
+from modules.importing.import_run import import_run
+from modules.importing.importer import ImportReport
+from modules.importing.layouts import LAYOUTS
+from modules.importing.layouts import LAYOUTS as _LAYOUTS
 from modules.recorder import Recorder
-from modules.rundir import RunDir, RunWriter
-from modules.selection import Selection, SelectionError, load_selection
-from modules.spec import Spec, load_spec
-from search.auto import AutoResult, auto
-from search.calibrate import CalibrationResult, calibrate
-from search.transfer import Calibration, CalibrationFileError, load_calibration
+from modules.rundir.run_dir import RunDir, RunWriter
+from modules.spec.couplings import coupling_allows
+from modules.spec.schema import Spec, load_spec
+from modules.spec.selection import Selection, SelectionError, load_selection
+from search.calibration.auto import AutoResult, auto
+from search.calibration.calibrate import CalibrationResult, calibrate
+from search.calibration.calibration_file import Calibration, CalibrationFileError, load_calibration
 
 #: The checkpoint layouts ``import_run(layout=...)`` and ``sweetspot import --layout`` read.
 IMPORT_LAYOUTS: tuple[str, ...] = tuple(_LAYOUTS)
 
 #: Names that need Ray and Optuna: imported when first used (PEP 562).
 _ON_RAY = {
-    "search": ("search.api", "search"),
-    "SearchConfig": ("search.config", "SearchConfig"),
-    "SearchResult": ("search.results", "SearchResult"),
+    "search": ("search.execution.api", "search"),
+    "SearchConfig": ("search.execution.config", "SearchConfig"),
+    "SearchResult": ("search.execution.results", "SearchResult"),
     "SearchError": ("search.errors", "SearchError"),
-    "pipeline": ("search.pipeline", "pipeline"),
-    "PipelineResult": ("search.pipeline", "PipelineResult"),
-    "PipelineError": ("search.pipeline", "PipelineError"),
+    "pipeline": ("search.workflow.pipeline", "pipeline"),
+    "PipelineResult": ("search.workflow.pipeline", "PipelineResult"),
+    "PipelineError": ("search.workflow.pipeline", "PipelineError"),
 }
 
 
@@ -110,6 +113,9 @@ __all__ = [
     "load_selection",
     "load_spec",
     "load_thresholds",
+    "LAYOUTS",
+    "coupling_allows",
+    "read_provenance",
     "load_calibration",
     "Calibration",
     "CalibrationFileError",

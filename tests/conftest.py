@@ -11,7 +11,7 @@ from filelock import FileLock
 
 from modules.demo.spec import demo_spec as build_demo_spec
 from modules.demo.train import train_demo
-from modules.spec import Spec
+from modules.spec.schema import Spec
 
 # The suite's models are tiny: one intra-op thread runs them fastest, and two threads on a busy
 # 2-core machine spin waiting for each other (the demo's evaluate took minutes, not seconds).

@@ -97,7 +97,7 @@ def test_every_node_installs_cuda_torch_and_the_mounted_sweetspot(cluster: dict[
 
 def test_file_mounts_exist_and_the_spec_is_a_valid_spec(cluster: dict[str, Any]) -> None:
     from modules.demo.spec import demo_spec
-    from modules.spec import load_spec
+    from modules.spec.schema import load_spec
 
     mounts = cluster["file_mounts"]
     for remote, local in mounts.items():
@@ -142,7 +142,7 @@ def test_rayjob_and_cluster_yaml_agree(cluster: dict[str, Any], rayjob: dict[str
     from packaging.requirements import Requirement
     from packaging.version import Version
 
-    from search.config import SearchConfig
+    from search.execution.config import SearchConfig
 
     spec = rayjob["spec"]["rayClusterSpec"]
     head, worker = spec["headGroupSpec"], worker_group(rayjob)

@@ -8,15 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modules.combine.soups import EpochSet, lawa, plateau_average, same_epochs, uniform_soup
 from modules.errors import EvaluationError
-from modules.rundir import RunDir
-from modules.selection import (
+from modules.rundir.run_dir import RunDir
+from modules.spec.selection import (
     ANALYSIS_METRICS_FILE,
     ANALYSIS_SELECTION_FILE,
     Selection,
     analysis_picks,
 )
-from modules.soups import EpochSet, lawa, plateau_average, same_epochs, uniform_soup
 
 #: Single epochs compared by default, as in the seed's phase 4.1.
 DEFAULT_SINGLE_EPOCHS = (30, 40, 50)

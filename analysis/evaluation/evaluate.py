@@ -19,20 +19,20 @@ from analysis.evaluation.baselines import (
     single_epoch_candidates,
 )
 from analysis.evaluation.bootstrap import PairedInterval, paired_bootstrap
-from modules.batchnorm import has_batchnorm, recompute_batchnorm, update_bn
-from modules.combine_plan import plan_from_run
-from modules.combine_sources import iter_plan
-from modules.errors import EvaluationError
-from modules.model_fit import (
+from modules.combine.batchnorm import has_batchnorm, recompute_batchnorm, update_bn
+from modules.combine.model_fit import (
     FIT_FIX,
     describe_spec_model,
     load_file_into_model,
     load_into_model,
 )
-from modules.rundir import RunDir
+from modules.combine.plan import plan_from_run
+from modules.combine.soups import EpochSet, GreedySoup, greedy_soup, same_epochs
+from modules.combine.sources import iter_plan
+from modules.errors import EvaluationError
+from modules.rundir.run_dir import RunDir
 from modules.scalars import as_scalar
-from modules.selection import Selection, choice_for_epochs
-from modules.soups import EpochSet, GreedySoup, greedy_soup, same_epochs
+from modules.spec.selection import Selection, choice_for_epochs
 
 SPLITS = ("train", "val", "test")
 LOSSES_KEY = "per_example_losses"

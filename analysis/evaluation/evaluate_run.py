@@ -27,20 +27,20 @@ from analysis.evaluation.evaluate import CandidateEvaluator, EvaluationResult, r
 from analysis.evaluation.report import headline, write_report
 from analysis.pipeline import RunAnalysis
 from modules.atomic import check_output_folder
-from modules.combine_plan import resolve_selection, selection_epochs
-from modules.devices import resolve_device
-from modules.errors import EvaluationError
-from modules.importer import open_run
-from modules.model_fit import (
+from modules.combine.model_fit import (
     check_file_fits,
     check_run_fits,
     describe_spec_model,
     spec_model_layout,
 )
-from modules.provenance import read_provenance
-from modules.run_spec import SpecLike, as_spec, run_or_folder, spec_for_run
-from modules.rundir import MANIFEST_NAME, RunDir
-from modules.selection import Selection, load_selection
+from modules.combine.plan import resolve_selection, selection_epochs
+from modules.combine.provenance import read_provenance
+from modules.devices import resolve_device
+from modules.errors import EvaluationError
+from modules.importing.importer import open_run
+from modules.rundir.run_dir import MANIFEST_NAME, RunDir
+from modules.rundir.run_spec import SpecLike, as_spec, run_or_folder, spec_for_run
+from modules.spec.selection import Selection, load_selection
 
 #: What to do when the model file does not fit the spec's model.
 MODEL_FIX = (

@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from analysis.evaluation.evaluate import CandidateEvaluator, greedy_soup_on_validation
-from modules.combine_plan import selection_epochs
-from modules.rundir import RunDir
-from modules.selection import Selection, choice_for_epochs
-from modules.spec import Spec
+from modules.combine.plan import selection_epochs
+from modules.rundir.run_dir import RunDir
+from modules.spec.schema import Spec
+from modules.spec.selection import Selection, choice_for_epochs
 
 GREEDY_SOUP = "the greedy soup"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modules.spec import Spec, dump_spec, parse_spec
+from modules.spec.schema import Spec, dump_spec, parse_spec
 
 GROUPS = ["encoder", "classifier", "decoder"]
 

@@ -15,7 +15,7 @@ from modules.codec.spec import codec_spec, codec_spec_yaml
 from modules.demo.train import check_out, torch_threads
 from modules.errors import RunDirError
 from modules.recorder import Recorder
-from modules.rundir import SPEC_NAME, RunDir
+from modules.rundir.run_dir import SPEC_NAME, RunDir
 
 BATCH_SIZE = 128
 LEARNING_RATE = 3e-3

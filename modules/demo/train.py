@@ -19,7 +19,7 @@ from modules.demo.spec import demo_spec, demo_spec_yaml
 from modules.devices import resolve_device
 from modules.errors import RunDirError, SpecError
 from modules.recorder import Recorder
-from modules.rundir import SPEC_NAME, RunDir
+from modules.rundir.run_dir import SPEC_NAME, RunDir
 
 BATCH_SIZE = 256
 LEARNING_RATE = 1e-3

@@ -21,8 +21,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from modules.recorder import Recorder
-from modules.run_spec import SpecLike, as_spec
-from modules.rundir import RunLocation
+from modules.rundir.run_dir import RunLocation
+from modules.rundir.run_spec import SpecLike, as_spec
 
 #: Evaluation figures that describe the evaluation's speed, not the model.
 BOOKKEEPING = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "epoch")

@@ -24,8 +24,8 @@ except ImportError:  # pragma: no cover - only where just pytorch_lightning is i
 
 from modules.errors import SpecError
 from modules.recorder import Recorder
-from modules.run_spec import SpecLike, as_spec
-from modules.rundir import RunLocation
+from modules.rundir.run_dir import RunLocation
+from modules.rundir.run_spec import SpecLike, as_spec
 
 
 class SweetspotCallback(Callback):

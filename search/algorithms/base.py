@@ -1,6 +1,6 @@
 """The algorithm protocol: ask for a selection to score, tell its validation objective.
 
-An algorithm knows nothing of Ray Tune; ``search.tune_searcher`` runs any registered one as a
+An algorithm knows nothing of Ray Tune; ``search.execution.tune_searcher`` runs any registered one as a
 Tune searcher, so trials start as workers free up and no evaluation waits for a generation.
 """
 
@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from search.space import CrossoverSpace, EpochSet
+from search.algorithms.space import CrossoverSpace, EpochSet
 
 TrialState = Literal["complete", "pruned", "failed"]
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from search.algorithms.base import Algorithm, Proposal, TrialState
+from search.algorithms.space import CrossoverSpace
 from search.errors import SearchError
-from search.space import CrossoverSpace
 
 #: A grid larger than this is refused: use a sampler instead.
 MAX_GRID = 100_000

@@ -9,7 +9,7 @@ import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 from search.algorithms.base import Algorithm, Proposal, Scored, TrialState
-from search.space import CrossoverSpace
+from search.algorithms.space import CrossoverSpace
 
 METRIC = "objective"
 
@@ -31,7 +31,7 @@ def make_sampler(name: str, seed: int, startup: int) -> optuna.samplers.BaseSamp
 
 
 class OptunaAlgorithm(Algorithm):
-    """Integer parameters per unit (see ``search.space``); the sampler is Optuna's, the searcher
+    """Integer parameters per unit (see ``search.algorithms.space``); the sampler is Optuna's, the searcher
     Ray Tune's ``OptunaSearch`` with metric and mode given to it directly (TuneConfig's are ignored
     when a space is passed), baselines told to it as evaluated points."""
 

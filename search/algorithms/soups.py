@@ -9,7 +9,7 @@ pool and evaluators, no generation barrier inside a unit's pass.
 from __future__ import annotations
 
 from search.algorithms.base import Algorithm, Proposal, Scored, TrialState
-from search.space import CrossoverSpace, EpochSet, Unit
+from search.algorithms.space import CrossoverSpace, EpochSet, Unit
 
 SINGLE = "single epoch"
 GREEDY = "greedy soup"

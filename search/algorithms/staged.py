@@ -4,7 +4,7 @@ then the global greedy soup, then the chosen algorithm, warm-started with all th
 from __future__ import annotations
 
 from search.algorithms.base import Algorithm, Proposal, Scored, TrialState
-from search.space import CrossoverSpace
+from search.algorithms.space import CrossoverSpace
 
 
 class Points(Algorithm):

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from modules.rundir import RunWriter
-from modules.spec import Spec, dump_spec, parse_spec
+from modules.rundir.run_dir import RunWriter
+from modules.spec.schema import Spec, dump_spec, parse_spec
 
 EPOCHS = list(range(2, 62, 2))  # 30 checkpoints, every 2 epochs, like the seed
 

@@ -7,7 +7,7 @@ import numpy as np
 from analysis.couplings import move_within_coupling
 from analysis.pipeline import analyze_metrics
 from analysis.report import group_block
-from modules.spec import Coupling, parse_spec
+from modules.spec.schema import Coupling, parse_spec
 from tests.analysis._synthetic import EPOCHS, frame
 
 E = np.array(EPOCHS, dtype=float)

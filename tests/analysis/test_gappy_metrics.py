@@ -9,8 +9,8 @@ import pytest
 
 from analysis.errors import AnalysisWarning
 from analysis.pipeline import analyze_metrics
-from modules.couplings import coupling_allows
-from modules.spec import parse_spec
+from modules.spec.couplings import coupling_allows
+from modules.spec.schema import parse_spec
 from tests.analysis._synthetic import frame
 
 EPOCHS = list(range(1, 13))

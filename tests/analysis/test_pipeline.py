@@ -8,8 +8,8 @@ from analysis.errors import AnalysisError
 from analysis.pipeline import analyze_run
 from analysis.report import write_outputs
 from analysis.thresholds import Thresholds
-from modules.rundir import RunDir
-from modules.selection import AverageWindow
+from modules.rundir.run_dir import RunDir
+from modules.spec.selection import AverageWindow
 from tests.analysis._synthetic import EPOCHS, frame, make_spec, write_run
 
 E = np.array(EPOCHS, dtype=float)

@@ -9,7 +9,7 @@ import pytest
 from analysis.errors import AnalysisError
 from analysis.pipeline import analyze_metrics
 from analysis.report import group_block, module_title, report_markdown, write_outputs
-from modules.selection import load_selection
+from modules.spec.selection import load_selection
 from tests.analysis._synthetic import EPOCHS, frame, make_spec
 
 E = np.array(EPOCHS, dtype=float)

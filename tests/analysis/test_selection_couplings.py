@@ -10,10 +10,10 @@ import pytest
 from analysis.errors import AnalysisWarning
 from analysis.pipeline import analyze_metrics, analyze_run
 from analysis.thresholds import Thresholds
-from modules.combine import selection_epochs
-from modules.rundir import RunDir
-from modules.selection import coupling_violations
-from modules.spec import load_spec, parse_spec
+from modules.combine.combine import selection_epochs
+from modules.rundir.run_dir import RunDir
+from modules.spec.schema import load_spec, parse_spec
+from modules.spec.selection import coupling_violations
 from tests.analysis._synthetic import EPOCHS, frame, write_run
 
 E = np.array(EPOCHS, dtype=float)

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from modules.rundir import RunWriter
-from modules.spec import Spec, dump_spec, parse_spec
+from modules.rundir.run_dir import RunWriter
+from modules.spec.schema import Spec, dump_spec, parse_spec
 
 SPEC = {
     "name": "tiny",

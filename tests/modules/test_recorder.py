@@ -20,8 +20,8 @@ from torch import nn
 from modules.demo.train import torch_threads
 from modules.errors import RunDirError, SpecError
 from modules.recorder import Recorder
-from modules.rundir import RunDir
-from modules.spec import load_spec, parse_spec
+from modules.rundir.run_dir import RunDir
+from modules.spec.schema import load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -191,7 +191,7 @@ KILL_SCRIPT = textwrap.dedent(
     from torch import nn
     torch.set_num_threads(1)
     from modules.recorder import Recorder
-    from modules.spec import parse_spec
+    from modules.spec.schema import parse_spec
     spec = parse_spec({"name": "big", "model": "m:b", "data": "m:d", "evaluate": "m:e",
                        "groups": {"a": ["0."], "b": ["2."]}})
     model = nn.Sequential(nn.Linear(512, 1024), nn.ReLU(), nn.Linear(1024, 512))

@@ -71,7 +71,7 @@ def test_seed_form_entrypoint_and_bad_inputs(tmp_path, capsys) -> None:
 def test_seed_checkpoint_folder_is_imported_on_the_fly(tmp_path) -> None:
     import torch
 
-    from modules.spec import dump_spec
+    from modules.spec.schema import dump_spec
 
     spec = make_spec({"a": [("val_loss", "min")], "b": [("val_loss", "min")]})
     spec_path = tmp_path / "sweetspot.yaml"
@@ -130,7 +130,7 @@ def write_seed_folder(folder, epochs) -> None:
 
 
 def test_errors_about_an_imported_folder_name_that_folder_not_the_temporary_import(tmp_path, capsys) -> None:
-    from modules.spec import dump_spec
+    from modules.spec.schema import dump_spec
 
     spec_path = tmp_path / "sweetspot.yaml"
     spec_path.write_text(dump_spec(make_spec({"a": [("val_loss", "min")], "b": [("val_loss", "min")]})))
@@ -144,7 +144,7 @@ def test_errors_about_an_imported_folder_name_that_folder_not_the_temporary_impo
 
 
 def test_a_typo_in_group_metrics_names_the_spec_file_and_the_close_metric(tmp_path, capsys) -> None:
-    from modules.spec import dump_spec
+    from modules.spec.schema import dump_spec
 
     run = make_run(tmp_path)
     spec_path = tmp_path / "sweetspot.yaml"

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from modules.demo.model import build_model
-from modules.rundir import RunDir
+from modules.rundir.run_dir import RunDir
 from rayjobs import cli
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from modules.errors import CombineError
-from modules.spec import dump_spec
+from modules.spec.schema import dump_spec
 from rayjobs.combine_modules import translate_argv
 from tests.modules import _tiny
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from modules.provenance import read_provenance
-from modules.rundir import RunDir
+from modules.combine.provenance import read_provenance
+from modules.rundir.run_dir import RunDir
 from rayjobs import analyze_sweetspots, combine_modules, evaluate_combined
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import ray
 
-from search.api import search
+from search.execution.api import search
 from tests.search import _faulty
 
 #: Trials of the node-loss search: five before the node goes, the rest after.

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from modules.spec import Spec, parse_spec
+from modules.spec.schema import Spec, parse_spec
 from tests.modules import _tiny
 
 

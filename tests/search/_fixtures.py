@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from modules.rundir import RunDir
-from search.scorer import SelectionScorer
+from modules.rundir.run_dir import RunDir
+from search.scoring.scorer import SelectionScorer
 from tests.modules import _tiny
 
 

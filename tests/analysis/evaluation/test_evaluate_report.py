@@ -26,8 +26,8 @@ from analysis.evaluation.report import (
     shrinkage,
     write_report,
 )
-from modules.rundir import RunDir
-from modules.selection import parse_selection
+from modules.rundir.run_dir import RunDir
+from modules.spec.selection import parse_selection
 from tests.modules import _tiny
 
 

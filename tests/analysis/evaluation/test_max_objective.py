@@ -9,8 +9,8 @@ from torch import nn
 from analysis.evaluation.baselines import Candidate
 from analysis.evaluation.evaluate import CandidateEvaluator, run_evaluation
 from analysis.evaluation.report import headline
-from modules.rundir import RunDir
-from modules.spec import parse_spec
+from modules.rundir.run_dir import RunDir
+from modules.spec.schema import parse_spec
 from tests.modules import _tiny
 
 

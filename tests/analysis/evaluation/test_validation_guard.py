@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from analysis.evaluation.validation_guard import GREEDY_SOUP, best_on_validation
-from modules.combine import combine
-from modules.model_fit import load_file_into_model
-from modules.rundir import RunDir
-from modules.selection import parse_selection
+from modules.combine.combine import combine
+from modules.combine.model_fit import load_file_into_model
+from modules.rundir.run_dir import RunDir
+from modules.spec.selection import parse_selection
 from tests.modules import _tiny
 
 

@@ -18,8 +18,8 @@ from modules.demo.evaluate import evaluate
 from modules.demo.model import DemoModel, build_model, count_parameters
 from modules.demo.spec import GROUPS
 from modules.errors import RunDirError
-from modules.rundir import RunDir
-from modules.spec import load_spec
+from modules.rundir.run_dir import RunDir
+from modules.spec.schema import load_spec
 from rayjobs import train_demo as train_demo_cli
 
 

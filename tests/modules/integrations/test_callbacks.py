@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from modules.rundir import RunDir
+from modules.rundir.run_dir import RunDir
 from rayjobs import cli
-from tests.modules.layouts._runs import BERT_SPEC, MLP_SPEC, train_bert, train_lightning
+from tests.modules.importing.layouts._runs import BERT_SPEC, MLP_SPEC, train_bert, train_lightning
 
 
 def _spec_file(tmp_path: Path, data: dict) -> Path:

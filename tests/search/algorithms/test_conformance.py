@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from modules.spec import parse_spec
+from modules.spec.schema import parse_spec
 from search.algorithms import ALGORITHMS, SINGLE, GreedySoup, Points, Proposal, Staged, Together
-from search.space import CrossoverSpace, EpochSet, selection_key
+from search.algorithms.space import CrossoverSpace, EpochSet, selection_key
 
 RECORDED = [1, 2, 3, 4, 5, 6]
 GROUPS = ["enc", "head", "aux"]

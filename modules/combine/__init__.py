@@ -1,0 +1,1 @@
+"""Combining weights: one epoch or an averaged window per group, soups, BatchNorm."""

@@ -1,0 +1,1 @@
+"""Import of other checkpoint layouts into a run directory, without unpickling code."""

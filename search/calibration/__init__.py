@@ -1,0 +1,1 @@
+"""Calibration to a search and automatic runs that apply it."""

@@ -1,0 +1,84 @@
+"""Joining or starting Ray, and the per-node checkpoint pools a search keeps alive."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import ray
+
+from search.errors import SearchError
+from search.execution.config import SearchConfig
+from search.execution.pool import NAMESPACE as POOL_NAMESPACE
+from search.execution.pool import CheckpointPool, pool_name
+
+
+def check_reachable(address: str, seconds: float = 5.0) -> None:
+    """Fail fast on a ``host:port`` (or ``ray://host:port``) nobody answers at: ray.init would
+    otherwise wait for minutes."""
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", "local" and other forms Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+    except OSError as error:
+        raise SearchError(
+            f"{address}: no Ray cluster answers there ({error}); start it with `ray start --head`,"
+            " check the host and port, or leave the address out to run a local Ray",
+            param="address",
+        ) from None
+
+
+def start_ray(address: str | None, config: SearchConfig) -> None:
+    """Join ``address`` (``auto`` or ``ray://...``; inside a Ray job, the job's cluster), or start a
+    local Ray; check the GPUs asked for exist."""
+    if not ray.is_initialized():
+        if address is None and not os.environ.get("RAY_ADDRESS"):
+            address = "local"  # never join a stray local cluster by accident
+        elif address is not None:
+            check_reachable(address)
+        try:
+            local = {"include_dashboard": False} if address == "local" else {}  # saves seconds of start
+            ray.init(address=address, namespace=POOL_NAMESPACE, log_to_driver=False, configure_logging=False, **local)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise SearchError(
+                f"cannot reach the Ray cluster at address {address!r} ({error}); start it with"
+                " `ray start --head` or leave the address out to run a local Ray"
+            ) from None
+    check_resources(config.cpus_per_trial, config.gpus_per_trial, "per trial")
+
+
+def check_resources(cpus: float, gpus: float, unit: str) -> None:
+    """Refuse CPUs or GPUs per task that no node of the cluster has (Ray would wait forever)."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    most_cpus = max((r.get("CPU", 0) for r in nodes), default=0)
+    most_gpus = max((r.get("GPU", 0) for r in nodes), default=0)
+    if gpus > 0 and most_gpus == 0:
+        raise SearchError(
+            f"gpus {unit} is {gpus:g} but the Ray cluster has no GPUs; use 0 to score on CPUs, or join a"
+            " cluster with GPUs"
+        )
+    if gpus > most_gpus:
+        raise SearchError(f"gpus {unit} is {gpus:g} but no node of the cluster has more than {most_gpus:g}")
+    if cpus > most_cpus:
+        raise SearchError(
+            f"cpus {unit} is {cpus:g} but no node of the cluster has more than {most_cpus:g}; lower it"
+            " (a task asking for more than a node has would wait forever)"
+        )
+
+
+def create_pools(search_id: str, run_path: str, capacity: int) -> list[Any]:
+    """A pool on every alive node, owned by the driver (trial workers find it by name); the
+    handles must be kept: a named actor dies with the last reference to it."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return [
+        CheckpointPool.options(
+            name=pool_name(search_id, node["NodeID"]), namespace=POOL_NAMESPACE, get_if_exists=True,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
+        ).remote(run_path, capacity)
+        for node in ray.nodes()
+        if node.get("Alive") and node.get("Resources", {}).get("CPU", 0) > 0
+    ]

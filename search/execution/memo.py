@@ -1,0 +1,70 @@
+"""The memo: a selection is evaluated once per search; repeats (Optuna suggests duplicates, seeded
+points recur) are answered from here, and a repeat of a selection still being scored waits for it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from search.execution.pool import NAMESPACE
+
+
+@ray.remote(num_cpus=0)
+class SelectionMemo:
+    """selection key -> full-split result; claims keep two trials from scoring the same selection."""
+
+    def __init__(self, wait_seconds: float = 600.0) -> None:
+        self.results: dict[str, dict[str, Any]] = {}
+        self.pending: dict[str, tuple[str, asyncio.Event]] = {}
+        self.answered = 0
+        self.wait_seconds = wait_seconds
+
+    async def claim(self, key: str, owner: str) -> tuple[str, dict[str, Any] | None]:
+        """("hit", result), or ("mine", None) to score it, after waiting out another trial's claim.
+
+        A trial retried after its worker died claims again under the same ``owner`` and gets it
+        back; a claim nobody finishes within ``wait_seconds`` passes to the waiting trial.
+        """
+        while True:
+            if key in self.results:
+                self.answered += 1
+                return "hit", self.results[key]
+            held = self.pending.get(key)
+            if held is None or held[0] == owner:
+                self.pending[key] = (owner, held[1] if held else asyncio.Event())
+                return "mine", None
+            try:
+                await asyncio.wait_for(held[1].wait(), self.wait_seconds)
+            except asyncio.TimeoutError:
+                self.pending[key] = (owner, held[1])
+                return "mine", None
+
+    async def put(self, key: str, result: dict[str, Any]) -> None:
+        self.results[key] = result
+        self._release(key)
+
+    async def release(self, key: str, owner: str) -> None:
+        """The claiming trial stopped before a full score (early stop, error): others may claim."""
+        held = self.pending.get(key)
+        if held is not None and held[0] == owner:
+            self._release(key)
+
+    def _release(self, key: str) -> None:
+        held = self.pending.pop(key, None)
+        if held is not None:
+            held[1].set()
+
+    async def stats(self) -> dict[str, int]:
+        return {"scored": len(self.results), "answered": self.answered}
+
+
+def memo_actor(search_id: str) -> Any:
+    """The search's memo, pinned to the driver's node: losing a worker node must not lose it."""
+    here = ray.get_runtime_context().get_node_id()
+    return SelectionMemo.options(
+        name=f"memo-{search_id}", namespace=NAMESPACE, get_if_exists=True, max_concurrency=1000,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
+    ).remote()

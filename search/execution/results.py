@@ -1,0 +1,127 @@
+"""What a search returns: its candidates, every trial as a row, the baselines as scored."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from search.algorithms import GREEDY, SINGLE
+from search.algorithms.space import EpochSet
+from search.execution.tune_searcher import METRIC
+
+
+@dataclass
+class Candidate:
+    """One of the top selections: its scores on the search and confirm parts of validation."""
+
+    epochs: EpochSet
+    search_score: float
+    confirm_score: float | None = None
+    test_score: float | None = None
+    origin: str = ""
+
+
+@dataclass
+class SearchResult:
+    """What a search found; ``trials`` has a row per trial (finished, stopped early or failed)."""
+
+    objective: str
+    mode: str
+    trials: pd.DataFrame
+    pick: Candidate
+    top: list[Candidate]
+    baselines: dict[str, Candidate]
+    analysis_pick: EpochSet | None
+    seconds: float
+    pool: list[dict[str, Any]]
+    memo: dict[str, int]
+    settings: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    evaluation: Any = None
+
+    @property
+    def trials_per_second(self) -> float:
+        return len(self.trials) / self.seconds if self.seconds > 0 else math.nan
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def error_text(error: BaseException) -> str:
+    """What went wrong in a trial, in one line: the last line of Ray's remote traceback (the
+    exception's own message), colour codes removed."""
+    lines = [line.strip() for line in _ANSI.sub("", str(error)).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:500]
+
+
+def _params(path: object) -> dict[str, Any]:
+    """A trial's config from the params.json Tune wrote when it started (an errored trial's
+    result may carry none)."""
+    try:
+        return json.loads((Path(str(path)) / "params.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def trial_rows(results: Any, groups: list[str]) -> pd.DataFrame:
+    rows = []
+    for result in results:
+        metrics = dict(result.metrics or {})
+        config = dict(result.config or {}) or _params(result.path)
+        epochs = config.get("epochs", {})
+        complete = bool(metrics.get("complete"))
+        status = "failed" if result.error else ("finished" if complete else "stopped early")
+        row: dict[str, Any] = {
+            "trial_id": metrics.get("trial_id") or Path(str(result.path)).name,
+            "status": status,
+            "origin": config.get("origin"),
+            "selection": config.get("key"),
+            **{f"choice/{g}": json.dumps(epochs.get(g)) for g in groups},
+            "objective": metrics.get(METRIC) if complete else None,
+            "partial_objective": metrics.get(METRIC),
+            "shards_seen": metrics.get("shard", 0),
+            "from_memo": bool(metrics.get("from_memo", False)),
+            "groups_copied": metrics.get("groups_copied"),
+            "bn_recomputed": metrics.get("bn_recomputed"),
+            "bn_reused": metrics.get("bn_reused"),
+            "prefix_hits": metrics.get("prefix_hits"),
+            "node": metrics.get("node"),
+            "gpu_ids": metrics.get("gpu_ids"),
+            "seconds": metrics.get("trial_seconds"),
+            "eval_seconds": metrics.get("eval_seconds"),
+            "finished_at": metrics.get("timestamp"),
+            "error": error_text(result.error) if result.error else None,
+        }
+        row.update({k: v for k, v in metrics.items() if k.startswith("val/")})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame = frame.sort_values(["finished_at", "trial_id"], na_position="last").reset_index(drop=True)
+    return frame
+
+
+def baselines_from(finished: pd.DataFrame, sign: float) -> dict[str, Candidate]:
+    """Best single epoch, last epoch, greedy soup and analysis pick, as the search scored them."""
+    out: dict[str, Candidate] = {}
+    singles = finished[finished["origin"] == SINGLE]
+    if not singles.empty:
+        best = singles.sort_values("objective", key=lambda s: sign * s).iloc[0]
+        out["best single epoch"] = Candidate(json.loads(best.selection), float(best.objective), origin=SINGLE)
+    for origin, name in (("last epoch", "last epoch"), ("analysis pick", "analysis pick")):
+        rows = finished[finished["origin"] == origin]
+        if not rows.empty:
+            out[name] = Candidate(json.loads(rows.iloc[0].selection), float(rows.iloc[0].objective), origin=origin)
+    soups = finished[finished["origin"] == GREEDY]
+    if not soups.empty:
+        best = soups.sort_values("objective", key=lambda s: sign * s).iloc[0]
+        if "best single epoch" not in out or sign * best.objective < sign * out["best single epoch"].search_score:
+            out["greedy soup"] = Candidate(json.loads(best.selection), float(best.objective), origin=GREEDY)
+        else:
+            out["greedy soup"] = out["best single epoch"]
+    return out

@@ -1,0 +1,423 @@
+"""``search``: Ray Tune + Optuna over crossover selections of one run, confirmed and evaluated.
+
+The search split (part of validation, in shards) scores every trial; a held-back confirm part
+picks among the top candidates; the test split is used once, by the evaluate step, at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from modules.atomic import write_json_atomic
+from modules.combine.batchnorm import has_batchnorm
+from modules.rundir.run_dir import RunDir
+from modules.spec.schema import Spec, dump_spec
+from modules.spec.selection import SelectionError, parse_selection
+from search.algorithms import ALGORITHMS, SINGLE, GreedySoup, Points, Proposal, Staged, Together
+from search.algorithms.space import CrossoverSpace, EpochSet, SpaceError, selection_key
+from search.errors import SearchError
+from search.execution.cluster import create_pools, start_ray
+from search.execution.config import SearchConfig
+from search.execution.early_stop import SamplerASHA
+from search.execution.finished_log import FinishedLog, read_finished
+from search.execution.memo import memo_actor
+from search.execution.pool import kill_pools, pool_stats
+from search.execution.progress import ProgressLine
+from search.execution.results import Candidate, SearchResult, baselines_from, trial_rows
+from search.execution.trainable import TrialContext, crossover_trial, rescore
+from search.execution.tune_searcher import GIVE_UP_AFTER, METRIC, CrossoverSearcher
+from search.scoring.validation_cut import cut_validation
+
+STATE_NAME = "search_state.json"
+TUNE_DIR = "tune"
+
+
+def _better(mode: str, a: float, b: float) -> bool:
+    return a < b if mode == "min" else a > b
+
+
+def check_inputs(run: RunDir, output: Path, config: SearchConfig) -> None:
+    resolved = output.resolve()
+    run_root = run.path.resolve() if run.is_local else None
+    if run_root is not None and (resolved == run_root or run_root in resolved.parents):
+        raise SearchError(f"output {output} is inside the run directory {run.path}; the run is input only, write elsewhere")
+    if not run.is_local and run.store.address is None:
+        raise SearchError(
+            f"run {run.label} was given as a (FileSystem, root) pair, which trials on other processes cannot"
+            " reopen; pass the run as a URI (s3://bucket/run?endpoint_override=...) or a local folder"
+        )
+    if len(run.epochs) < 2:
+        raise SearchError(f"run {run.label} has {len(run.epochs)} recorded epoch(s); a search needs at least two")
+
+
+def _analysis_candidates(analysis: Any, run: RunDir) -> dict[str, list[int]]:
+    """Each group's plateau window and its two neighbouring checkpoints on each side, plus its pick."""
+    out: dict[str, list[int]] = {}
+    recorded = run.epochs
+    for group in run.groups:
+        window = analysis.plateau_windows.get(group)
+        pick = analysis.picks.epochs_for(group, recorded) if group in analysis.picks.root else []
+        lo, hi = (window if window else (min(pick or recorded), max(pick or recorded)))
+        inside = [i for i, e in enumerate(recorded) if lo <= e <= hi] or [0]
+        first, last = max(0, inside[0] - 2), min(len(recorded) - 1, inside[-1] + 2)
+        out[group] = sorted(set(recorded[first : last + 1]) | set(pick))
+    return out
+
+
+def build_algorithm(
+    space: CrossoverSpace, config: SearchConfig, mode: str, seeds: list[Proposal], notes: list[str]
+) -> Staged:
+    """Baselines first (the analysis pick, each single epoch, the greedy soup), then ``config.algo``."""
+    n = len(space.recorded)
+    phases: list[Any] = []
+    points = list(seeds)
+    with_soup = config.baselines and config.algo != "grid" and config.num_samples >= 2 * n + 10
+    if config.baselines and not with_soup and config.algo != "grid":
+        notes.append(
+            f"single epochs and the greedy soup were not searched first: they take {2 * n - 1} of the"
+            f" {config.num_samples} trials; raise --num-samples to at least {2 * n + 10} to include them"
+        )
+    if with_soup:
+        points += [Proposal(space.same_epoch(e), SINGLE) for e in space.recorded]
+    if points:
+        phases.append(Points(space, mode, config.seed, points))
+    algorithm_class = ALGORITHMS[config.algo]
+    if config.algo == "module-soup":
+        if not with_soup:
+            raise SearchError(f"--algo module-soup starts from the greedy soup: it needs --num-samples >= {2 * n + 10}")
+        phases.append(GreedySoup(space, mode, config.seed))
+        phases.append(algorithm_class(space, mode, config.seed, sweeps=config.module_soup_sweeps))  # type: ignore[call-arg]
+    elif with_soup:  # the greedy soup adds one checkpoint at a time: the sampler fills the other workers
+        sampler = algorithm_class(space, mode, config.seed)
+        phases.append(Together(space, mode, config.seed, GreedySoup(space, mode, config.seed), sampler))
+    else:
+        phases.append(algorithm_class(space, mode, config.seed))
+    return Staged(space, mode, config.seed, phases)
+
+
+def _as_epoch_set(chosen: Mapping[str, Any], run: RunDir, index: int) -> EpochSet:
+    """group -> epochs averaged, from lists of epochs or the selection.json forms (an epoch,
+    {"average": [first, last]}, {"epochs": [...]})."""
+    if not isinstance(chosen, Mapping):
+        raise SearchError(f"selections[{index}] is {type(chosen).__name__}; give a mapping of group -> epochs")
+    out: EpochSet = {}
+    for group, value in chosen.items():
+        if isinstance(value, (list, tuple)):
+            out[group] = sorted(int(e) for e in value)
+            continue
+        try:
+            out[group] = parse_selection({group: value}, f"selections[{index}]").epochs_for(group, run.epochs)
+        except SelectionError as error:
+            raise SearchError(str(error)) from None
+    return out
+
+
+def _check_selections(selections: list[EpochSet], run: RunDir) -> None:
+    if not selections:
+        raise SearchError("selections is empty; give at least one group -> epochs mapping")
+    for index, chosen in enumerate(selections):
+        if set(chosen) != set(run.groups) or any(not v or set(v) - set(run.epochs) for v in chosen.values()):
+            raise SearchError(
+                f"selections[{index}] must map every group of the run {run.groups} to recorded epochs"
+                f" {run.epochs}; got {dict(chosen)}"
+            )
+
+
+def _read_state(output: Path) -> dict[str, Any] | None:
+    path = output / STATE_NAME
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+@dataclass
+class _Plan:
+    """What the search will do, decided before Ray starts."""
+
+    cut: Any
+    update_bn: bool
+    space: CrossoverSpace
+    algorithm: Staged
+    analysis_pick: EpochSet | None
+    num_samples: int
+    notes: list[str]
+
+
+def _plan(
+    run: RunDir, spec: Spec, config: SearchConfig, analysis: Any, data: Mapping[str, Any], selections: list[EpochSet] | None
+) -> _Plan:
+    notes: list[str] = []
+    cut = cut_validation(data["val"], data["train"], config.confirm_fraction, config.shards, config.seed)
+    skeleton = _skeleton(spec)
+    with_bn = has_batchnorm(skeleton)
+    modules = dict(skeleton.named_modules())
+    unknown = [m for m in config.prefix_modules if m not in modules]
+    if unknown:
+        raise SearchError(
+            f"prefix module(s) {unknown} are not submodules of the spec's model; name one of"
+            f" {[n for n, _ in skeleton.named_children()][:8]}"
+        )
+    update_bn = config.update_bn
+    if update_bn is None:
+        update_bn = with_bn and spec.batches is not None
+    elif update_bn and spec.batches is None and with_bn:
+        raise SearchError("--update-bn needs the spec's batches callable (it feeds the train split to BatchNorm)")
+    candidates = None
+    if config.candidates == "analysis":
+        if analysis is None:
+            raise SearchError("--candidates analysis needs the analysis: pass --analysis DIR (from sweetspot analyze)")
+        candidates = _analysis_candidates(analysis, run)
+    half = config.max_half_width if config.include_averages else 0
+    try:
+        space = CrossoverSpace.build(spec, run.groups, run.epochs, candidates, half)
+    except SpaceError as error:
+        raise SearchError(str(error)) from None
+    seeds = []
+    analysis_pick = None
+    if analysis is not None:
+        analysis_pick = {g: analysis.picks.epochs_for(g, run.epochs) for g in run.groups if g in analysis.picks.root}
+        if set(analysis_pick) == set(run.groups):
+            seeds.append(Proposal(analysis_pick, "analysis pick"))
+    seeds.append(Proposal(space.same_epoch(run.epochs[-1]), "last epoch"))
+    mode = spec.objective.mode
+    num_samples = config.num_samples
+    if selections is not None:
+        selections = [_as_epoch_set(chosen, run, index) for index, chosen in enumerate(selections)]
+        _check_selections(selections, run)
+        points = [Proposal(chosen, "given") for chosen in selections]
+        algorithm = Staged(space, mode, config.seed, [Points(space, mode, config.seed, points)])
+        num_samples = len(points)
+    else:
+        algorithm = build_algorithm(space, config, mode, seeds, notes)
+        grid_size = len(space.enumerate()) if config.algo == "grid" else 0
+        if grid_size and num_samples < grid_size + len(seeds):
+            notes.append(
+                f"the grid holds {grid_size} selections but --num-samples is {num_samples}:"
+                " it was not searched to the end"
+            )
+    return _Plan(cut, update_bn, space, algorithm, analysis_pick, num_samples, notes)
+
+
+def _skeleton(spec: Spec) -> torch.nn.Module:
+    """The spec's model built without memory on the meta device when the factory allows it (a
+    730M model need not be built on the driver to see its structure)."""
+    try:
+        with torch.device("meta"):
+            return spec.build_model()
+    except Exception:  # noqa: BLE001 - a factory that cannot build on meta is built for real
+        return spec.build_model()
+
+
+#: Where the classes live that Tune's saved state (pickled) names; bumped when they move.
+CODE_LAYOUT = 2
+
+
+def _state(run: RunDir, spec: Spec, config: SearchConfig, search_id: str) -> dict[str, Any]:
+    """What a resumed search must share with the one it continues."""
+    settings = config.model_dump(mode="json")
+    return {
+        "code_layout": CODE_LAYOUT,
+        "search_id": search_id,
+        "run": run.location,
+        "spec": hashlib.sha256(dump_spec(spec).encode()).hexdigest(),
+        "settings": {k: v for k, v in settings.items() if k not in ("num_samples", "max_concurrent", "max_failures")},
+    }
+
+
+def _check_resume(state: dict[str, Any] | None, now: dict[str, Any], output: Path) -> None:
+    if state is None:
+        raise SearchError(f"--resume: {output} holds no search to resume ({STATE_NAME} is missing); run without --resume")
+    if state.get("code_layout", 1) != CODE_LAYOUT:
+        raise SearchError(
+            f"--resume: the search in {output} was written by an earlier sweetspot, before its search modules"
+            " moved into search/execution/ and search/algorithms/; Tune's saved state there names the old"
+            " classes and cannot be loaded. Start the search again in another --output (its trials.parquet"
+            " and report stay readable)"
+        )
+    differs = [k for k in ("run", "spec") if state.get(k) != now[k]]
+    differs += [k for k, v in now["settings"].items() if state.get("settings", {}).get(k) != v]
+    if differs:
+        raise SearchError(
+            f"--resume: the search in {output} was started with other {', '.join(differs)}; resume it with"
+            " the same run, spec and settings, or start a new search in another --output"
+        )
+
+
+def run_search(
+    run: RunDir,
+    spec: Spec,
+    output: Path,
+    config: SearchConfig,
+    analysis: Any = None,
+    splits: Mapping[str, Any] | None = None,
+    address: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    selections: list[EpochSet] | None = None,
+) -> SearchResult:
+    """Search ``run``'s crossover selections; ``analysis`` (picks and plateau windows) seeds it.
+
+    With ``selections`` (group -> epochs averaged), exactly those are scored, as trials, and the
+    best of them is confirmed: no baselines, no algorithm.
+    """
+    started = time.perf_counter()
+    output = Path(output).resolve()
+    check_inputs(run, output, config)
+    state = _read_state(output)
+    if resume:
+        _check_resume(state, _state(run, spec, config, state["search_id"] if state else ""), output)
+    elif state is not None and (output / TUNE_DIR).exists():
+        raise SearchError(
+            f"{output} already holds a search; pass --resume to continue it or choose another --output"
+        )
+    data = dict(splits) if splits is not None else spec.load_data()
+    plan = _plan(run, spec, config, analysis, data, selections)
+    mode = spec.objective.mode
+    start_ray(address, config)
+    output.mkdir(parents=True, exist_ok=True)
+    search_id = state["search_id"] if state else uuid.uuid4().hex[:12]
+    write_json_atomic(output / STATE_NAME, _state(run, spec, config, search_id))
+    memo = memo_actor(search_id)
+    pools = create_pools(search_id, run.address, config.pool_memory)
+    try:
+        context = TrialContext(
+            search_id, run.address, spec, [ray.put(plan.cut)], spec.objective.metric, mode,
+            plan.update_bn, list(config.prefix_modules), config.prefix_cache_memory, config.pool_memory,
+            max(1, int(config.cpus_per_trial)),
+        )
+        if resume:
+            finished = read_finished(output)
+            ray.get([memo.put.remote(key, result) for key, result in finished.items()])
+        results = _run_tune(context, plan, config, mode, output, resume, progress)
+        trials = trial_rows(results, run.groups)
+        finished = trials[trials["status"] == "finished"] if not trials.empty else trials
+        if finished.empty:
+            errors = trials["error"].dropna().unique().tolist()[:3] if not trials.empty else []
+            raise SearchError(
+                f"no trial finished (the search stops after {GIVE_UP_AFTER} trials fail with none"
+                f" finished); the trials' errors: {errors}"
+            )
+        sign = 1.0 if mode == "min" else -1.0
+        best_rows = finished.sort_values("objective", key=lambda s: sign * s).drop_duplicates("selection")
+        top = [
+            Candidate(json.loads(r.selection), float(r.objective), origin=str(r.origin))
+            for r in best_rows.head(config.top_k).itertuples()
+        ]
+        baselines = baselines_from(finished, sign)
+        if plan.cut.confirm is not None or config.shards > 1:
+            _rescore_all(context, config, [*top, *baselines.values()])
+        # else the trials already scored the whole search part: nothing to rescore
+        pick = top[0]
+        for candidate in top[1:]:
+            if _better(mode, _judged(candidate), _judged(pick)):
+                pick = candidate
+        pool = pool_stats(search_id)
+        memo_stats = ray.get(memo.stats.remote())
+    finally:
+        kill_pools(search_id)
+        del pools
+        ray.kill(memo)
+    notes = plan.notes
+    if resume:
+        notes.append("resumed: Tune keeps the first run's trial budget, so a new --num-samples does not extend it")
+    if plan.cut.confirm is None:
+        notes.append("--confirm-fraction 0: the pick is the best on the search split itself, with no held-back check")
+    settings = {
+        **config.model_dump(mode="json"), "update_bn": plan.update_bn, "search_examples": plan.cut.search_size,
+        "confirm_examples": plan.cut.confirm_size, "space_size": plan.space.size(),
+        "units": [u.name for u in plan.space.units],
+    }
+    return SearchResult(
+        spec.objective.metric, mode, trials, pick, top, baselines, plan.analysis_pick,
+        time.perf_counter() - started, pool, memo_stats, settings, notes,
+    )
+
+
+def _judged(candidate: Candidate) -> float:
+    """The score the pick is chosen by: the held-back confirm part, else the whole search part."""
+    return candidate.confirm_score if candidate.confirm_score is not None else candidate.search_score
+
+
+def _rescore_all(context: TrialContext, config: SearchConfig, candidates: list[Candidate]) -> None:
+    """Score the top candidates and the baselines on the whole search part and the confirm part,
+    so all of them are compared on the same numbers (not on shard-weighted trial scores)."""
+    unique = {selection_key(c.epochs): c.epochs for c in candidates}
+    scores = ray.get(
+        rescore.options(num_cpus=config.cpus_per_trial, num_gpus=config.gpus_per_trial).remote(
+            context, list(unique.values())
+        )
+    )
+    by_key = dict(zip(unique, scores))
+    for candidate in candidates:
+        candidate.search_score, candidate.confirm_score = by_key[selection_key(candidate.epochs)]
+
+
+def _run_tune(
+    context: TrialContext, plan: _Plan, config: SearchConfig, mode: str, output: Path, resume: bool, progress: bool
+) -> Any:
+    trainable = tune.with_resources(
+        tune.with_parameters(crossover_trial, context=context),
+        {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
+    )
+    scheduler = None
+    if config.shards > 1:
+        scheduler = SamplerASHA(
+            time_attr="shard", metric=METRIC, mode=mode, max_t=config.shards, grace_period=1, reduction_factor=2
+        )
+    tune_path = str(output / TUNE_DIR)
+    progress_line = ProgressLine(plan.num_samples, mode, enabled=progress)
+    experiment = os.path.join(tune_path, "crossover")
+    # Tune saves its experiment state every 10 s by default; a trial finished after the last save
+    # is run again on resume (answered from the memo then; saving often keeps that rare). Tune's
+    # own output would interleave its tables with our progress line.
+    with _environment(TUNE_GLOBAL_CHECKPOINT_S="2", RAY_AIR_NEW_OUTPUT="0"):
+        if resume and tune.Tuner.can_restore(experiment):
+            tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, restart_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=CrossoverSearcher(
+                        plan.algorithm, mode, context.search_id, plan.num_samples, config.max_concurrent,
+                        config.max_failures,
+                    ),
+                    scheduler=scheduler,
+                    # the searcher keeps to plan.num_samples; the rest is room for re-asked trials
+                    num_samples=plan.num_samples * (1 + config.max_failures),
+                    reuse_actors=True,
+                ),
+                run_config=tune.RunConfig(
+                    name="crossover", storage_path=tune_path, verbose=0,
+                    callbacks=[progress_line, FinishedLog(output)],
+                    failure_config=tune.FailureConfig(max_failures=config.max_failures),
+                ),
+            )
+        results = tuner.fit()
+    progress_line.close()
+    return results
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Set environment variables the user has not set, for the block only."""
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+__all__ = ["Candidate", "SearchConfig", "SearchError", "SearchResult", "run_search", "start_ray"]

@@ -1,0 +1,167 @@
+"""The Tune trainable: score one selection with the worker's resident model, shard by shard.
+
+With ``reuse_actors=True`` a Tune worker keeps its process between trials, so the model, the
+evaluation data (on the device) and the scorer's state live in ``_WORKERS`` across trials.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from modules.rundir.run_dir import RunDir
+from modules.spec.schema import Spec
+from search.algorithms.space import EpochSet
+from search.execution.memo import NAMESPACE
+from search.execution.pool import pool_on_this_node
+from search.scoring.scorer import SelectionScorer
+from search.scoring.validation_cut import SearchSplits, weighted_mean
+
+
+@dataclass
+class TrialContext:
+    """What every trial needs; small, so Tune hands it over per trial without cost. The data
+    itself is one object in the store (``data_ref``), fetched once per worker."""
+
+    search_id: str
+    run_path: str
+    spec: Spec
+    data_ref: list[Any]
+    objective: str
+    mode: str
+    update_bn: bool
+    prefix_modules: list[str]
+    prefix_cache_bytes: int
+    pool_bytes: int
+    cpus_per_trial: int
+
+
+#: Result fields that describe the trial that scored a selection, not the selection's score.
+_PER_TRIAL = frozenset({"groups_copied", "bn_recomputed", "bn_reused", "prefix_hits", "eval_seconds", "node", "gpu_ids"})
+#: The result field holding what the memo stored for the selection (None before the last shard).
+MEMO_RECORD = "memo_record"
+
+
+class _Worker:
+    """One per Tune worker process and search: the model on its device, the data, the scorer."""
+
+    def __init__(self, context: TrialContext) -> None:
+        gpu_ids = ray.get_gpu_ids()
+        self.device = torch.device("cuda") if gpu_ids and torch.cuda.is_available() else torch.device("cpu")
+        torch.set_num_threads(max(1, context.cpus_per_trial))
+        splits: SearchSplits = ray.get(context.data_ref[0])
+        self.splits = _to_device(splits, self.device)
+        run = RunDir(context.run_path)
+        key_groups = {key: group for group in run.groups for key in run.group_keys(group)}
+        pool = pool_on_this_node(context.search_id, context.run_path, context.pool_bytes)
+        self.node = ray.get_runtime_context().get_node_id()
+
+        def fetch(group: str, epoch: int) -> Any:
+            (ref,) = ray.get(pool.get.remote(group, epoch))
+            return ray.get(ref)
+
+        spec = context.spec
+        batches = spec.batch_iterator() if spec.batches else None
+        train = self.splits.train
+        model = spec.build_model().to(self.device)
+        self.scorer = SelectionScorer(
+            model,
+            key_groups,
+            fetch,
+            spec.evaluator(),
+            context.objective,
+            (lambda: batches(train)) if batches is not None else None,
+            context.update_bn,
+            context.prefix_modules,
+            context.prefix_cache_bytes,
+        )
+
+
+def _to_device(splits: SearchSplits, device: torch.device) -> SearchSplits:
+    if device.type == "cpu":
+        return splits
+
+    def move(value: Any) -> Any:
+        return value.to(device) if hasattr(value, "to") else value
+
+    return SearchSplits(
+        move(splits.search), [move(s) for s in splits.shards], splits.shard_sizes,
+        move(splits.confirm) if splits.confirm is not None else None, move(splits.train),
+        splits.search_size, splits.confirm_size,
+    )
+
+
+_WORKERS: dict[str, _Worker] = {}
+
+
+def worker_for(context: TrialContext) -> _Worker:
+    worker = _WORKERS.get(context.search_id)
+    if worker is None:
+        _WORKERS.clear()  # a new search in a reused process frees the previous model
+        worker = _WORKERS[context.search_id] = _Worker(context)
+    return worker
+
+
+def crossover_trial(config: dict[str, Any], context: TrialContext) -> None:
+    """Score ``config["epochs"]`` on the search shards, reporting after each; memo first."""
+    started = time.perf_counter()
+    key = config["key"]
+    memo = ray.get_actor(f"memo-{context.search_id}", namespace=NAMESPACE)
+    status, result = ray.get(memo.claim.remote(key, tune.get_context().get_trial_id() or ""))
+    base = {"selection": key, "origin": config["origin"], "host": socket.gethostname()}
+    if status == "hit":
+        tune.report({**result, **base, "from_memo": True, "groups_copied": 0, "trial_seconds": time.perf_counter() - started})
+        return
+    worker = worker_for(context)
+    scorer = worker.scorer
+    before = scorer.stats.snapshot()
+    changed = scorer.load(config["epochs"])
+    splits = worker.splits
+    per_shard: list[dict[str, float]] = []
+    total = len(splits.shards)
+    for index, shard in enumerate(splits.shards):
+        per_shard.append(scorer.score(shard, f"search:{index}"))
+        metrics = weighted_mean(per_shard, splits.shard_sizes[: index + 1]) if total > 1 else per_shard[0]
+        after = scorer.stats.snapshot()
+        row = {
+            **{f"val/{k}": v for k, v in metrics.items()},
+            "objective": metrics[context.objective],
+            "shard": index + 1,
+            "shards": total,
+            "complete": index + 1 == total,
+            "from_memo": False,
+            "groups_copied": len(changed),
+            "bn_recomputed": after["bn_recomputes"] - before["bn_recomputes"],
+            "bn_reused": after["bn_hits"] - before["bn_hits"],
+            "prefix_hits": after["prefix_hits"] - before["prefix_hits"],
+            "eval_seconds": (after["seconds_scoring"] - before["seconds_scoring"])
+            + (after["seconds_loading"] - before["seconds_loading"]),
+            "node": worker.node,
+            "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()),
+        }
+        record = None
+        if index + 1 == total:
+            record = {k: v for k, v in row.items() if k not in _PER_TRIAL}
+            ray.get(memo.put.remote(key, record))
+        tune.report({**row, **base, "trial_seconds": time.perf_counter() - started, MEMO_RECORD: record})
+
+
+@ray.remote
+def rescore(context: TrialContext, selections: list[EpochSet]) -> list[tuple[float, float | None]]:
+    """Whole search split and confirm split scores of ``selections`` (the top candidates)."""
+    worker = worker_for(context)
+    out = []
+    for epochs in selections:
+        worker.scorer.load(epochs)
+        search = worker.scorer.score(worker.splits.search, "search")[context.objective]
+        confirm = None
+        if worker.splits.confirm is not None:
+            confirm = worker.scorer.score(worker.splits.confirm, "confirm")[context.objective]
+        out.append((search, confirm))
+    return out

@@ -1,0 +1,123 @@
+"""Any registered algorithm as a Ray Tune searcher: each config carries its epoch set."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import ray
+from ray.tune.search import Searcher
+
+from search.algorithms import Algorithm, Proposal
+from search.algorithms.space import selection_key
+from search.execution.memo import NAMESPACE
+
+METRIC = "objective"
+#: The search stops when this many trials failed (each after its retries) and none finished.
+GIVE_UP_AFTER = 3
+
+
+class CrossoverSearcher(Searcher):
+    """Asks the algorithm for selections as Tune frees workers; tells it each trial's outcome.
+
+    A trial ASHA stopped is told as pruned (its partial score never reaches the sampler); a trial
+    re-run after ``Tuner.restore`` still reaches it (as a late result).
+    """
+
+    def __init__(
+        self,
+        algorithm: Algorithm,
+        mode: str,
+        search_id: str,
+        budget: int,
+        max_live: int | None = None,
+        retries: int = 0,
+    ) -> None:
+        super().__init__(metric=METRIC, mode=mode)
+        self.algorithm = algorithm
+        self.search_id = search_id
+        # The concurrency limit lives here, not in Tune's ConcurrencyLimiter: that wrapper drops the
+        # completion of a trial re-run after Tuner.restore, which must still reach the algorithm.
+        self.max_live = max_live
+        self.live: dict[str, Proposal] = {}
+        self.ended: dict[str, Proposal] = {}
+        # Tune retries a trial that fails while running, not one whose node died while it started:
+        # such a proposal is asked again as a new trial, up to ``retries`` times.
+        self.retries = retries
+        self.again: list[Proposal] = []
+        self.attempts: dict[str, int] = {}
+        #: Fresh selections to ask the algorithm for (re-asked ones come on top, so Tune's own
+        #: num_samples is set higher and this is the search's real budget).
+        self.budget = budget
+        self.asked = 0
+        #: Trials that failed for good before any finished: a spec or setting error, not bad luck.
+        self.failed_before_any = 0
+        self.completed = 0
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if trial_id in self.live:
+            return self._config(self.live[trial_id])
+        if self.max_live is not None and len(self.live) >= self.max_live:
+            return None
+        if self.completed == 0 and self.failed_before_any >= GIVE_UP_AFTER:
+            return Searcher.FINISHED if not self.live else None
+        if self.again:
+            proposal: Proposal | None = self.again.pop(0)
+        elif self.asked < self.budget:
+            proposal = self.algorithm.ask()
+            self.asked += proposal is not None
+        else:
+            proposal = None
+        if proposal is None:
+            done = self.algorithm.finished or self.asked >= self.budget
+            return Searcher.FINISHED if done and not self.live and not self.again else None
+        self.live[trial_id] = proposal
+        return self._config(proposal)
+
+    @staticmethod
+    def _config(proposal: Proposal) -> dict[str, Any]:
+        return {
+            "epochs": {g: list(v) for g, v in proposal.epochs.items()},
+            "origin": proposal.origin,
+            "params": dict(proposal.params or {}),
+            "key": selection_key(proposal.epochs),
+        }
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        complete = bool(result and result.get("complete")) and not error
+        value = float(result[METRIC]) if complete and result is not None else None
+        proposal = self.live.pop(trial_id, None)
+        if proposal is None:
+            late = self.ended.get(trial_id)
+            if late is not None and value is not None:
+                self.algorithm.late_result(late, value)
+            return
+        self.ended[trial_id] = proposal
+        self.completed += complete
+        self.failed_before_any += error and not self.completed
+        key = selection_key(proposal.epochs)
+        if error and self.attempts.get(key, 0) < self.retries:
+            self.attempts[key] = self.attempts.get(key, 0) + 1
+            self.again.append(proposal)
+            self._release(key, trial_id)
+            return
+        state = "complete" if complete else ("failed" if error else "pruned")
+        self.algorithm.tell(proposal, value, state)
+        if not complete:
+            self._release(selection_key(proposal.epochs), trial_id)
+
+    def _release(self, key: str, trial_id: str) -> None:
+        """Let a waiting duplicate score the selection this trial did not finish."""
+        try:
+            memo = ray.get_actor(f"memo-{self.search_id}", namespace=NAMESPACE)
+            memo.release.remote(key, trial_id)
+        except ValueError:
+            pass
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(self.__dict__.copy(), handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as handle:
+            self.__dict__.update(pickle.load(handle))

@@ -1,0 +1,1 @@
+"""The pipeline over every step, its stage cache and its summary."""

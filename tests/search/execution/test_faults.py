@@ -1,0 +1,84 @@
+"""Faults for real: a node lost mid-search (a cluster in a process of its own), a driver killed
+mid-search and the search resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from tests.search._drive import NODE_LOSS_SAMPLES, SLOW_SAMPLES, finished_trials, slow_search
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _drive(*args: str, timeout: float = 480) -> dict:
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "tests.search._drive", *args], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        stdout, stderr = driver.communicate(timeout=timeout)
+    finally:
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)  # whatever of the Ray it started is left
+        except ProcessLookupError:
+            pass
+        driver.wait()
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+    assert driver.returncode == 0 and lines, stderr[-3000:]
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+def test_a_node_lost_mid_search_costs_no_trial(tiny_run_path: Path, tmp_path: Path) -> None:
+    summary = _drive("node-loss", str(tiny_run_path), str(tmp_path / "out"))
+    assert summary["removed"]
+    assert summary["trials"] >= NODE_LOSS_SAMPLES  # every trial accounted for ...
+    # ... those on the lost node ran again elsewhere: by Tune's retry, or (a trial whose node died
+    # while it was starting, which Tune does not retry) as a new trial of the same selection
+    assert summary["unfinished_selections"] == [], summary
+    assert summary["nodes"] == 2
+
+
+def _result_files(out: Path) -> dict[str, str]:
+    """trial id -> its result.json text, for trials that finished (scored on every shard)."""
+    found = {}
+    for path in (out / "tune" / "crossover").glob("*/result.json"):
+        text = path.read_text()
+        if '"complete": true' in text:
+            found[json.loads(text.splitlines()[0])["trial_id"]] = text
+    return found
+
+
+def test_resume_after_the_driver_is_killed_reruns_no_finished_trial(
+    ray_local: None, tiny_run_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "tests.search._drive", "slow", str(tiny_run_path), str(out)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.time() + 180
+    while time.time() < deadline and (not (out / "tune").exists() or finished_trials(out) < 5):
+        time.sleep(0.2)
+    time.sleep(1.0)  # let Tune write its experiment state after those trials
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    driver.wait()
+    before = _result_files(out)
+    assert 5 <= len(before) < SLOW_SAMPLES
+    # resumed by a new driver (this process, on its own Ray), as a user reruns the command
+    summary = slow_search(str(tiny_run_path), out, resume=True)
+    assert summary["trials"] == SLOW_SAMPLES and set(summary["statuses"]) == {"finished"}, summary
+    after = _result_files(out)
+    trials = pd.read_parquet(out / "trials.parquet").set_index("trial_id")
+    for trial, text in before.items():
+        # Kept as it was, or (finished after Tune's last state save) answered from the memo:
+        # either way its selection was not evaluated again.
+        assert after[trial] == text or bool(trials.loc[trial, "from_memo"]), trial
+    assert trials["selection"][~trials["from_memo"]].is_unique
