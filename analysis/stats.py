@@ -11,6 +11,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.stats import norm
 
+from modules.spec.schema import loss_sign
+
 #: Significance level of the Mann-Kendall trend test.
 TREND_ALPHA = 0.05
 
@@ -26,7 +28,7 @@ def normalise(values: np.ndarray, mode: str) -> np.ndarray:
     The worst end is the worst value inside Tukey's far-out fence, so a warm-up outlier
     scores 0 without compressing the rest of the run into a sliver near 1.
     """
-    good = np.asarray(values, dtype=float) * (-1.0 if mode == "min" else 1.0)
+    good = np.asarray(values, dtype=float) * -loss_sign(mode)
     q1, q3 = np.nanpercentile(good, [25, 75])
     inside = good[good >= q1 - FAR_OUT_IQR * (q3 - q1)]
     low, high = np.nanmin(inside), np.nanmax(good)

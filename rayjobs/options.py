@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,6 +115,10 @@ def add_search_settings(parser: argparse.ArgumentParser) -> None:
     """The options that make a ``SearchConfig`` (``config_from``), shared with ``rayjobs.pipeline``."""
     parser.add_argument("--num-samples", type=int, default=200, help="trials in all, baselines included (default 200)")
     parser.add_argument("--algo", default="tpe", help="tpe (default), cmaes, gp, random, grid or module-soup")
+    parser.add_argument(
+        "--algo-param", action="append", default=[], metavar="NAME=VALUE",
+        help="a setting of --algo, e.g. startup_trials=20 (tpe), sweeps=5 (module-soup); repeatable",
+    )
     parser.add_argument("--candidates", default="all", choices=["all", "analysis"], help="epochs per group: all recorded, or the analysis's plateau window and neighbours (default all)")
     parser.add_argument("--include-averages", action="store_true", help="also search averaging windows around each epoch")
     parser.add_argument("--max-half-width", type=int, default=2, help="widest averaging window, in checkpoints each side (default 2)")
@@ -141,11 +146,25 @@ _FLAGS = {
 }
 
 
+def algo_params(pairs: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` settings: a value that reads as JSON (numbers, true/false) is that, else text."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise SearchArgumentError(f"--algo-param {pair!r} is not NAME=VALUE; write e.g. --algo-param startup_trials=20")
+        try:
+            params[name.strip()] = json.loads(value)
+        except ValueError:
+            params[name.strip()] = value
+    return params
+
+
 def config_from(args: argparse.Namespace) -> Any:
     """The search settings; Ray and Optuna are imported only now, so other commands start fast."""
     try:
         return sweetspot.SearchConfig(
-            num_samples=args.num_samples, algo=args.algo, candidates=args.candidates,
+            num_samples=args.num_samples, algo=args.algo, algo_params=algo_params(args.algo_param), candidates=args.candidates,
             include_averages=args.include_averages, max_half_width=args.max_half_width,
             confirm_fraction=args.confirm_fraction, update_bn=args.update_bn,
             gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
@@ -157,5 +176,8 @@ def config_from(args: argparse.Namespace) -> Any:
         problems = []
         for item in error.errors():
             field = str(item["loc"][0]) if item["loc"] else ""
+            if field == "algo_params":  # the message names the algorithm and its settings
+                problems.append(str(item["msg"]).removeprefix("Value error, "))
+                continue
             problems.append(f"{_FLAGS.get(field, '--' + field.replace('_', '-'))} {item.get('input')!r}: {item['msg']}")
         raise SearchArgumentError("; ".join(problems)) from None

@@ -32,6 +32,7 @@ from modules.combine.sources import iter_plan
 from modules.errors import EvaluationError
 from modules.rundir.run_dir import RunDir
 from modules.scalars import as_scalar
+from modules.spec.schema import is_better, loss_sign
 from modules.spec.selection import Selection, choice_for_epochs
 
 SPLITS = ("train", "val", "test")
@@ -189,7 +190,7 @@ class CandidateEvaluator:
         return self._val_cache[key][0][self.metric]
 
     def better(self, a: float, b: float) -> bool:
-        return a < b if self.mode == "min" else a > b
+        return is_better(a, b, self.mode)
 
 
 def verdict(interval: PairedInterval) -> str:
@@ -259,7 +260,7 @@ def run_evaluation(
     run = evaluator.run
     notes = list(evaluator.notes)
     singles_val, soup = greedy_soup_on_validation(evaluator, progress)
-    sign = 1.0 if evaluator.mode == "min" else -1.0
+    sign = loss_sign(evaluator.mode)
     best = min(singles_val, key=lambda e: (sign * singles_val[e], e))
     candidates = [combination, *single_epoch_candidates(run, single_epochs)]
     for candidate in candidates[1:]:

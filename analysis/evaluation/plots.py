@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from analysis.plots import new_figure, save_figure
+from modules.spec.schema import loss_sign
 
 if TYPE_CHECKING:
     from analysis.evaluation.evaluate import Comparison, Evaluated, EvaluationResult
@@ -51,7 +52,7 @@ def evaluation_figure(result: EvaluationResult) -> Figure:
     _difference_rows(middle, [(c.baseline, c, 1.0) for _, c in pairs])
     middle.set_xlabel(f"combination − baseline, test {per_example}\n(mean ◆ and 95% paired bootstrap interval)")
     middle.set_title("Below 0: combination better")
-    best_on_test = min(pairs, key=lambda p: (1 if result.objective_mode == "min" else -1) * p[0].metrics["test"][metric], default=None)
+    best_on_test = min(pairs, key=lambda p: loss_sign(result.objective_mode) * p[0].metrics["test"][metric], default=None)
     deciding = [
         (c.baseline, c, _percent_scale(item))
         for item, c in pairs

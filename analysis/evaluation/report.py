@@ -10,6 +10,7 @@ from typing import Any
 from analysis.evaluation.evaluate import Evaluated, EvaluationResult
 from modules import __version__
 from modules.atomic import write_json_atomic, write_text_atomic
+from modules.spec.schema import loss_sign
 
 JSON_NAME = "evaluation.json"
 REPORT_NAME = "evaluation_report.md"
@@ -28,19 +29,19 @@ def overfitting_gap(item: Evaluated, metric: str) -> float:
 
 def winner_on_test(result: EvaluationResult) -> Evaluated:
     """The candidate with the best test objective."""
-    sign = 1.0 if result.objective_mode == "min" else -1.0
+    sign = loss_sign(result.objective_mode)
     return min(result.evaluated, key=lambda e: sign * e.metrics["test"][result.objective_metric])
 
 
 def best_baseline(result: EvaluationResult) -> Evaluated:
     """The baseline (not the combination) with the best test objective."""
-    sign = 1.0 if result.objective_mode == "min" else -1.0
+    sign = loss_sign(result.objective_mode)
     return min(result.evaluated[1:], key=lambda e: sign * e.metrics["test"][result.objective_metric])
 
 
 def best_baseline_on_val(result: EvaluationResult) -> Evaluated:
     """The baseline a user would have picked: best validation objective."""
-    sign = 1.0 if result.objective_mode == "min" else -1.0
+    sign = loss_sign(result.objective_mode)
     return min(result.evaluated[1:], key=lambda e: sign * e.metrics["val"][result.objective_metric])
 
 

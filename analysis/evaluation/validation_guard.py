@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from analysis.evaluation.evaluate import CandidateEvaluator, greedy_soup_on_validation
 from modules.combine.plan import selection_epochs
 from modules.rundir.run_dir import RunDir
-from modules.spec.schema import Spec
+from modules.spec.schema import Spec, loss_sign
 from modules.spec.selection import Selection, choice_for_epochs
 
 GREEDY_SOUP = "the greedy soup"
@@ -37,7 +37,7 @@ def best_on_validation(
     _, soup = greedy_soup_on_validation(evaluator)  # the same soup as the evaluate step's
     options[GREEDY_SOUP] = Selection({g: choice_for_epochs(soup.epochs, run.epochs) for g in run.groups})
     val[GREEDY_SOUP] = soup.objective
-    sign = 1.0 if evaluator.mode == "min" else -1.0
+    sign = loss_sign(evaluator.mode)
     order = list(options)
     name = min(order, key=lambda n: (sign * val[n], order.index(n)))
     return GuardedChoice(name, options[name], val, options)

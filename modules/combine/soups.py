@@ -6,13 +6,14 @@ the weights from it group by group.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from modules.errors import CombineError
 from modules.rundir.run_dir import RunDir
-
-EpochSet = dict[str, list[int]]
+from modules.spec.schema import is_better, loss_sign
+from modules.spec.selection import EpochSet
 
 
 def same_epochs(run: RunDir, epochs: list[int]) -> EpochSet:
@@ -63,27 +64,45 @@ class GreedySoup:
     steps: list[tuple[int, float, bool]] = field(default_factory=list)
 
 
+class GreedySoupSteps:
+    """Greedy soup (Wortsman et al. 2022) one step at a time: checkpoints sorted by validation
+    objective, each added to the running average only if the soup's objective strictly improves.
+    ``candidate()`` is the next soup to score (None when done), ``record(value)`` its objective
+    (None: it could not be scored, and the checkpoint is not added)."""
+
+    def __init__(self, single_objectives: Mapping[int, float], mode: str = "min") -> None:
+        if not single_objectives:
+            raise CombineError("greedy soup needs at least one evaluated checkpoint")
+        self.mode = mode
+        ranked = sorted(single_objectives, key=lambda e: (loss_sign(mode) * single_objectives[e], e))
+        self.kept = [ranked[0]]
+        self.objective = single_objectives[ranked[0]]
+        self.todo = ranked[1:]
+        self.steps: list[tuple[int, float, bool]] = [(ranked[0], self.objective, True)]
+
+    def candidate(self) -> list[int] | None:
+        return sorted([*self.kept, self.todo[0]]) if self.todo else None
+
+    def record(self, value: float | None) -> bool:
+        epoch = self.todo.pop(0)
+        better = value is not None and is_better(value, self.objective, self.mode)
+        self.steps.append((epoch, math.nan if value is None else value, better))
+        if better:
+            self.kept.append(epoch)
+            self.objective = value  # type: ignore[assignment]
+        return better
+
+    def result(self) -> GreedySoup:
+        return GreedySoup(sorted(self.kept), self.objective, list(self.steps))
+
+
 def greedy_soup(
     single_objectives: Mapping[int, float],
     soup_objective: Callable[[list[int]], float],
     mode: str = "min",
 ) -> GreedySoup:
-    """Greedy soup (Wortsman et al. 2022): checkpoints sorted by validation objective, each added
-    to the running average only if the soup's validation objective strictly improves."""
-    if not single_objectives:
-        raise CombineError("greedy soup needs at least one evaluated checkpoint")
-    sign = 1.0 if mode == "min" else -1.0
-    ranked = sorted(single_objectives, key=lambda e: (sign * single_objectives[e], e))
-    kept = [ranked[0]]
-    best = single_objectives[ranked[0]]
-    soup = GreedySoup(kept, best, [(ranked[0], best, True)])
-    for epoch in ranked[1:]:
-        value = soup_objective(sorted(kept + [epoch]))
-        better = sign * value < sign * best
-        soup.steps.append((epoch, value, better))
-        if better:
-            kept.append(epoch)
-            best = value
-    soup.epochs = sorted(kept)
-    soup.objective = best
-    return soup
+    """The greedy soup of checkpoints scored ``single_objectives``, scoring soups with ``soup_objective``."""
+    steps = GreedySoupSteps(single_objectives, mode)
+    while (candidate := steps.candidate()) is not None:
+        steps.record(soup_objective(candidate))
+    return steps.result()

@@ -33,6 +33,16 @@ _GLOB_CHARS = set("*?[")
 MODEL_GROUP = "model"
 
 
+def loss_sign(mode: str) -> float:
+    """+1 when lower is better (``min``), -1 when higher is: ``loss_sign(mode) * value`` is a loss."""
+    return 1.0 if mode == "min" else -1.0
+
+
+def is_better(a: float, b: float, mode: str) -> bool:
+    """Whether objective ``a`` strictly beats ``b`` under ``mode``."""
+    return loss_sign(mode) * a < loss_sign(mode) * b
+
+
 class Objective(BaseModel):
     """The metric a combination is judged by, and whether lower or higher is better."""
 

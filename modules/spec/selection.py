@@ -16,6 +16,15 @@ from modules.spec.couplings import Pick
 from modules.spec.couplings import coupling_violations as pick_violations
 from modules.spec.schema import Coupling
 
+#: A selection resolved against a run: group -> the recorded epochs averaged (one: a single epoch).
+EpochSet = dict[str, list[int]]
+
+
+def selection_key(epochs: Mapping[str, Iterable[int]]) -> str:
+    """A canonical text for an epoch set: equal selections have equal keys (memo and cache key)."""
+    return json.dumps({g: sorted(int(e) for e in epochs[g]) for g in sorted(epochs)}, separators=(",", ":"))
+
+
 
 class SelectionError(SweetspotError, ValueError):
     """A selection names an unknown group, an unrecorded epoch or an empty window."""

@@ -6,10 +6,10 @@ to ``ALGORITHMS`` below; ``tests/search/algorithms/test_conformance.py`` runs ov
 
 from __future__ import annotations
 
-from search.algorithms.base import Algorithm, Proposal, Scored, TrialState
+from search.algorithms.base import Algorithm, Proposal, Scored, TrialState, check_params
 from search.algorithms.grid import Grid
 from search.algorithms.optuna_samplers import TPE, CmaEs, GaussianProcess, Random
-from search.algorithms.soups import GREEDY, SINGLE, GreedySoup, ModuleSoup
+from search.algorithms.soups import GREEDY, SINGLE, GreedySoupSearch, ModuleSoup, greedy_soup_of
 from search.algorithms.staged import Points, Staged, Together
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
@@ -21,7 +21,9 @@ __all__ = [
     "GREEDY",
     "SINGLE",
     "Algorithm",
-    "GreedySoup",
+    "GreedySoupSearch",
+    "check_params",
+    "greedy_soup_of",
     "ModuleSoup",
     "Points",
     "Proposal",

@@ -2,15 +2,23 @@
 
 An algorithm knows nothing of Ray Tune; ``search.execution.tune_searcher`` runs any registered one as a
 Tune searcher, so trials start as workers free up and no evaluation waits for a generation.
+
+Its settings are typed: a nested ``Params`` model (pydantic), validated where they are given. An
+algorithm is built on its space, ``TPE(space, "min", 0, startup_trials=20)``, or built unbound and
+bound later, as Optuna takes a sampler: ``search(..., algorithm=TPE(startup_trials=20))``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from modules.spec.schema import is_better
 from search.algorithms.space import CrossoverSpace, EpochSet
+from search.errors import SearchError
 
 TrialState = Literal["complete", "pruned", "failed"]
 
@@ -35,21 +43,57 @@ class Scored:
     origin: str
 
 
+class NoParams(BaseModel):
+    """An algorithm without settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def check_params(algorithm: type[Algorithm], params: dict[str, Any]) -> BaseModel:
+    """``params`` as ``algorithm``'s typed settings; an unknown or bad one names the setting and the fix."""
+    try:
+        return algorithm.Params(**params)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}" for e in error.errors()
+        )
+        known = sorted(algorithm.Params.model_fields) or "none"
+        raise SearchError(f"--algo {algorithm.name} settings: {problems} (its settings: {known})") from None
+
+
 class Algorithm(ABC):
     """Proposes selections from ``space``; ``mode`` says whether lower or higher objectives win."""
 
     #: The name ``--algo`` takes.
-    name: str = ""
+    name: ClassVar[str] = ""
+    #: Its settings (``--algo-param NAME=VALUE``; ``self.params`` holds them, validated).
+    Params: ClassVar[type[BaseModel]] = NoParams
     #: Whether ASHA may stop this algorithm's trials early (a soup needs every full score).
-    early_stopping: bool = False
+    early_stopping: ClassVar[bool] = False
+    #: Whether the search scores the single epochs and the greedy soup before it (a grid needs none).
+    takes_baselines: ClassVar[bool] = True
+    #: Whether it starts from the greedy soup's result (then it follows the soup instead of running beside it).
+    follows_soup: ClassVar[bool] = False
 
-    def __init__(self, space: CrossoverSpace, mode: str, seed: int) -> None:
-        self.space = space
+    def __init__(self, space: CrossoverSpace | None = None, mode: str = "min", seed: int = 0, **params: Any) -> None:
+        self.params = check_params(type(self), params)
+        self.space: CrossoverSpace = space  # type: ignore[assignment]
         self.mode = mode
         self.seed = seed
+        if space is not None:
+            self.setup()
+
+    def bind(self, space: CrossoverSpace, mode: str, seed: int) -> Algorithm:
+        """Put an algorithm built without a space on the search's space; returns it."""
+        self.space, self.mode, self.seed = space, mode, seed
+        self.setup()
+        return self
+
+    def setup(self) -> None:  # noqa: B027 - optional hook
+        """Prepare what needs the space (called once it is known)."""
 
     def better(self, a: float, b: float) -> bool:
-        return a < b if self.mode == "min" else a > b
+        return is_better(a, b, self.mode)
 
     def warm_start(self, scored: list[Scored]) -> None:  # noqa: B027 - optional hook
         """Selections scored before this algorithm began (single epochs, greedy soup, analysis pick)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from search.algorithms.base import Algorithm, Proposal, TrialState
-from search.algorithms.space import CrossoverSpace
 from search.errors import SearchError
 
 #: A grid larger than this is refused: use a sampler instead.
@@ -12,9 +11,10 @@ MAX_GRID = 100_000
 
 class Grid(Algorithm):
     name = "grid"
+    takes_baselines = False  # every selection is scored anyway
 
-    def __init__(self, space: CrossoverSpace, mode: str, seed: int) -> None:
-        super().__init__(space, mode, seed)
+    def setup(self) -> None:
+        space = self.space
         if space.size() > MAX_GRID:
             raise SearchError(
                 f"--algo grid would enumerate {space.size():,} parameter combinations (more than"

@@ -3,31 +3,28 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from abc import abstractmethod
+from typing import Any, ClassVar
 
 import optuna
+from pydantic import BaseModel, ConfigDict, Field
 from ray.tune.search.optuna import OptunaSearch
 
-from search.algorithms.base import Algorithm, Proposal, Scored, TrialState
-from search.algorithms.space import CrossoverSpace
+from search.algorithms.base import Algorithm, NoParams, Proposal, Scored, TrialState
 
 METRIC = "objective"
 
 
-def make_sampler(name: str, seed: int, startup: int) -> optuna.samplers.BaseSampler:
-    if name == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, constant_liar=True, n_startup_trials=startup
-        )
-    if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(
-            seed=seed, n_startup_trials=startup, warn_independent_sampling=False
-        )
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise ValueError(f"no Optuna sampler named {name!r}")
+class StartupParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    #: Trials sampled at random before the model takes over (the baselines told to it count).
+    startup_trials: int = Field(10, ge=0)
+
+
+class TPEParams(StartupParams):
+    multivariate: bool = True
+    #: Trials still running count as their worst, so parallel workers do not propose the same.
+    constant_liar: bool = True
 
 
 class OptunaAlgorithm(Algorithm):
@@ -35,17 +32,20 @@ class OptunaAlgorithm(Algorithm):
     Ray Tune's ``OptunaSearch`` with metric and mode given to it directly (TuneConfig's are ignored
     when a space is passed), baselines told to it as evaluated points."""
 
-    sampler_name = "tpe"
+    Params: ClassVar[type[BaseModel]] = StartupParams
     early_stopping = True
 
-    def __init__(self, space: CrossoverSpace, mode: str, seed: int, startup_trials: int = 10) -> None:
-        super().__init__(space, mode, seed)
+    @abstractmethod
+    def sampler(self) -> optuna.samplers.BaseSampler:
+        """The Optuna sampler, from ``self.params`` and ``self.seed``."""
+
+    def setup(self) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = make_sampler(self.sampler_name, seed, startup_trials)
+            sampler = self.sampler()
         self.searcher = OptunaSearch(
-            space=space.distributions(), metric=METRIC, mode=mode, sampler=sampler, seed=None
+            space=self.space.distributions(), metric=METRIC, mode=self.mode, sampler=sampler, seed=None
         )
         self._asked = 0
 
@@ -75,16 +75,35 @@ class OptunaAlgorithm(Algorithm):
 
 
 class TPE(OptunaAlgorithm):
-    name = sampler_name = "tpe"
+    name = "tpe"
+    Params = TPEParams
+
+    def sampler(self) -> optuna.samplers.BaseSampler:
+        p = self.params
+        return optuna.samplers.TPESampler(
+            seed=self.seed, multivariate=p.multivariate, constant_liar=p.constant_liar, n_startup_trials=p.startup_trials
+        )
 
 
 class CmaEs(OptunaAlgorithm):
-    name = sampler_name = "cmaes"
+    name = "cmaes"
+
+    def sampler(self) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.CmaEsSampler(
+            seed=self.seed, n_startup_trials=self.params.startup_trials, warn_independent_sampling=False
+        )
 
 
 class GaussianProcess(OptunaAlgorithm):
-    name = sampler_name = "gp"
+    name = "gp"
+
+    def sampler(self) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.GPSampler(seed=self.seed, n_startup_trials=self.params.startup_trials)
 
 
 class Random(OptunaAlgorithm):
-    name = sampler_name = "random"
+    name = "random"
+    Params = NoParams
+
+    def sampler(self) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.RandomSampler(seed=self.seed)

@@ -8,8 +8,14 @@ pool and evaluators, no generation barrier inside a unit's pass.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from modules.combine.soups import GreedySoupSteps
+from modules.spec.schema import is_better, loss_sign
 from search.algorithms.base import Algorithm, Proposal, Scored, TrialState
-from search.algorithms.space import CrossoverSpace, EpochSet, Unit
+from search.algorithms.space import EpochSet, Unit
 
 SINGLE = "single epoch"
 GREEDY = "greedy soup"
@@ -17,49 +23,52 @@ GREEDY = "greedy soup"
 
 def ranked_epochs(singles: dict[int, float], mode: str) -> list[int]:
     """Recorded epochs from best to worst single-checkpoint objective."""
-    sign = 1.0 if mode == "min" else -1.0
+    sign = loss_sign(mode)
     return sorted(singles, key=lambda e: (sign * singles[e], e))
 
 
-class GreedySoup(Algorithm):
-    """Wortsman et al.'s greedy soup over whole checkpoints, one candidate at a time."""
+def greedy_soup_of(scored: Iterable[Scored], mode: str) -> Scored | None:
+    """The greedy soup a search scored: the best of its single epochs and its soup trials. A soup
+    trial better than every single epoch was kept; when none was, the soup is that single epoch."""
+    best = None
+    for item in scored:
+        if item.origin in (SINGLE, GREEDY) and (best is None or is_better(item.value, best.value, mode)):
+            best = item
+    return best
+
+
+class GreedySoupSearch(Algorithm):
+    """The greedy soup of ``modules.combine.soups`` as search trials, one candidate at a time."""
 
     name = "greedy-soup"
 
-    def __init__(self, space: CrossoverSpace, mode: str, seed: int) -> None:
-        super().__init__(space, mode, seed)
-        self.ranked: list[int] = []
-        self.kept: list[int] = []
-        self.best: float | None = None
+    def setup(self) -> None:
+        self.steps: GreedySoupSteps | None = None
         self._waiting = False
 
     def warm_start(self, scored: list[Scored]) -> None:
         singles = {int(s.epochs[self.space.groups[0]][0]): s.value for s in scored if s.origin == SINGLE}
-        self.ranked = ranked_epochs(singles, self.mode)
-        if self.ranked:
-            self.kept = [self.ranked.pop(0)]
-            self.best = singles[self.kept[0]]
+        self.steps = GreedySoupSteps(singles, self.mode) if singles else None
 
     def ask(self) -> Proposal | None:
-        if self._waiting or not self.ranked:
+        candidate = None if self._waiting or self.steps is None else self.steps.candidate()
+        if candidate is None:
             return None
         self._waiting = True
-        epochs = sorted(self.kept + [self.ranked[0]])
-        return Proposal({g: list(epochs) for g in self.space.groups}, GREEDY, extra={"candidate": self.ranked[0]})
+        return Proposal({g: list(candidate) for g in self.space.groups}, GREEDY, extra={"candidate": self.steps.todo[0]})
 
     def tell(self, proposal: Proposal, value: float | None, state: TrialState) -> None:
         self._waiting = False
-        epoch = self.ranked.pop(0)
-        if value is not None and self.best is not None and self.better(value, self.best):
-            self.kept.append(epoch)
-            self.best = value
+        assert self.steps is not None
+        self.steps.record(value)
 
     @property
     def finished(self) -> bool:
-        return not self.ranked and not self._waiting
+        return not self._waiting and (self.steps is None or self.steps.candidate() is None)
 
     def result(self) -> EpochSet:
-        return {g: sorted(self.kept) for g in self.space.groups}
+        kept = self.steps.result().epochs if self.steps is not None else []
+        return {g: list(kept) for g in self.space.groups}
 
 
 class _Stream:
@@ -74,14 +83,21 @@ class _Stream:
         self.improved = False
 
 
+class ModuleSoupParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    #: Passes over the units (each pass: every unit's greedy soup, then their merge).
+    sweeps: int = Field(3, ge=1, le=20)
+
+
 class ModuleSoup(Algorithm):
     """Per unit, a greedy soup over its candidate epochs with the other units fixed."""
 
     name = "module-soup"
+    Params = ModuleSoupParams
+    follows_soup = True
 
-    def __init__(self, space: CrossoverSpace, mode: str, seed: int, sweeps: int = 3) -> None:
-        super().__init__(space, mode, seed)
-        self.max_sweeps = sweeps
+    def setup(self) -> None:
+        self.max_sweeps = self.params.sweeps
         self.sweep = 0
         self.state: EpochSet = {}
         self.value: float | None = None
@@ -95,16 +111,10 @@ class ModuleSoup(Algorithm):
         first = self.space.groups[0]
         singles = {int(s.epochs[first][0]): s.value for s in scored if s.origin == SINGLE}
         self.ranked = ranked_epochs(singles, self.mode)
-        # The best of the soup's trials and the single epochs: when no checkpoint improved the soup,
-        # every soup trial was rejected and the soup is the best single epoch itself.
-        start = [s for s in scored if s.origin in (GREEDY, SINGLE)]
-        if not start:
+        best = greedy_soup_of(scored, self.mode)
+        if best is None:
             self._done = True
             return
-        best = start[0]
-        for item in start[1:]:
-            if self.better(item.value, best.value):
-                best = item
         self.state = {g: sorted(best.epochs[g]) for g in self.space.groups}
         self.value = best.value
         self._begin_sweep()

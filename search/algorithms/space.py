@@ -12,7 +12,6 @@ couplings.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,8 +20,7 @@ from optuna.distributions import BaseDistribution, IntDistribution
 
 from modules.spec.couplings import coupling_allows
 from modules.spec.schema import Coupling, Spec
-
-EpochSet = dict[str, list[int]]
+from modules.spec.selection import EpochSet, selection_key
 
 
 class SpaceError(ValueError):
@@ -49,11 +47,6 @@ class Unit:
 
     def coupling(self) -> Coupling:
         return Coupling(name=self.name, groups=list(self.groups), max_epoch_gap=self.gap)
-
-
-def selection_key(epochs: Mapping[str, Sequence[int]]) -> str:
-    """A canonical text for an epoch set: equal selections have equal keys (the memo's key)."""
-    return json.dumps({g: sorted(int(e) for e in epochs[g]) for g in sorted(epochs)}, separators=(",", ":"))
 
 
 def window_around(recorded: Sequence[int], epoch: int, half_width: int) -> list[int]:

@@ -26,7 +26,7 @@ from modules.errors import RunDirError, SweetspotError
 from modules.rundir.digest import digest, run_key
 from modules.rundir.run_spec import SpecLike
 from modules.rundir.store import is_uri
-from modules.spec.schema import Spec, dump_spec, load_spec
+from modules.spec.schema import Spec, dump_spec, load_spec, loss_sign
 from search.calibration.auto_results import AutoResult, AutoRun
 from search.calibration.calibration_file import Calibration, load_calibration
 from search.calibration.transfer_fit import DEFAULT_EVALUATIONS_PER_CHECKPOINT
@@ -186,7 +186,7 @@ def evaluation_figures(result: Any) -> dict[str, Any]:
     greedy soup (percent, positive = better) with the test interval of the per-example difference."""
     from analysis.evaluation.evaluate import evaluated_by_kind
 
-    metric, sign = result.objective_metric, (-1.0 if result.objective_mode == "min" else 1.0)
+    metric, sign = result.objective_metric, -loss_sign(result.objective_mode)
     combination = result.evaluated[0]
     out: dict[str, Any] = {
         "val": combination.metrics["val"][metric],
@@ -223,23 +223,6 @@ def _task(*args: Any, **kwargs: Any) -> dict[str, Any]:
         folder.mkdir(parents=True, exist_ok=True)
         write_text_atomic(folder / ERROR_NAME, traceback.format_exc())
         return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
-
-
-def start_ray(address: str | None) -> None:
-    """Join ``address`` (``auto``, ``ray://...``, or the job's cluster), else start a local Ray."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if address is None and not os.environ.get("RAY_ADDRESS"):
-        address = "local"  # never join a stray local cluster by accident
-    try:
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        raise AutoError(
-            f"cannot reach the Ray cluster at address {address!r} ({error}); start it with `ray start --head`"
-            " or leave the address out to run a local Ray"
-        ) from None
 
 
 def auto(
@@ -358,13 +341,11 @@ def _run_tasks(
     todo: list[tuple[str, str, Path, dict[str, str] | None]], outcomes: dict[str, AutoRun], options: dict[str, Any],
     address: str | None, cpus_per_run: float, gpus_per_run: float, progress: bool,
 ) -> None:
-    import ray
+    import ray  # only once a run is to be done
+
+    from search.execution.cluster import check_resources, start_ray
 
     start_ray(address)
-    from search.execution.cluster import (
-        check_resources,  # imports Ray: only once a run is to be done
-    )
-
     check_resources(cpus_per_run, gpus_per_run, "per run")
     device = "auto" if gpus_per_run > 0 else "cpu"  # a task without GPUs must not grab one
     task = ray.remote(_task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)

@@ -29,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from analysis.thresholds import Thresholds
 from modules.atomic import write_json_atomic
 from modules.errors import SweetspotError
+from modules.spec.schema import loss_sign
+from modules.spec.selection import EpochSet
 
 FORMAT = "sweetspot-calibration"
 VERSION = 1
@@ -39,7 +41,6 @@ GOOD_SHARE = 0.25
 #: Averaging widths (checkpoints, centred) tried per group while fitting.
 AVERAGE_WIDTHS = (3, 5)
 
-EpochSet = dict[str, list[int]]
 #: Scores a selection (group -> epochs averaged); None once no evaluation is left.
 Score = Callable[[EpochSet], "float | None"]
 
@@ -181,7 +182,7 @@ def fit_priors(
     """Priors of each group around ``pick``: its profile over every ``stride``-th recorded epoch
     (other groups at the pick), and whether averaging around the pick helps."""
     epochs = list(epochs)
-    sign = 1.0 if mode == "min" else -1.0
+    sign = loss_sign(mode)
     base = {g: sorted(int(e) for e in pick[g]) for g in groups}
     base_value = score(base)
     if base_value is None:

@@ -25,20 +25,13 @@ from analysis.thresholds import Thresholds
 from analysis.weight_health import weight_health
 from modules.errors import SweetspotError
 from modules.rundir.run_dir import RunDir
-from modules.spec.schema import Spec
+from modules.spec.schema import Spec, loss_sign
+from modules.spec.selection import EpochSet, selection_key
 from search.scoring.scorer import SelectionScorer
 from search.scoring.validation_cut import cut_validation
 
-EpochSet = dict[str, list[int]]
 TRIALS_NAME = "trials.parquet"
 SUMMARY_NAME = "search_summary.json"
-
-
-def selection_key(epochs: EpochSet) -> str:
-    """The search's canonical key of a selection (search.algorithms.space imports optuna: only when used)."""
-    from search.algorithms.space import selection_key as key
-
-    return key(epochs)
 
 
 class CalibrationError(SweetspotError, ValueError):
@@ -176,13 +169,13 @@ class CalibrationCase:
 
     def gap(self, value: float) -> float:
         """How much worse ``value`` is than the search pick's, relative (0.01 = 1% worse; < 0 = better)."""
-        sign = 1.0 if self.search.mode == "min" else -1.0
+        sign = loss_sign(self.search.mode)
         reference = self.search.pick_search
         return sign * (value - reference) / (abs(reference) if reference != 0 else 1.0)
 
     def test_gap(self, value: float) -> float:
         reference = self.test_score(self.search.pick)
-        sign = 1.0 if self.search.mode == "min" else -1.0
+        sign = loss_sign(self.search.mode)
         return sign * (value - reference) / (abs(reference) if reference != 0 else 1.0)
 
     def _score(self, epochs: EpochSet, split: str) -> float:

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 from modules.combine.soups import GreedySoup, greedy_soup
 from modules.spec.couplings import coupling_allows
-from modules.spec.schema import Coupling
+from modules.spec.schema import Coupling, loss_sign
+from modules.spec.selection import EpochSet, selection_key
 from search.calibration.calibration_file import GroupPrior, index_at, predicted_selection, window
 
-EpochSet = dict[str, list[int]]
 #: Widening of each group's calibrated good region, as a fraction of training: trainings of one
 #: model with other seeds put the best epochs a few checkpoints apart.
 MARGIN = 0.1
@@ -38,10 +38,6 @@ PREDICTED = "the calibration's prediction"
 REFINED = "the refinement"
 
 
-def selection_key(epochs: Mapping[str, Sequence[int]]) -> tuple:
-    return tuple(sorted((g, tuple(sorted(int(e) for e in v))) for g, v in epochs.items()))
-
-
 class BudgetedScore:
     """Scores selections through ``score`` at most ``budget`` times; a repeated selection is
     answered from memory and costs nothing; past the budget the answer is None."""
@@ -50,7 +46,7 @@ class BudgetedScore:
         self._score = score
         self.budget = budget
         self.spent = 0
-        self.values: dict[tuple, float] = {}
+        self.values: dict[str, float] = {}
 
     @property
     def left(self) -> int:
@@ -87,7 +83,7 @@ class AutoSelection:
 
 class _Best:
     def __init__(self, mode: str) -> None:
-        self.sign = 1.0 if mode == "min" else -1.0
+        self.sign = loss_sign(mode)
         self.selection: EpochSet = {}
         self.value = math.inf
         self.source = ""
@@ -147,7 +143,7 @@ def automatic_selection(
     """The best selection found with ``score``'s budget (see the module's docstring); selections
     that break one of ``couplings`` are never scored."""
     epochs, groups = list(epochs), list(groups)
-    sign = 1.0 if mode == "min" else -1.0
+    sign = loss_sign(mode)
     best = _Best(mode)
     singles: dict[int, float] = {}
     for epoch in epochs:

@@ -13,8 +13,9 @@ from modules.atomic import check_output_folder
 from modules.rundir.run_dir import RunDir
 from modules.rundir.run_spec import as_run, spec_for_run
 from modules.spec.schema import Spec
+from search.algorithms import Algorithm
 from search.errors import SearchError
-from search.execution.cluster import start_ray
+from search.execution.cluster import start_ray_for_search
 from search.execution.config import SearchConfig
 from search.execution.results import SearchResult
 from search.execution.search_run import run_search
@@ -34,33 +35,39 @@ def search(
     device: str = "cpu",
     progress: bool = True,
     selections: list[dict[str, list[int]]] | None = None,
+    algorithm: Algorithm | None = None,
     **settings: Any,
 ) -> SearchResult:
     """Search crossover selections of ``run`` on Ray; write every output into ``output``.
 
     ``settings`` are ``SearchConfig`` fields (``num_samples=200, algo="tpe", ...``) when no
     ``config`` is given; ``selections`` scores exactly those (group -> epochs) instead of
-    searching. The test split is used once, after the search, by the evaluate step.
+    searching. ``algorithm`` is an algorithm instance you built (``TPE(startup_trials=20)``, or
+    your own ``Algorithm`` subclass), as Optuna takes a sampler; it replaces ``algo``. The test
+    split is used once, after the search, by the evaluate step.
     """
     from search.execution.final_evaluation import evaluate_pick
     from search.execution.search_report import write_search_outputs
 
     if config is not None and settings:
         raise SearchError(f"pass either config= or settings ({sorted(settings)}), not both")
-    if config is None:
+    if config is None or algorithm is not None:
         try:
-            config = SearchConfig(**settings)
+            if algorithm is not None:
+                base = config.model_dump(exclude={"algo", "algo_params", "algorithm"}) if config is not None else settings
+                config = SearchConfig.with_algorithm(algorithm, **base)
+            else:
+                config = SearchConfig(**settings)
         except ValidationError as error:
             first = error.errors()[0]
-            name = str(first["loc"][0]) if first["loc"] else "settings"
-            raise SearchError(f"{first.get('input')!r}: {first['msg']}", param=name) from None
+            raise SearchError(f"{first.get('input')!r}: {first['msg']}", param=str(first["loc"][0])) from None
     run = as_run(run)
     output = check_output_folder(output)
     spec, _ = spec_for_run(spec, run, trust_run_spec=trust_run_spec, purpose="the search")
     if analysis is not None and not Path(analysis).is_dir():
         raise SearchError(f"analysis folder {analysis} does not exist; pass the folder `sweetspot analyze` wrote")
     info, analysis_note = (None, "a given list of selections: no analysis") if selections is not None else analysis_for(run, analysis, spec)
-    start_ray(address, config)  # an unreachable cluster or missing GPUs show before data is loaded
+    start_ray_for_search(address, config)  # an unreachable cluster or missing GPUs show before data is loaded
     data = spec.load_data()
     result = run_search(run, spec, output, config, info, data, address, resume, progress, selections)
     result.notes.append(analysis_note)

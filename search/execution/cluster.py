@@ -31,9 +31,9 @@ def check_reachable(address: str, seconds: float = 5.0) -> None:
         ) from None
 
 
-def start_ray(address: str | None, config: SearchConfig) -> None:
+def start_ray(address: str | None) -> None:
     """Join ``address`` (``auto`` or ``ray://...``; inside a Ray job, the job's cluster), or start a
-    local Ray; check the GPUs asked for exist."""
+    local Ray (never a stray local cluster by accident)."""
     if not ray.is_initialized():
         if address is None and not os.environ.get("RAY_ADDRESS"):
             address = "local"  # never join a stray local cluster by accident
@@ -47,6 +47,11 @@ def start_ray(address: str | None, config: SearchConfig) -> None:
                 f"cannot reach the Ray cluster at address {address!r} ({error}); start it with"
                 " `ray start --head` or leave the address out to run a local Ray"
             ) from None
+
+
+def start_ray_for_search(address: str | None, config: SearchConfig) -> None:
+    """``start_ray``, then check that a node has the CPUs and GPUs a trial asks for."""
+    start_ray(address)
     check_resources(config.cpus_per_trial, config.gpus_per_trial, "per trial")
 
 

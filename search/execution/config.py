@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from search.algorithms import ALGORITHMS
+from search.algorithms import ALGORITHMS, Algorithm, check_params
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -28,7 +28,12 @@ class SearchConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     num_samples: int = Field(200, ge=1, description="trials in all, the baselines included")
+    #: An algorithm instance the caller built (``search(..., algorithm=TPE(startup_trials=20))``);
+    #: its name and settings are recorded as ``algo`` and ``algo_params`` (validated first, so they see it).
+    algorithm: Any = Field(None, exclude=True)
     algo: str = "tpe"
+    #: The algorithm's own settings (its ``Params``), e.g. ``{"sweeps": 5}`` for module-soup.
+    algo_params: dict[str, Any] = Field(default_factory=dict)
     candidates: Literal["all", "analysis"] = "all"
     include_averages: bool = False
     max_half_width: int = Field(2, ge=1, le=10)
@@ -44,15 +49,34 @@ class SearchConfig(BaseModel):
     top_k: int = Field(5, ge=1, le=50)
     baselines: bool = True
     max_failures: int = Field(2, ge=0)
-    module_soup_sweeps: int = Field(3, ge=1, le=20)
     seed: int = 0
+
+    @field_validator("algorithm")
+    @classmethod
+    def _an_algorithm(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, Algorithm):
+            raise ValueError(f"is a {type(value).__name__}; pass an instance of an Algorithm subclass (e.g. sweetspot.TPE())")
+        return value
 
     @field_validator("algo")
     @classmethod
-    def _known_algo(cls, value: str) -> str:
-        if value not in ALGORITHMS:
+    def _known_algo(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("algorithm") is None and value not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {value!r}; choose one of {sorted(ALGORITHMS)}")
         return value
+
+    @field_validator("algo_params")
+    @classmethod
+    def _algo_settings(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        algo = info.data.get("algo")
+        if info.data.get("algorithm") is None and algo in ALGORITHMS:
+            check_params(ALGORITHMS[algo], value)  # a bad setting is refused here, at the edge
+        return value
+
+    @classmethod
+    def with_algorithm(cls, algorithm: Algorithm, **fields: Any) -> SearchConfig:
+        """Settings that run ``algorithm`` (an instance), recording its name and settings."""
+        return cls(**fields, algo=algorithm.name, algo_params=algorithm.params.model_dump(mode="json"), algorithm=algorithm)
 
     @field_validator("pool_memory", "prefix_cache_memory", mode="before")
     @classmethod

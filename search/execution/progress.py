@@ -9,6 +9,8 @@ from typing import Any
 
 from ray import tune
 
+from modules.spec.schema import is_better
+
 
 class ProgressLine(tune.Callback):
     """Tune callback that rewrites one status line as trials end."""
@@ -33,7 +35,7 @@ class ProgressLine(tune.Callback):
     def _count(self, result: dict[str, Any]) -> None:
         self.done += 1
         value = result.get("objective") if result.get("complete") else None
-        if value is not None and (self.best is None or (value < self.best if self.mode == "min" else value > self.best)):
+        if value is not None and (self.best is None or is_better(value, self.best, self.mode)):
             self.best = float(value)
             self.best_selection = _short(result.get("selection", ""))
         self._print()

@@ -11,13 +11,13 @@ from typing import Any
 
 import pandas as pd
 
-from search.algorithms import GREEDY, SINGLE
+from search.algorithms import GREEDY, SINGLE, Scored, greedy_soup_of
 from search.algorithms.space import EpochSet
 from search.execution.tune_searcher import METRIC
 
 
 @dataclass
-class Candidate:
+class ScoredSelection:
     """One of the top selections: its scores on the search and confirm parts of validation."""
 
     epochs: EpochSet
@@ -34,9 +34,9 @@ class SearchResult:
     objective: str
     mode: str
     trials: pd.DataFrame
-    pick: Candidate
-    top: list[Candidate]
-    baselines: dict[str, Candidate]
+    pick: ScoredSelection
+    top: list[ScoredSelection]
+    baselines: dict[str, ScoredSelection]
     analysis_pick: EpochSet | None
     seconds: float
     pool: list[dict[str, Any]]
@@ -106,22 +106,23 @@ def trial_rows(results: Any, groups: list[str]) -> pd.DataFrame:
     return frame
 
 
-def baselines_from(finished: pd.DataFrame, sign: float) -> dict[str, Candidate]:
+def baselines_from(finished: pd.DataFrame, sign: float) -> dict[str, ScoredSelection]:
     """Best single epoch, last epoch, greedy soup and analysis pick, as the search scored them."""
-    out: dict[str, Candidate] = {}
+    out: dict[str, ScoredSelection] = {}
     singles = finished[finished["origin"] == SINGLE]
     if not singles.empty:
         best = singles.sort_values("objective", key=lambda s: sign * s).iloc[0]
-        out["best single epoch"] = Candidate(json.loads(best.selection), float(best.objective), origin=SINGLE)
+        out["best single epoch"] = ScoredSelection(json.loads(best.selection), float(best.objective), origin=SINGLE)
     for origin, name in (("last epoch", "last epoch"), ("analysis pick", "analysis pick")):
         rows = finished[finished["origin"] == origin]
         if not rows.empty:
-            out[name] = Candidate(json.loads(rows.iloc[0].selection), float(rows.iloc[0].objective), origin=origin)
-    soups = finished[finished["origin"] == GREEDY]
-    if not soups.empty:
-        best = soups.sort_values("objective", key=lambda s: sign * s).iloc[0]
-        if "best single epoch" not in out or sign * best.objective < sign * out["best single epoch"].search_score:
-            out["greedy soup"] = Candidate(json.loads(best.selection), float(best.objective), origin=GREEDY)
-        else:
-            out["greedy soup"] = out["best single epoch"]
+            out[name] = ScoredSelection(json.loads(rows.iloc[0].selection), float(rows.iloc[0].objective), origin=origin)
+    scored = [
+        Scored(json.loads(row.selection), float(row.objective), str(row.origin))
+        for row in finished[finished["origin"].isin([SINGLE, GREEDY])].itertuples()
+    ]
+    soup = greedy_soup_of(scored, "min" if sign > 0 else "max")
+    if soup is not None and finished["origin"].eq(GREEDY).any():
+        kept_none = soup.origin == SINGLE and "best single epoch" in out  # the soup is that single epoch
+        out["greedy soup"] = out["best single epoch"] if kept_none else ScoredSelection(soup.epochs, soup.value, origin=GREEDY)
     return out

@@ -9,6 +9,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from modules.atomic import atomic_path
+from modules.spec.schema import is_better
 from search.execution.results import SearchResult
 
 BASELINE_COLOURS = {"best single epoch": "tab:blue", "greedy soup": "tab:green", "last epoch": "tab:gray", "analysis pick": "tab:purple"}
@@ -30,7 +31,7 @@ def plot_convergence(result: SearchResult, path: Path) -> None:
         best, so_far = [], math.nan
         for value in values:
             if value is not None and not math.isnan(value):
-                if math.isnan(so_far) or (value < so_far if result.mode == "min" else value > so_far):
+                if math.isnan(so_far) or is_better(value, so_far, result.mode):
                     so_far = value
             best.append(so_far)
         ax.scatter(range(1, len(values) + 1), values, s=9, color="tab:orange", alpha=0.45, label="trial")

@@ -11,8 +11,9 @@ from typing import Any
 from analysis.evaluation.report import headline
 from analysis.evaluation.report import write_report as write_evaluation
 from modules.atomic import atomic_path, write_json_atomic, write_text_atomic
+from modules.spec.schema import loss_sign
 from modules.spec.selection import choice_for_epochs
-from search.execution.results import Candidate, SearchResult
+from search.execution.results import ScoredSelection, SearchResult
 
 TRIALS_NAME = "trials.parquet"
 SELECTION_NAME = "best_selection.json"
@@ -20,7 +21,7 @@ SUMMARY_NAME = "search_summary.json"
 REPORT_NAME = "search_report.md"
 
 
-def selection_document(candidate: Candidate, recorded: list[int]) -> dict[str, Any]:
+def selection_document(candidate: ScoredSelection, recorded: list[int]) -> dict[str, Any]:
     """``selection.json`` form plus the pick's objectives under ``_``-keys (ignored as groups)."""
     out: dict[str, Any] = {}
     for group, epochs in candidate.epochs.items():
@@ -60,7 +61,7 @@ def _gain(value: float | None, reference: float | None, mode: str) -> float | No
     """Percent improvement of ``value`` over ``reference`` (positive = better)."""
     if value is None or reference is None or reference == 0:
         return None
-    sign = 1.0 if mode == "min" else -1.0
+    sign = loss_sign(mode)
     return 100.0 * sign * (reference - value) / abs(reference)
 
 
@@ -136,7 +137,7 @@ def report_markdown(result: SearchResult, run_path: str) -> str:
 def summary_json(result: SearchResult, run_path: str) -> dict[str, Any]:
     """What later steps (calibration) need: the settings, the pick, the top and the baselines."""
 
-    def candidate(c: Candidate) -> dict[str, Any]:
+    def candidate(c: ScoredSelection) -> dict[str, Any]:
         return {"epochs": c.epochs, "origin": c.origin, "search": c.search_score, "confirm": c.confirm_score, "test": c.test_score}
 
     return {

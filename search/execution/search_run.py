@@ -24,29 +24,33 @@ from ray import tune
 from modules.atomic import write_json_atomic
 from modules.combine.batchnorm import has_batchnorm
 from modules.rundir.run_dir import RunDir
-from modules.spec.schema import Spec, dump_spec
+from modules.spec.schema import Spec, dump_spec, is_better, loss_sign
 from modules.spec.selection import SelectionError, parse_selection
-from search.algorithms import ALGORITHMS, SINGLE, GreedySoup, Points, Proposal, Staged, Together
+from search.algorithms import (
+    ALGORITHMS,
+    SINGLE,
+    GreedySoupSearch,
+    Points,
+    Proposal,
+    Staged,
+    Together,
+)
 from search.algorithms.space import CrossoverSpace, EpochSet, SpaceError, selection_key
 from search.errors import SearchError
-from search.execution.cluster import create_pools, start_ray
+from search.execution.cluster import create_pools, start_ray_for_search
 from search.execution.config import SearchConfig
 from search.execution.early_stop import SamplerASHA
 from search.execution.finished_log import FinishedLog, read_finished
 from search.execution.memo import memo_actor
 from search.execution.pool import kill_pools, pool_stats
 from search.execution.progress import ProgressLine
-from search.execution.results import Candidate, SearchResult, baselines_from, trial_rows
+from search.execution.results import ScoredSelection, SearchResult, baselines_from, trial_rows
 from search.execution.trainable import TrialContext, crossover_trial, rescore
 from search.execution.tune_searcher import GIVE_UP_AFTER, METRIC, CrossoverSearcher
 from search.scoring.validation_cut import cut_validation
 
 STATE_NAME = "search_state.json"
 TUNE_DIR = "tune"
-
-
-def _better(mode: str, a: float, b: float) -> bool:
-    return a < b if mode == "min" else a > b
 
 
 def check_inputs(run: RunDir, output: Path, config: SearchConfig) -> None:
@@ -80,12 +84,18 @@ def _analysis_candidates(analysis: Any, run: RunDir) -> dict[str, list[int]]:
 def build_algorithm(
     space: CrossoverSpace, config: SearchConfig, mode: str, seeds: list[Proposal], notes: list[str]
 ) -> Staged:
-    """Baselines first (the analysis pick, each single epoch, the greedy soup), then ``config.algo``."""
+    """Baselines first (the analysis pick, each single epoch, the greedy soup), then the algorithm:
+    ``config.algorithm`` (an instance the caller built) or ``config.algo`` with ``config.algo_params``."""
     n = len(space.recorded)
+    if config.algorithm is not None:
+        algorithm = config.algorithm.bind(space, mode, config.seed)
+    else:
+        algorithm = ALGORITHMS[config.algo](space, mode, config.seed, **config.algo_params)
     phases: list[Any] = []
     points = list(seeds)
-    with_soup = config.baselines and config.algo != "grid" and config.num_samples >= 2 * n + 10
-    if config.baselines and not with_soup and config.algo != "grid":
+    takes = config.baselines and algorithm.takes_baselines
+    with_soup = takes and config.num_samples >= 2 * n + 10
+    if takes and not with_soup:
         notes.append(
             f"single epochs and the greedy soup were not searched first: they take {2 * n - 1} of the"
             f" {config.num_samples} trials; raise --num-samples to at least {2 * n + 10} to include them"
@@ -94,17 +104,14 @@ def build_algorithm(
         points += [Proposal(space.same_epoch(e), SINGLE) for e in space.recorded]
     if points:
         phases.append(Points(space, mode, config.seed, points))
-    algorithm_class = ALGORITHMS[config.algo]
-    if config.algo == "module-soup":
+    if algorithm.follows_soup:
         if not with_soup:
-            raise SearchError(f"--algo module-soup starts from the greedy soup: it needs --num-samples >= {2 * n + 10}")
-        phases.append(GreedySoup(space, mode, config.seed))
-        phases.append(algorithm_class(space, mode, config.seed, sweeps=config.module_soup_sweeps))  # type: ignore[call-arg]
+            raise SearchError(f"--algo {algorithm.name} starts from the greedy soup: it needs --num-samples >= {2 * n + 10}")
+        phases += [GreedySoupSearch(space, mode, config.seed), algorithm]
     elif with_soup:  # the greedy soup adds one checkpoint at a time: the sampler fills the other workers
-        sampler = algorithm_class(space, mode, config.seed)
-        phases.append(Together(space, mode, config.seed, GreedySoup(space, mode, config.seed), sampler))
+        phases.append(Together(space, mode, config.seed, GreedySoupSearch(space, mode, config.seed), algorithm))
     else:
-        phases.append(algorithm_class(space, mode, config.seed))
+        phases.append(algorithm)
     return Staged(space, mode, config.seed, phases)
 
 
@@ -284,7 +291,7 @@ def run_search(
     data = dict(splits) if splits is not None else spec.load_data()
     plan = _plan(run, spec, config, analysis, data, selections)
     mode = spec.objective.mode
-    start_ray(address, config)
+    start_ray_for_search(address, config)
     output.mkdir(parents=True, exist_ok=True)
     search_id = state["search_id"] if state else uuid.uuid4().hex[:12]
     write_json_atomic(output / STATE_NAME, _state(run, spec, config, search_id))
@@ -308,10 +315,10 @@ def run_search(
                 f"no trial finished (the search stops after {GIVE_UP_AFTER} trials fail with none"
                 f" finished); the trials' errors: {errors}"
             )
-        sign = 1.0 if mode == "min" else -1.0
+        sign = loss_sign(mode)
         best_rows = finished.sort_values("objective", key=lambda s: sign * s).drop_duplicates("selection")
         top = [
-            Candidate(json.loads(r.selection), float(r.objective), origin=str(r.origin))
+            ScoredSelection(json.loads(r.selection), float(r.objective), origin=str(r.origin))
             for r in best_rows.head(config.top_k).itertuples()
         ]
         baselines = baselines_from(finished, sign)
@@ -320,7 +327,7 @@ def run_search(
         # else the trials already scored the whole search part: nothing to rescore
         pick = top[0]
         for candidate in top[1:]:
-            if _better(mode, _judged(candidate), _judged(pick)):
+            if is_better(_judged(candidate), _judged(pick), mode):
                 pick = candidate
         pool = pool_stats(search_id)
         memo_stats = ray.get(memo.stats.remote())
@@ -344,12 +351,12 @@ def run_search(
     )
 
 
-def _judged(candidate: Candidate) -> float:
+def _judged(candidate: ScoredSelection) -> float:
     """The score the pick is chosen by: the held-back confirm part, else the whole search part."""
     return candidate.confirm_score if candidate.confirm_score is not None else candidate.search_score
 
 
-def _rescore_all(context: TrialContext, config: SearchConfig, candidates: list[Candidate]) -> None:
+def _rescore_all(context: TrialContext, config: SearchConfig, candidates: list[ScoredSelection]) -> None:
     """Score the top candidates and the baselines on the whole search part and the confirm part,
     so all of them are compared on the same numbers (not on shard-weighted trial scores)."""
     unique = {selection_key(c.epochs): c.epochs for c in candidates}
@@ -420,4 +427,4 @@ def _environment(**values: str) -> Iterator[None]:
             os.environ.pop(key, None)
 
 
-__all__ = ["Candidate", "SearchConfig", "SearchError", "SearchResult", "run_search", "start_ray"]
+__all__ = ["ScoredSelection", "SearchConfig", "SearchError", "SearchResult", "run_search"]

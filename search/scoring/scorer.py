@@ -24,12 +24,12 @@ from torch import nn
 from modules.combine.batchnorm import batchnorm_layers, forward_order, stale_layers, update_bn
 from modules.errors import EvaluationError
 from modules.scalars import as_scalar
+from modules.spec.selection import EpochSet
 
 #: Recomputed BatchNorm statistics kept per worker (a few KB per choice for most models).
 BN_CACHE_BYTES = 256 << 20
 Arrays = Mapping[str, Any]  # numpy arrays (from the object store) or tensors
 Fetch = Callable[[str, int], Arrays]
-EpochSet = Mapping[str, Sequence[int]]
 
 
 def as_tensor(value: Any) -> torch.Tensor:

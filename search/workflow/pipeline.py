@@ -30,7 +30,7 @@ from modules.errors import SweetspotError
 from modules.rundir.digest import digest, run_key
 from modules.rundir.run_dir import RunDir
 from modules.rundir.run_spec import SpecLike, spec_for_run
-from modules.spec.schema import Spec, dump_spec
+from modules.spec.schema import Spec, dump_spec, loss_sign
 from modules.spec.selection import Selection, load_selection, parse_selection
 from search.calibration.auto import auto, run_names
 from search.calibration.calibrate import calibrate
@@ -272,7 +272,7 @@ def pipeline(
 
 
 def _guard_note(name: str, guard: dict[str, Any], mode: str) -> str:
-    ranked = sorted(guard["val"].items(), key=lambda item: item[1] if mode == "min" else -item[1])
+    ranked = sorted(guard["val"].items(), key=lambda item: loss_sign(mode) * item[1])
     scores = ", ".join(f"{n} {v:.5g}" for n, v in ranked)
     return f"auto on {name} kept {guard['chosen']}: the best on {name}'s validation split of {scores}."
 

@@ -21,7 +21,7 @@ from analysis.evaluation.evaluate import (
 )
 from modules.atomic import write_json_atomic, write_text_atomic
 from modules.rundir.run_dir import RunDir
-from modules.spec.schema import Spec
+from modules.spec.schema import Spec, loss_sign
 
 SUMMARY_MD = "summary.md"
 SUMMARY_JSON = "summary.json"
@@ -82,7 +82,7 @@ def evaluate_run_rows(
     shown = [(label, by_kind[kind]) for kind, label in BASELINE_KINDS if kind in by_kind]
     shown.append((first_label, result.evaluated[0]))
     shown.extend((label, evaluator.evaluate(candidate(label, epochs))) for label, epochs in selected[1:])
-    metric, sign = result.objective_metric, (-1.0 if result.objective_mode == "min" else 1.0)
+    metric, sign = result.objective_metric, -loss_sign(result.objective_mode)
     by_label = dict(shown)
     rows = []
     for label, evaluated in shown:

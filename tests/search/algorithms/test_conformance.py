@@ -7,7 +7,15 @@ import math
 import pytest
 
 from modules.spec.schema import parse_spec
-from search.algorithms import ALGORITHMS, SINGLE, GreedySoup, Points, Proposal, Staged, Together
+from search.algorithms import (
+    ALGORITHMS,
+    SINGLE,
+    GreedySoupSearch,
+    Points,
+    Proposal,
+    Staged,
+    Together,
+)
 from search.algorithms.space import CrossoverSpace, EpochSet, selection_key
 
 RECORDED = [1, 2, 3, 4, 5, 6]
@@ -57,14 +65,14 @@ def drive(algorithm, space: CrossoverSpace, budget: int, in_flight: int = 3) -> 
     return seen
 
 
-def _staged(name: str, space: CrossoverSpace, seed: int = 0) -> Staged:
+def _staged(name: str, space: CrossoverSpace, seed: int = 0, algorithm=None) -> Staged:
     """As the search stages them: single epochs, then the greedy soup (before a module soup, beside
     any other algorithm)."""
     singles = Points(space, "min", seed, [Proposal(space.same_epoch(e), SINGLE) for e in RECORDED])
-    algorithm = ALGORITHMS[name](space, "min", seed)
-    if name == "module-soup":
-        return Staged(space, "min", seed, [singles, GreedySoup(space, "min", seed), algorithm])
-    return Staged(space, "min", seed, [singles, Together(space, "min", seed, GreedySoup(space, "min", seed), algorithm)])
+    algorithm = algorithm.bind(space, "min", seed) if algorithm is not None else ALGORITHMS[name](space, "min", seed)
+    if algorithm.follows_soup:
+        return Staged(space, "min", seed, [singles, GreedySoupSearch(space, "min", seed), algorithm])
+    return Staged(space, "min", seed, [singles, Together(space, "min", seed, GreedySoupSearch(space, "min", seed), algorithm)])
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
@@ -105,7 +113,7 @@ def test_pruned_and_failed_trials_do_not_stop_an_algorithm(name: str) -> None:
 
 def test_the_greedy_soup_keeps_only_checkpoints_that_improve() -> None:
     space = _space()
-    soup = GreedySoup(space, "min", 0)
+    soup = GreedySoupSearch(space, "min", 0)
     from search.algorithms import Scored
 
     soup.warm_start([Scored(space.same_epoch(e), objective(space.same_epoch(e)), SINGLE) for e in RECORDED])
@@ -164,3 +172,46 @@ def test_proposals_still_running_when_their_phase_runs_out_are_told_to_that_phas
         told.add(selection_key(proposal.epochs))
     assert algorithm.finished
     assert {selection_key(e) for e in space.enumerate()} <= told
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_every_algorithm_has_typed_settings_that_refuse_an_unknown_one(name: str) -> None:
+    from search.errors import SearchError
+
+    algorithm = ALGORITHMS[name]
+    assert algorithm.name == name and algorithm.Params().model_dump() is not None  # defaults build
+    with pytest.raises(SearchError, match=rf"--algo {name} settings: no_such_setting: Extra inputs are not permitted"):
+        algorithm(_space(), "min", 0, no_such_setting=1)
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_an_algorithm_built_unbound_and_bound_later_proposes_as_one_built_on_the_space(name: str) -> None:
+    # As Optuna takes a sampler instance: search(..., algorithm=TPE(startup_trials=5)).
+    space = _space()
+    budget = BUDGET.get(name, 30)
+    later = [selection_key(e) for e, _ in drive(_staged(name, space, 3, ALGORITHMS[name]()), space, budget=budget)]
+    now = [selection_key(e) for e, _ in drive(_staged(name, space, 3), space, budget=budget)]
+    assert later == now and len(later) > len(RECORDED)
+
+
+def test_settings_reach_the_algorithm() -> None:
+    from search.algorithms import TPE, ModuleSoup
+
+    assert ModuleSoup(_space(), "min", 0, sweeps=1).max_sweeps == 1
+    sampler = TPE(_space(), "min", 0, startup_trials=3, multivariate=False).searcher._sampler
+    assert sampler._n_startup_trials == 3 and sampler._multivariate is False
+
+
+def test_a_search_config_takes_an_algorithm_instance_and_records_its_name_and_settings() -> None:
+    from search.algorithms import TPE, ModuleSoup
+    from search.execution.config import SearchConfig
+
+    config = SearchConfig.with_algorithm(ModuleSoup(sweeps=2), num_samples=80)
+    assert config.algo == "module-soup" and config.algo_params == {"sweeps": 2}
+    assert "algorithm" not in config.model_dump(mode="json")  # the state file records name and settings
+    assert SearchConfig(algo="tpe", algo_params={"startup_trials": 4}).algo_params == {"startup_trials": 4}
+    with pytest.raises(ValueError, match="pass an instance of an Algorithm subclass"):
+        SearchConfig(algorithm="tpe")
+    with pytest.raises(ValueError, match=r"--algo tpe settings: startup_trials: Input should be greater than or equal to 0"):
+        SearchConfig(algo="tpe", algo_params={"startup_trials": -1})
+    assert isinstance(SearchConfig.with_algorithm(TPE()).algorithm, TPE)
