@@ -15,13 +15,16 @@ from search.execution.memo import NAMESPACE
 METRIC = "objective"
 #: The search stops when this many trials failed (each after its retries) and none finished.
 GIVE_UP_AFTER = 3
+#: Duplicates of live selections set aside in one ``suggest`` before it waits for a trial to end.
+MAX_HELD_PER_ASK = 8
 
 
 class CrossoverSearcher(Searcher):
     """Asks the algorithm for selections as Tune frees workers; tells it each trial's outcome.
 
     A trial ASHA stopped is told as pruned (its partial score never reaches the sampler); a trial
-    re-run after ``Tuner.restore`` still reaches it (as a late result).
+    re-run after ``Tuner.restore`` still reaches it (as a late result). A proposal of a selection a
+    live trial is scoring waits here, on the driver, and is told that trial's result.
     """
 
     def __init__(
@@ -53,6 +56,9 @@ class CrossoverSearcher(Searcher):
         #: Trials that failed for good before any finished: a spec or setting error, not bad luck.
         self.failed_before_any = 0
         self.completed = 0
+        #: Proposals of a selection that a live trial is scoring: answered on the driver when it
+        #: ends (or asked again as trials if it did not finish), never waiting in a worker slot.
+        self.held: dict[str, list[Proposal]] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if trial_id in self.live:
@@ -61,18 +67,31 @@ class CrossoverSearcher(Searcher):
             return None
         if self.completed == 0 and self.failed_before_any >= GIVE_UP_AFTER:
             return Searcher.FINISHED if not self.live else None
-        if self.again:
-            proposal: Proposal | None = self.again.pop(0)
-        elif self.asked < self.budget:
-            proposal = self.algorithm.ask()
-            self.asked += proposal is not None
-        else:
-            proposal = None
+        proposal = self._next()
         if proposal is None:
             done = self.algorithm.finished or self.asked >= self.budget
-            return Searcher.FINISHED if done and not self.live and not self.again else None
+            return Searcher.FINISHED if done and not self.live and not self.again and not self.held else None
         self.live[trial_id] = proposal
         return self._config(proposal)
+
+    def _next(self) -> Proposal | None:
+        """The next proposal to run as a trial; duplicates of live selections are held back."""
+        live_keys = {selection_key(p.epochs) for p in self.live.values()}
+        for _ in range(MAX_HELD_PER_ASK):
+            if self.again:
+                proposal: Proposal | None = self.again.pop(0)
+            elif self.asked < self.budget:
+                proposal = self.algorithm.ask()
+                self.asked += proposal is not None
+            else:
+                return None
+            if proposal is None:
+                return None
+            key = selection_key(proposal.epochs)
+            if key not in live_keys:
+                return proposal
+            self.held.setdefault(key, []).append(proposal)
+        return None
 
     @staticmethod
     def _config(proposal: Proposal) -> dict[str, Any]:
@@ -103,11 +122,18 @@ class CrossoverSearcher(Searcher):
             return
         state = "complete" if complete else ("failed" if error else "pruned")
         self.algorithm.tell(proposal, value, state)
-        if not complete:
-            self._release(selection_key(proposal.epochs), trial_id)
+        held = self.held.pop(key, [])
+        if complete:
+            for duplicate in held:  # the same selection, scored once
+                self.algorithm.tell(duplicate, value, "complete")
+        else:
+            self.again.extend(held)  # not finished: the duplicates run as trials of their own
+            self._release(key, trial_id)
 
     def _release(self, key: str, trial_id: str) -> None:
         """Let a waiting duplicate score the selection this trial did not finish."""
+        if not ray.is_initialized():  # no search running (the searcher driven on its own)
+            return
         try:
             memo = ray.get_actor(f"memo-{self.search_id}", namespace=NAMESPACE)
             memo.release.remote(key, trial_id)
