@@ -267,6 +267,11 @@ def auto(
                 f"{output} is inside the run directory {root}; runs are input only, write elsewhere",
                 param="output",
             )
+    if isinstance(evaluations_per_checkpoint, bool) or not evaluations_per_checkpoint >= 1:
+        raise AutoError(
+            f"is {evaluations_per_checkpoint!r}; the budget must allow at least 1 evaluation per checkpoint (every"
+            " checkpoint is scored once for the greedy soup), e.g. 3", param="evaluations_per_checkpoint",
+        )
     if calibration is not None and not isinstance(calibration, Calibration):
         calibration = load_calibration(calibration)
     if thresholds is None:
@@ -275,11 +280,6 @@ def auto(
         thresholds = calibration.thresholds
     elif not isinstance(thresholds, Thresholds):
         thresholds = load_thresholds(thresholds)
-    if isinstance(evaluations_per_checkpoint, bool) or not evaluations_per_checkpoint >= 1:
-        raise AutoError(
-            f"is {evaluations_per_checkpoint!r}; the budget must allow at least 1 evaluation per checkpoint (every"
-            " checkpoint is scored once for the greedy soup), e.g. 3", param="evaluations_per_checkpoint",
-        )
     if cpus_per_run <= 0 or gpus_per_run < 0:
         raise AutoError(f"cpus per run {cpus_per_run} and gpus per run {gpus_per_run}: give CPUs > 0 and GPUs >= 0")
     spec_obj = None if spec is None else (spec if isinstance(spec, Spec) else load_spec(spec))

@@ -33,3 +33,23 @@ def test_auto_refuses_a_broken_thresholds_file_before_any_run(tmp_path: Path, ca
     err = capsys.readouterr().err
     assert "is not a valid thresholds file" in err and "plateau_variance is -1; it must not be negative" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_auto_refuses_a_missing_calibration_a_thresholds_file_in_its_place_and_a_budget_below_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    base = ["auto", "--checkpoint-dir", str(run), "--output", str(tmp_path / "o"), "--trust-run-spec"]
+    assert main([*base, "--calibration", str(tmp_path / "missing.json")]) == 2
+    assert "calibration file" in capsys.readouterr().err
+    thresholds = tmp_path / "thresholds.json"
+    thresholds.write_text(json.dumps({"plateau_variance": 0.01}))
+    assert main([*base, "--calibration", str(thresholds)]) == 2
+    assert "is not a sweetspot calibration file" in capsys.readouterr().err
+    assert main([*base, "--thresholds", str(thresholds), "--evaluations-per-checkpoint", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--evaluations-per-checkpoint is 0.5; the budget must allow at least 1 evaluation per checkpoint" in err
+    assert main(base) == 2
+    assert "pass a calibration (--calibration calibration.json) or thresholds (--thresholds)" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
