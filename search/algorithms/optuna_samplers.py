@@ -38,14 +38,18 @@ class OptunaAlgorithm(Algorithm):
     sampler_name = "tpe"
     early_stopping = True
 
-    def __init__(self, space: CrossoverSpace, mode: str, seed: int, startup_trials: int = 10) -> None:
+    def __init__(
+        self, space: CrossoverSpace, mode: str, seed: int, startup_trials: int = 10,
+        storage: optuna.storages.BaseStorage | None = None, study_name: str | None = None,
+    ) -> None:
         super().__init__(space, mode, seed)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             sampler = make_sampler(self.sampler_name, seed, startup_trials)
         self.searcher = OptunaSearch(
-            space=space.distributions(), metric=METRIC, mode=mode, sampler=sampler, seed=None
+            space=space.distributions(), metric=METRIC, mode=mode, sampler=sampler, seed=None,
+            storage=storage, study_name=study_name,  # a stored study is loaded if it exists
         )
         self._asked = 0
 

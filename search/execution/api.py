@@ -17,7 +17,8 @@ from search.errors import SearchError
 from search.execution.cluster import start_ray
 from search.execution.config import SearchConfig
 from search.execution.results import SearchResult
-from search.execution.search_run import run_search
+from search.execution.search_run import check_outputs, run_search
+from search.tracking.mlflow_runs import log_search, mlflow_run
 
 
 def search(
@@ -34,6 +35,8 @@ def search(
     device: str = "cpu",
     progress: bool = True,
     selections: list[dict[str, list[int]]] | None = None,
+    mlflow: str | os.PathLike[str] | None = None,
+    optuna_storage: str | os.PathLike[str] | None = None,
     **settings: Any,
 ) -> SearchResult:
     """Search crossover selections of ``run`` on Ray; write every output into ``output``.
@@ -41,6 +44,10 @@ def search(
     ``settings`` are ``SearchConfig`` fields (``num_samples=200, algo="tpe", ...``) when no
     ``config`` is given; ``selections`` scores exactly those (group -> epochs) instead of
     searching. The test split is used once, after the search, by the evaluate step.
+
+    ``mlflow`` (a tracking URI, or a folder) logs the search as an MLflow run with a child run per
+    trial and the outputs as artifacts; ``optuna_storage`` (e.g. ``sqlite:///search.db``) keeps the
+    Optuna sampler's study there as ``sweetspot-search-<search id>`` (``--resume`` continues it).
     """
     from search.execution.final_evaluation import evaluate_pick
     from search.execution.search_report import write_search_outputs
@@ -59,13 +66,18 @@ def search(
     spec, _ = spec_for_run(spec, run, trust_run_spec=trust_run_spec, purpose="the search")
     if analysis is not None and not Path(analysis).is_dir():
         raise SearchError(f"analysis folder {analysis} does not exist; pass the folder `sweetspot analyze` wrote")
+    check_outputs(run, spec, output, config, resume)  # before Ray's start-up seconds
     info, analysis_note = (None, "a given list of selections: no analysis") if selections is not None else analysis_for(run, analysis, spec)
-    start_ray(address, config)  # an unreachable cluster or missing GPUs show before data is loaded
-    data = spec.load_data()
-    result = run_search(run, spec, output, config, info, data, address, resume, progress, selections)
-    result.notes.append(analysis_note)
-    write_search_outputs(result, output, run.label, run.epochs)  # the search is safe on disk first
-    if evaluate:
-        evaluate_pick(result, run, spec, data, info, device=device, progress=progress)
-        write_search_outputs(result, output, run.label, run.epochs)
+    with mlflow_run(mlflow, f"search {run.label}", "search") as tracker:
+        start_ray(address, config)  # an unreachable cluster or missing GPUs show before data is loaded
+        data = spec.load_data()
+        result = run_search(
+            run, spec, output, config, info, data, address, resume, progress, selections, optuna_storage
+        )
+        result.notes.append(analysis_note)
+        write_search_outputs(result, output, run.label, run.epochs)  # the search is safe on disk first
+        if evaluate:
+            evaluate_pick(result, run, spec, data, info, device=device, progress=progress)
+            write_search_outputs(result, output, run.label, run.epochs)
+        log_search(tracker, result, output, run.label)
     return result
