@@ -99,3 +99,39 @@ def test_calibrate_keeps_its_study_and_bad_storage_is_refused(tracked: dict, tin
         search(tiny_run_path, tmp_path / "grid", _tiny.spec(), algo="grid", optuna_storage=tracked["storage"])
     with pytest.raises(SearchError, match="folder .* does not exist"):
         search(tiny_run_path, tmp_path / "s", _tiny.spec(), num_samples=3, optuna_storage=f"sqlite:///{tmp_path}/no/x.db")
+
+
+def test_auto_logs_a_run_with_a_child_per_run(tracked: dict, tiny_run_path: Path, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from analysis.thresholds import Thresholds
+    from search.calibration.auto import auto
+
+    done = auto([tiny_run_path], Thresholds(), tmp_path / "auto", _tiny.spec(), progress=False, mlflow=tracked["uri"])
+    client = MlflowClient(tracking_uri=tracked["uri"])
+    experiment = client.get_experiment_by_name("sweetspot").experiment_id
+    (command,) = client.search_runs([experiment], "tags.`sweetspot.kind` = 'auto'")
+    (child,) = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{command.info.run_id}'")
+    record = done.runs[0].record
+    assert child.data.params["status"] == "done" and child.info.run_name == done.runs[0].name
+    assert {k.removeprefix("selection.") for k in child.data.params if k.startswith("selection.")} == set(record["selection"])
+    assert "auto_summary.md" in {a.path for a in client.list_artifacts(command.info.run_id)}
+
+
+def test_search_outputs_are_refused_before_ray_starts_naming_the_option(
+    tiny_run_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import search.execution.api as api
+
+    def no_ray(*args: object) -> None:
+        raise AssertionError("Ray was started before the outputs were checked")
+
+    monkeypatch.setattr(api, "start_ray", no_ray)
+    with pytest.raises(SearchError, match="inside the run directory") as inside:
+        search(tiny_run_path, tiny_run_path / "out", _tiny.spec(), num_samples=3)
+    assert inside.value.named("--output").startswith(f"--output {tiny_run_path / 'out'}")
+    taken = tmp_path / "taken"
+    (taken / "tune").mkdir(parents=True)
+    (taken / "search_state.json").write_text("{}")
+    with pytest.raises(SearchError, match="already holds a search; pass --resume"):
+        search(tiny_run_path, taken, _tiny.spec(), num_samples=3)
