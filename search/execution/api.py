@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from analysis.evaluation.baselines import analysis_for
 from modules.atomic import check_output_folder
 from modules.rundir.run_dir import RunDir
-from modules.rundir.run_spec import as_run, spec_for_run
+from modules.rundir.run_spec import as_run, check_spec_fits_run, spec_for_run
 from modules.spec.schema import Spec
 from search.errors import SearchError
 from search.execution.cluster import start_ray
@@ -63,7 +63,8 @@ def search(
             raise SearchError(f"{first.get('input')!r}: {first['msg']}", param=name) from None
     run = as_run(run)
     output = check_output_folder(output)
-    spec, _ = spec_for_run(spec, run, trust_run_spec=trust_run_spec, purpose="the search")
+    spec, spec_file = spec_for_run(spec, run, trust_run_spec=trust_run_spec, purpose="the search")
+    check_spec_fits_run(spec, run, spec_file)
     if analysis is not None and not Path(analysis).is_dir():
         raise SearchError(f"analysis folder {analysis} does not exist; pass the folder `sweetspot analyze` wrote")
     check_outputs(run, spec, output, config, resume)  # before Ray's start-up seconds
