@@ -56,11 +56,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"search pick ({pick.origin}): {result.objective} {scores}")
     for group, epochs in pick.epochs.items():
         print(f"  {group}: {epochs[0] if len(epochs) == 1 else epochs}")
-    resumed = f" ({result.earlier_trials} before --resume)" if result.earlier_trials else ""
-    print(
-        f"{len(result.trials)} trials{resumed}; {result.trials_run} in {result.seconds:.1f} s"
-        f" ({result.trials_per_second:.2f}/s); wrote {args.output}/search_report.md"
-    )
+    ran = f"{len(result.trials)} trials in"
+    if result.earlier_trials:  # the rate is of the trials this run ran, not those before --resume
+        ran = f"{len(result.trials)} trials, {result.earlier_trials} before --resume and {result.trials_run} in"
+    print(f"{ran} {result.seconds:.1f} s ({result.trials_per_second:.2f}/s); wrote {args.output}/search_report.md")
     return 0
 
 
