@@ -13,7 +13,8 @@ from analysis.thresholds import Thresholds, load_thresholds
 from modules.atomic import check_output_folder
 from modules.importing.importer import open_run
 from modules.rundir.run_dir import RunDir, RunLocation
-from modules.rundir.run_spec import SpecLike, as_spec, run_or_folder
+from modules.rundir.run_spec import SpecLike, as_spec, check_spec_fits_run, run_or_folder
+from modules.spec.schema import Spec
 
 
 def analyze(
@@ -61,6 +62,8 @@ def _analyze(
 ) -> RunAnalysis:
     if thresholds is not None and not isinstance(thresholds, Thresholds):
         thresholds = load_thresholds(thresholds, len(run.epochs))
+    if isinstance(spec, Spec):
+        check_spec_fits_run(spec, run, spec_file)
     # messages name the folder the user gave, not the temporary import of it
     analysis = analyze_run(run, spec, thresholds, source=source, spec_file=str(spec_file) if spec_file else None)
     if output is not None:

@@ -135,4 +135,7 @@ def check_output_file(path: str | os.PathLike[str], param: str = "output") -> Pa
         raise OutputPathError(f"{path} is a folder; pass a file name, e.g. {path / 'combined.safetensors'}", param=param)
     if path.name in ("", ".", ".."):
         raise OutputPathError(f"{path} names no file; pass a file name such as combined.safetensors", param=param)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise OutputPathError(f"{path.parent} is a file, not a folder; pass a path in a folder", param=param)
+    path.parent.mkdir(parents=True, exist_ok=True)
     return path

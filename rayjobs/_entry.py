@@ -53,6 +53,10 @@ def call_reporting_errors(run: Callable[[argparse.Namespace], int | None], args:
         message = error.named(flag_for(error.param)) if error.param else str(error)
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # outputs are written under a temporary name and renamed when complete: none is half-written
+        print("interrupted (Ctrl-C); no output was left half-written", file=sys.stderr)
+        return 130
 
 
 @contextlib.contextmanager

@@ -60,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plots", action="store_true", help="also write each analysis's visualizations/")
     parser.add_argument("--redo", action="store_true", help="redo runs whose outputs are complete")
     parser.add_argument("--no-progress", action="store_true", help="no line per finished run")
+    parser.add_argument("--mlflow", metavar="URI", help="log to MLflow: a parent run, a child run per run, the reports as artifacts (a tracking URI or a folder)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         evaluate=args.evaluate, update_bn=args.update_bn, address=args.address, cpus_per_run=args.cpus_per_run,
         gpus_per_run=args.gpus_per_run, plots=args.plots, redo=args.redo, progress=not args.no_progress,
         guard=args.guard, calibration=args.calibration, evaluations_per_checkpoint=args.evaluations_per_checkpoint,
+        mlflow=args.mlflow,
     )
     counts = {s: sum(r.status == s for r in result.runs) for s in ("done", "skipped", "failed")}
     print(

@@ -37,13 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, default=300, help="study trials, the defaults included (default 300)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the study's sampler (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="hide the study's progress bar")
+    parser.add_argument("--optuna-storage", metavar="URL", help="keep the study there (e.g. sqlite:///search.db) as sweetspot-calibrate-<id>, for optuna-dashboard")
 
 
 def run(args: argparse.Namespace) -> int:
     spec = args.spec[0] if args.spec and len(args.spec) == 1 else args.spec
     result = sweetspot.calibrate(
         args.checkpoint_dir, args.search, args.output, spec, trust_run_spec=args.trust_run_spec,
-        trials=args.trials, seed=args.seed, progress=not args.no_progress,
+        trials=args.trials, seed=args.seed, progress=not args.no_progress, optuna_storage=args.optuna_storage,
     )
     n_groups = sum(len(p) for p in result.search_picks)
     matched = n_groups - sum(len(o.mismatched) for o in result.calibrated)

@@ -44,13 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="device of the evaluate steps (default cpu)")
     parser.add_argument("--force", action="store_true", help="redo every stage, complete or not")
     add_progress_flag(parser)
+    parser.add_argument("--mlflow", metavar="URI", help="log to MLflow: a pipeline run with its search and auto runs nested in it (a tracking URI or a folder)")
 
 
 def run(args: argparse.Namespace) -> int:
     result = sweetspot.pipeline(
         args.checkpoint_dir, args.output, args.spec, auto_runs=args.auto_runs, thresholds=args.thresholds,
         trust_run_spec=args.trust_run_spec, config=config_from(args), calibration_trials=args.calibration_trials,
-        address=args.address, device=args.device, force=args.force, progress=not args.no_progress,
+        address=args.address, device=args.device, force=args.force, progress=not args.no_progress, mlflow=args.mlflow,
     )
     print((result.output / "summary.md").read_text(encoding="utf-8"))
     done = sum(s.status == "done" for s in result.stages)

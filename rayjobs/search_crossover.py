@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-evaluate", action="store_true", help="skip the evaluate step on the test split")
     parser.add_argument("--device", default="cpu", help="device of the final evaluate step (default cpu)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress line")
+    parser.add_argument("--mlflow", metavar="URI", help="log the search to MLflow: a parent run, a child run per trial, the reports as artifacts (a tracking URI or a folder)")
+    parser.add_argument("--optuna-storage", metavar="URL", help="keep the Optuna study there (e.g. sqlite:///search.db) as sweetspot-search-<id>, for optuna-dashboard")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,14 +49,17 @@ def run(args: argparse.Namespace) -> int:
     result = sweetspot.search(
         args.checkpoint_dir, args.output, args.spec, trust_run_spec=args.trust_run_spec, config=config,
         analysis=args.analysis, address=args.address, resume=args.resume, evaluate=not args.no_evaluate,
-        device=args.device, progress=not args.no_progress,
+        device=args.device, progress=not args.no_progress, mlflow=args.mlflow, optuna_storage=args.optuna_storage,
     )
     pick = result.pick
     scores = ", ".join(f"{name} {value:.5g}" for name, value in (("search", pick.search_score), ("confirm", pick.confirm_score), ("test", pick.test_score)) if value is not None)
     print(f"search pick ({pick.origin}): {result.objective} {scores}")
     for group, epochs in pick.epochs.items():
         print(f"  {group}: {epochs[0] if len(epochs) == 1 else epochs}")
-    print(f"{len(result.trials)} trials in {result.seconds:.1f} s ({result.trials_per_second:.2f}/s); wrote {args.output}/search_report.md")
+    ran = f"{len(result.trials)} trials in"
+    if result.earlier_trials:  # the rate is of the trials this run ran, not those before --resume
+        ran = f"{len(result.trials)} trials, {result.earlier_trials} before --resume and {result.trials_run} in"
+    print(f"{ran} {result.seconds:.1f} s ({result.trials_per_second:.2f}/s); wrote {args.output}/search_report.md")
     return 0
 
 

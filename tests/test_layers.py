@@ -58,13 +58,14 @@ PACKAGES = ("rayjobs", "sweetspot", "search", "analysis", "modules")
 ORDER = {package: index for index, package in enumerate(PACKAGES)}
 #: Rooms inside a package, in the order their arrows point (a room imports only later ones).
 ROOMS = {
-    "search": ("workflow", "calibration", "execution", "algorithms", "scoring"),
+    "search": ("workflow", "calibration", "execution", "tracking", "algorithms", "scoring"),
     "modules": ("codec", "demo", "integrations", "recorder", "combine", "importing", "rundir", "spec"),
 }
 #: Third-party libraries confined to part of the tree.
 CONFINED = {
     "ray": ("search",),
     "optuna": ("search",),
+    "mlflow": ("search",),
     "transformers": ("modules.integrations",),
     "lightning": ("modules.integrations",),
     "pytorch_lightning": ("modules.integrations",),

@@ -39,7 +39,13 @@ from modules.devices import resolve_device
 from modules.errors import EvaluationError
 from modules.importing.importer import open_run
 from modules.rundir.run_dir import MANIFEST_NAME, RunDir
-from modules.rundir.run_spec import SpecLike, as_spec, run_or_folder, spec_for_run
+from modules.rundir.run_spec import (
+    SpecLike,
+    as_spec,
+    check_spec_fits_run,
+    run_or_folder,
+    spec_for_run,
+)
 from modules.spec.selection import Selection, load_selection
 
 #: What to do when the model file does not fit the spec's model.
@@ -123,6 +129,7 @@ def evaluate(
             spec_obj, spec_file = spec_for_run(None, run_dir, trust_run_spec=trust_run_spec, purpose="evaluate")
             model_desc = describe_spec_model(spec_obj, spec_file)
         layout = layout if layout is not None else spec_model_layout(spec_obj)
+        check_spec_fits_run(spec_obj, run_dir, spec_file)
         check_run_fits(run_dir, layout, model_desc or describe_spec_model(spec_obj, spec_file), RUN_FIX)
         combined: dict[str, Any] = {}
         epochs = None

@@ -43,7 +43,13 @@ from modules.rundir.run_dir import RunDir
 from modules.rundir.run_spec import SpecLike, as_spec, run_or_folder, spec_for_run, stored_spec
 from modules.rundir.safetensors_stream import write_streaming
 from modules.spec.schema import Spec
-from modules.spec.selection import Selection, analysis_picks, coupling_violations, load_selection
+from modules.spec.selection import (
+    Selection,
+    analysis_picks,
+    choice_for_epochs,
+    coupling_violations,
+    load_selection,
+)
 
 FORMATS = ("safetensors", "pt")
 #: What an analysis can be given as: its picks, a result with ``.selection``, or the folder it wrote.
@@ -172,11 +178,24 @@ def _combine(
             selection = load_selection(selection)
         resolved = resolve_selection(run_dir.groups, selection, picks)
         epochs = selection_epochs(resolved, run_dir)
-        plan = plan_from_run(run_dir, epochs, resolved.to_json())
+        recorded_choices = resolved.to_json()
+        for group, choice in list(recorded_choices.items()):
+            if isinstance(choice, dict) and "average" in choice and group in epochs:
+                first, last = choice["average"]
+                used = epochs[group]
+                if (used[0], used[-1]) != (first, last):  # a window reaching past the recorded epochs
+                    narrowed = choice_for_epochs(used, run_dir.epochs)
+                    recorded_choices[group] = narrowed if isinstance(narrowed, int) else narrowed.model_dump(mode="json")
+                    problems.append(
+                        f"group {group!r}: window [{first}, {last}] reaches past the recorded epochs"
+                        f" {run_dir.epochs[0]}..{run_dir.epochs[-1]}; averaged {used} (recorded as"
+                        f" {recorded_choices[group]})"
+                    )
+        plan = plan_from_run(run_dir, epochs, recorded_choices)
         if run_dir.is_local and run_dir.path != source:  # imported on the fly: provenance and output checks name the user's folder
             plan = dataclasses.replace(plan, run_dir=source)
         if spec_obj is not None:
-            problems = [
+            problems += [
                 f"{problem}; groups trained together co-adapt, so check the result with `sweetspot evaluate`"
                 for problem in coupling_violations(epochs, spec_obj.couplings)
             ]

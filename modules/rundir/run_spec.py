@@ -57,6 +57,24 @@ def spec_for_run(
     return load_spec(stored), stored
 
 
+def check_spec_fits_run(spec: Spec, run: RunDir, spec_file: Path | None = None) -> None:
+    """Refuse a spec whose groups do not cover the run's parameters as the run's groups do (a group
+    whose patterns match no key, a key no pattern matches), as ``import`` refuses it."""
+    where = f"spec {spec.name!r}" + (f" ({spec_file})" if spec_file else "")
+    keys = [k for g in run.groups for k in run.group_keys(g)]
+    try:
+        assigned = spec.assign_groups(keys)
+    except SpecError as error:
+        raise SpecError(f"{where} does not fit run {run.label}: {error}") from None
+    empty = [g for g, found in assigned.items() if not found]
+    if empty:
+        patterns = {g: spec.groups[g] for g in empty}
+        raise SpecError(
+            f"{where} does not fit run {run.label}: the patterns of group(s) {patterns} match no parameter (its keys look like"
+            f" {', '.join(repr(k) for k in keys[:3])}); pass the spec the run was recorded with, or fix the patterns"
+        )
+
+
 def as_run(run: RunDir | RunLocation) -> RunDir:
     """A run directory object from an object, a path, a URI or a ``(FileSystem, root)`` pair."""
     return run if isinstance(run, RunDir) else RunDir(run)

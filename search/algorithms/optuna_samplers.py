@@ -34,6 +34,14 @@ class OptunaAlgorithm(Algorithm):
 
     Params: ClassVar[type[BaseModel]] = StartupParams
     early_stopping = True
+    #: Where the study is kept (``--optuna-storage``) and under which name; None: in memory.
+    storage: optuna.storages.BaseStorage | None = None
+    study_name: str | None = None
+
+    def keep_study(self, storage: optuna.storages.BaseStorage, study_name: str) -> OptunaAlgorithm:
+        """Keep the sampler's study in ``storage`` (before it is bound to a space); returns it."""
+        self.storage, self.study_name = storage, study_name
+        return self
 
     @abstractmethod
     def sampler(self) -> optuna.samplers.BaseSampler:
@@ -45,7 +53,8 @@ class OptunaAlgorithm(Algorithm):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             sampler = self.sampler()
         self.searcher = OptunaSearch(
-            space=self.space.distributions(), metric=METRIC, mode=self.mode, sampler=sampler, seed=None
+            space=self.space.distributions(), metric=METRIC, mode=self.mode, sampler=sampler, seed=None,
+            storage=self.storage, study_name=self.study_name,  # a stored study is loaded if it exists
         )
         self._asked = 0
 

@@ -30,6 +30,7 @@ from modules.spec.schema import Spec, dump_spec, load_spec, loss_sign
 from search.calibration.auto_results import AutoResult, AutoRun
 from search.calibration.calibration_file import Calibration, load_calibration
 from search.calibration.transfer_fit import DEFAULT_EVALUATIONS_PER_CHECKPOINT
+from search.tracking.mlflow_runs import log_auto, mlflow_run
 
 RESULT_NAME = "auto_result.json"
 ERROR_NAME = "auto_error.txt"
@@ -243,6 +244,7 @@ def auto(
     guard: bool = False,
     calibration: Calibration | str | os.PathLike[str] | None = None,
     evaluations_per_checkpoint: float = DEFAULT_EVALUATIONS_PER_CHECKPOINT,
+    mlflow: str | os.PathLike[str] | None = None,
 ) -> AutoResult:
     """Pick and build the combination of each run, one Ray task per run, into
     ``output/<run name>/``; ``auto_summary.md`` and ``.parquet`` summarise every run.
@@ -251,7 +253,8 @@ def auto(
     ``thresholds`` is given), each run's selection is refined on its validation split within
     ``evaluations_per_checkpoint`` x its checkpoints evaluations, never worse there than its
     greedy soup. Otherwise the thresholds' pick; with ``guard``, the best on validation of that
-    pick, the default thresholds' pick and the greedy soup (the record says which and why)."""
+    pick, the default thresholds' pick and the greedy soup (the record says which and why).
+    ``mlflow`` (a tracking URI or a folder) logs the call as an MLflow run, a child run per run."""
     started = time.perf_counter()
     runs = [str(r) for r in ([runs] if isinstance(runs, (str, os.PathLike)) else runs)]
     if not runs:
@@ -301,6 +304,17 @@ def auto(
             outcomes[name] = AutoRun(run, name, "skipped", folder, record)
         else:
             todo.append((run, name, folder, identity))
+    with mlflow_run(mlflow, f"auto {len(runs)} run(s)", "auto") as tracker:
+        result = _auto_runs(todo, outcomes, runs, output, started, thresholds, spec_obj, trust_run_spec, evaluate,
+                            update_bn, plots, guard, calibration, evaluations_per_checkpoint, address, cpus_per_run,
+                            gpus_per_run, progress)
+        log_auto(tracker, result)
+    return result
+
+
+def _auto_runs(todo, outcomes, runs, output, started, thresholds, spec_obj, trust_run_spec, evaluate,  # noqa: ANN001, ANN202
+               update_bn, plots, guard, calibration, evaluations_per_checkpoint, address, cpus_per_run,
+               gpus_per_run, progress):
     if todo:
         options = {
             "thresholds_json": thresholds.to_json(), "spec": spec_obj, "trust_run_spec": trust_run_spec,

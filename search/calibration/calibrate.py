@@ -17,6 +17,7 @@ import json
 import math
 import os
 import time
+import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -141,9 +142,13 @@ def calibrate(
     seed: int = 0,
     report: bool = True,
     progress: bool = False,
+    optuna_storage: str | os.PathLike[str] | None = None,
 ) -> CalibrationResult:
     """Fit thresholds on ``runs`` (each with the search folder of it, same order); write them to
-    ``output`` (thresholds.json form) with calibration_report.md and its plot beside it."""
+    ``output`` (thresholds.json form) with calibration_report.md and its plot beside it.
+
+    With ``optuna_storage`` (e.g. ``sqlite:///search.db``) the study is kept there as
+    ``sweetspot-calibrate-<id>`` (``result.study_name``), for optuna-dashboard."""
     started = time.perf_counter()
     runs = [runs] if isinstance(runs, (str, os.PathLike, RunDir)) else list(runs)
     searches = [searches] if isinstance(searches, (str, os.PathLike)) else list(searches)
@@ -172,6 +177,15 @@ def calibrate(
                 f"search folder {search} searched the run {searched}, not {run.label}; pass each run with"
                 " the search of that run, in the same order"
             )
+    storage = None
+    if optuna_storage is not None:
+        from search.errors import SearchError
+        from search.tracking.optuna_storage import open_storage
+
+        try:
+            storage = open_storage(optuna_storage)
+        except SearchError as error:
+            raise CalibrationError(error.detail, param="optuna_storage") from None
     specs = _specs(spec, runs, trust_run_spec)
     cases = [CalibrationCase(run, record, s) for run, record, s in zip(runs, records, specs)]
     max_window = min(MAX_WINDOW, *(len(c.epochs) for c in cases))
@@ -198,7 +212,14 @@ def calibrate(
 
     study_started = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study_name = None
+    if storage is not None:
+        from search.tracking.optuna_storage import calibrate_study_name
+
+        study_name = calibrate_study_name(uuid.uuid4().hex[:12])
+    study = optuna.create_study(
+        direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed), storage=storage, study_name=study_name
+    )
     study.enqueue_trial(default_params(max_window))
     study.optimize(objective, n_trials=trials, show_progress_bar=progress)
     study_seconds = time.perf_counter() - study_started
@@ -233,6 +254,9 @@ def calibrate(
         calibration=transferable, transfer=transfer, transfer_seconds=transfer_seconds,
         search_seconds=[float(c.search.seconds) for c in cases if c.search.seconds is not None],
     )
+    result.study_name = study_name
+    if study_name is not None:
+        notes.append(f"the Optuna study is kept in {optuna_storage} as {study_name}")
     result.written["thresholds"] = output
     result.written["calibration"] = transferable.write(output.parent / CALIBRATION_NAME)
     if report:

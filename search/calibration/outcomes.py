@@ -52,6 +52,8 @@ class CalibrationResult:
     transfer_seconds: float = 0.0
     #: Wall time of each search calibrated to (from its summary), for comparison.
     search_seconds: list[float] = field(default_factory=list)
+    #: The study's name in ``optuna_storage`` (``sweetspot-calibrate-<id>``), when one was given.
+    study_name: str | None = None
 
     @property
     def mean_val_gap(self) -> float:

@@ -11,14 +11,15 @@ from pydantic import ValidationError
 from analysis.evaluation.baselines import analysis_for
 from modules.atomic import check_output_folder
 from modules.rundir.run_dir import RunDir
-from modules.rundir.run_spec import as_run, spec_for_run
+from modules.rundir.run_spec import as_run, check_spec_fits_run, spec_for_run
 from modules.spec.schema import Spec
 from search.algorithms import Algorithm
 from search.errors import SearchError
 from search.execution.cluster import start_ray_for_search
 from search.execution.config import SearchConfig
 from search.execution.results import SearchResult
-from search.execution.search_run import run_search
+from search.execution.search_run import check_outputs, run_search
+from search.tracking.mlflow_runs import log_search, mlflow_run
 
 
 def search(
@@ -36,6 +37,8 @@ def search(
     progress: bool = True,
     selections: list[dict[str, list[int]]] | None = None,
     algorithm: Algorithm | None = None,
+    mlflow: str | os.PathLike[str] | None = None,
+    optuna_storage: str | os.PathLike[str] | None = None,
     **settings: Any,
 ) -> SearchResult:
     """Search crossover selections of ``run`` on Ray; write every output into ``output``.
@@ -45,6 +48,10 @@ def search(
     searching. ``algorithm`` is an algorithm instance you built (``TPE(startup_trials=20)``, or
     your own ``Algorithm`` subclass), as Optuna takes a sampler; it replaces ``algo``. The test
     split is used once, after the search, by the evaluate step.
+
+    ``mlflow`` (a tracking URI, or a folder) logs the search as an MLflow run with a child run per
+    trial and the outputs as artifacts; ``optuna_storage`` (e.g. ``sqlite:///search.db``) keeps the
+    Optuna sampler's study there as ``sweetspot-search-<search id>`` (``--resume`` continues it).
     """
     from search.execution.final_evaluation import evaluate_pick
     from search.execution.search_report import write_search_outputs
@@ -63,16 +70,22 @@ def search(
             raise SearchError(f"{first.get('input')!r}: {first['msg']}", param=str(first["loc"][0])) from None
     run = as_run(run)
     output = check_output_folder(output)
-    spec, _ = spec_for_run(spec, run, trust_run_spec=trust_run_spec, purpose="the search")
+    spec, spec_file = spec_for_run(spec, run, trust_run_spec=trust_run_spec, purpose="the search")
+    check_spec_fits_run(spec, run, spec_file)
     if analysis is not None and not Path(analysis).is_dir():
         raise SearchError(f"analysis folder {analysis} does not exist; pass the folder `sweetspot analyze` wrote")
+    check_outputs(run, spec, output, config, resume)  # before Ray's start-up seconds
     info, analysis_note = (None, "a given list of selections: no analysis") if selections is not None else analysis_for(run, analysis, spec)
-    start_ray_for_search(address, config)  # an unreachable cluster or missing GPUs show before data is loaded
-    data = spec.load_data()
-    result = run_search(run, spec, output, config, info, data, address, resume, progress, selections)
-    result.notes.append(analysis_note)
-    write_search_outputs(result, output, run.label, run.epochs)  # the search is safe on disk first
-    if evaluate:
-        evaluate_pick(result, run, spec, data, info, device=device, progress=progress)
-        write_search_outputs(result, output, run.label, run.epochs)
+    with mlflow_run(mlflow, f"search {run.label}", "search") as tracker:
+        start_ray_for_search(address, config)  # an unreachable cluster or missing GPUs show before data is loaded
+        data = spec.load_data()
+        result = run_search(
+            run, spec, output, config, info, data, address, resume, progress, selections, optuna_storage
+        )
+        result.notes.append(analysis_note)
+        write_search_outputs(result, output, run.label, run.epochs)  # the search is safe on disk first
+        if evaluate:
+            evaluate_pick(result, run, spec, data, info, device=device, progress=progress)
+            write_search_outputs(result, output, run.label, run.epochs)
+        log_search(tracker, result, output, run.label)
     return result

@@ -13,7 +13,17 @@ from modules.spec.schema import is_better
 
 
 class ProgressLine(tune.Callback):
-    """Tune callback that rewrites one status line as trials end."""
+    """Tune callback that rewrites one status line as trials end.
+
+    After ``Tuner.restore`` Tune calls the line it pickled at the first start, not a new one:
+    ``setup`` (called at every start) resets the clock and counts the trials already done from
+    Tune's own list, so the bar goes on from there and the rate is this run's.
+    """
+
+    #: Whether the current run shows the line (set by the driver before ``fit``).
+    shown: bool | None = None
+    #: The line Tune is feeding in this process.
+    active: ProgressLine | None = None
 
     def __init__(self, total: int, mode: str, enabled: bool = True) -> None:
         self.total = total
@@ -23,8 +33,25 @@ class ProgressLine(tune.Callback):
         self.best: float | None = None
         self.best_selection = ""
         self.started = time.perf_counter()
+        self.before = 0
         self._tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
         self._last_print = 0.0
+        self._counted = False
+
+    def setup(self, **info: Any) -> None:
+        if ProgressLine.shown is not None:
+            self.enabled = ProgressLine.shown and sys.stderr is not None
+        self.started = time.perf_counter()
+        self._tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
+        self._last_print = 0.0
+        self._counted = False
+        self.before = self.done = 0
+        ProgressLine.active = self
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if not self._counted:  # the trials a resumed search had finished
+            self._counted = True
+            self.done = self.before = sum(1 for t in trials if t.status in ("TERMINATED", "ERROR"))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._count(trial.last_result or {})
@@ -33,6 +60,7 @@ class ProgressLine(tune.Callback):
         self._count({})
 
     def _count(self, result: dict[str, Any]) -> None:
+        self._counted = True
         self.done += 1
         value = result.get("objective") if result.get("complete") else None
         if value is not None and (self.best is None or is_better(value, self.best, self.mode)):
@@ -47,7 +75,7 @@ class ProgressLine(tune.Callback):
         if not (final or self._tty or now - self._last_print > 5):
             return
         self._last_print = now
-        rate = self.done / max(now - self.started, 1e-9)
+        rate = (self.done - self.before) / max(now - self.started, 1e-9)
         best = f"best {self.best:.5g} {self.best_selection}" if self.best is not None else "no trial finished yet"
         line = f"search: {self.done}/{self.total} trials, {rate:.2f} trials/s, {best}"
         end = "\n" if final or not self._tty else ""
@@ -55,8 +83,15 @@ class ProgressLine(tune.Callback):
         sys.stderr.flush()
 
     def close(self) -> None:
-        if self.done:  # after Tuner.restore, Tune feeds the callback it saved, not this one
+        if self.done:
             self._print(final=True)
+
+    @classmethod
+    def close_active(cls) -> None:
+        """End the line Tune fed (after ``Tuner.restore``, the restored one)."""
+        if cls.active is not None:
+            cls.active.close()
+            cls.active = None
 
 
 def _short(key: str) -> str:

@@ -44,10 +44,17 @@ class SearchResult:
     settings: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     evaluation: Any = None
+    #: Trials a resumed search had finished before it was resumed (not run in ``seconds``).
+    earlier_trials: int = 0
+
+    @property
+    def trials_run(self) -> int:
+        """Trials run in ``seconds`` (after ``--resume``: those of the resumed part)."""
+        return len(self.trials) - self.earlier_trials
 
     @property
     def trials_per_second(self) -> float:
-        return len(self.trials) / self.seconds if self.seconds > 0 else math.nan
+        return self.trials_run / self.seconds if self.seconds > 0 else math.nan
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -116,8 +116,7 @@ def report_markdown(result: SearchResult, run_path: str) -> str:
         "",
         "## Trials",
         "",
-        f"- {len(trials)} trials in {result.seconds:.1f} s ({result.trials_per_second:.2f} trials/s, Ray start"
-        f" included): {', '.join(f'{n} {s}' for s, n in counts.items())}; {memo_rows} answered from the memo.",
+        f"- {_timing(result)}: {', '.join(f'{n} {s}' for s, n in counts.items())}; {memo_rows} answered from the memo.",
         f"- Algorithm {result.settings['algo']}, space of {result.settings['space_size']:,} parameter combinations over"
         f" units {', '.join(result.settings['units'])}; shards {result.settings['shards']}; BatchNorm"
         f" {_bn_line(trials) if result.settings['update_bn'] else 'not recomputed'}.",
@@ -132,6 +131,17 @@ def report_markdown(result: SearchResult, run_path: str) -> str:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in result.notes]
     lines += ["", "![convergence](visualizations/convergence.png)", "", "![per group](visualizations/per_group.png)", ""]
     return "\n".join(lines)
+
+
+def _timing(result: SearchResult) -> str:
+    """Trials, seconds and rate; after --resume the rate counts only the trials this part ran."""
+    rate = f"{result.trials_per_second:.2f} trials/s, Ray start included"
+    if not result.earlier_trials:
+        return f"{len(result.trials)} trials in {result.seconds:.1f} s ({rate})"
+    return (
+        f"{len(result.trials)} trials: {result.earlier_trials} before --resume, {result.trials_run} after it in"
+        f" {result.seconds:.1f} s ({rate})"
+    )
 
 
 def summary_json(result: SearchResult, run_path: str) -> dict[str, Any]:
@@ -150,6 +160,7 @@ def summary_json(result: SearchResult, run_path: str) -> dict[str, Any]:
         "baselines": {name: candidate(c) for name, c in result.baselines.items()},
         "analysis_pick": result.analysis_pick,
         "trials": len(result.trials),
+        "trials_before_resume": result.earlier_trials,
         "seconds": result.seconds,
         "pool": result.pool,
         "memo": result.memo,

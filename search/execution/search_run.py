@@ -53,11 +53,60 @@ STATE_NAME = "search_state.json"
 TUNE_DIR = "tune"
 
 
+def check_outputs(run: RunDir, spec: Spec, output: Path, config: SearchConfig, resume: bool) -> dict[str, Any] | None:
+    """Refuse an output the search cannot write (inside the run, a search there without
+    ``--resume``, nothing to resume): cheap, before data is loaded or Ray starts. The saved state."""
+    output = Path(output).resolve()
+    check_inputs(run, output, config)
+    state = _read_state(output)
+    if resume:
+        _check_resume(state, _state(run, spec, config, state["search_id"] if state else ""), output)
+    elif state is not None and (output / TUNE_DIR).exists():
+        raise SearchError(
+            f"{output} already holds a search; pass --resume to continue it or choose another --output",
+            param="output",
+        )
+    return state
+
+
+def _check_storage(
+    url: Any, config: SearchConfig, selections: list[EpochSet] | None, state: dict[str, Any] | None
+) -> str | None:
+    """Refuse ``--optuna-storage`` where no Optuna study runs, or a resume with another storage."""
+    if url is None:
+        if state is not None and state.get("optuna_storage"):
+            return f"the Optuna study goes on in {state['optuna_storage']}, where the search began"
+        return None
+    from search.algorithms.optuna_samplers import OptunaAlgorithm
+
+    kind = type(config.algorithm) if config.algorithm is not None else ALGORITHMS[config.algo]
+    if selections is not None or not issubclass(kind, OptunaAlgorithm):
+        what = "given selections" if selections is not None else f"--algo {config.algo}"
+        raise SearchError(
+            f"{url}: {what} runs no Optuna sampler, so there is no study to keep; use --algo tpe, cmaes,"
+            " gp or random, or leave --optuna-storage out",
+            param="optuna_storage",
+        )
+    if state is not None and "optuna_storage" not in state:
+        raise SearchError(
+            f"{url}: the search began without --optuna-storage, so its study is not stored; resume without it",
+            param="optuna_storage",
+        )
+    if state is not None and state["optuna_storage"] != str(url):
+        raise SearchError(
+            f"{url}: the search began with its study in {state['optuna_storage']}; resume it with that storage",
+            param="optuna_storage",
+        )
+    return None
+
+
 def check_inputs(run: RunDir, output: Path, config: SearchConfig) -> None:
     resolved = output.resolve()
     run_root = run.path.resolve() if run.is_local else None
     if run_root is not None and (resolved == run_root or run_root in resolved.parents):
-        raise SearchError(f"output {output} is inside the run directory {run.path}; the run is input only, write elsewhere")
+        raise SearchError(
+            f"{output} is inside the run directory {run.path}; the run is input only, write elsewhere", param="output"
+        )
     if not run.is_local and run.store.address is None:
         raise SearchError(
             f"run {run.label} was given as a (FileSystem, root) pair, which trials on other processes cannot"
@@ -82,15 +131,17 @@ def _analysis_candidates(analysis: Any, run: RunDir) -> dict[str, list[int]]:
 
 
 def build_algorithm(
-    space: CrossoverSpace, config: SearchConfig, mode: str, seeds: list[Proposal], notes: list[str]
+    space: CrossoverSpace, config: SearchConfig, mode: str, seeds: list[Proposal], notes: list[str],
+    study: dict[str, Any] | None = None,
 ) -> Staged:
     """Baselines first (the analysis pick, each single epoch, the greedy soup), then the algorithm:
-    ``config.algorithm`` (an instance the caller built) or ``config.algo`` with ``config.algo_params``."""
+    ``config.algorithm`` (an instance the caller built) or ``config.algo`` with ``config.algo_params``;
+    ``study`` (``storage``, ``study_name``) keeps an Optuna sampler's study in that storage."""
     n = len(space.recorded)
-    if config.algorithm is not None:
-        algorithm = config.algorithm.bind(space, mode, config.seed)
-    else:
-        algorithm = ALGORITHMS[config.algo](space, mode, config.seed, **config.algo_params)
+    algorithm = config.algorithm if config.algorithm is not None else ALGORITHMS[config.algo](**config.algo_params)
+    if study is not None:
+        algorithm.keep_study(**study)
+    algorithm.bind(space, mode, config.seed)
     phases: list[Any] = []
     points = list(seeds)
     takes = config.baselines and algorithm.takes_baselines
@@ -162,7 +213,8 @@ class _Plan:
 
 
 def _plan(
-    run: RunDir, spec: Spec, config: SearchConfig, analysis: Any, data: Mapping[str, Any], selections: list[EpochSet] | None
+    run: RunDir, spec: Spec, config: SearchConfig, analysis: Any, data: Mapping[str, Any], selections: list[EpochSet] | None,
+    study: dict[str, Any] | None = None,
 ) -> _Plan:
     notes: list[str] = []
     cut = cut_validation(data["val"], data["train"], config.confirm_fraction, config.shards, config.seed)
@@ -206,7 +258,7 @@ def _plan(
         algorithm = Staged(space, mode, config.seed, [Points(space, mode, config.seed, points)])
         num_samples = len(points)
     else:
-        algorithm = build_algorithm(space, config, mode, seeds, notes)
+        algorithm = build_algorithm(space, config, mode, seeds, notes, study)
         grid_size = len(space.enumerate()) if config.algo == "grid" else 0
         if grid_size and num_samples < grid_size + len(seeds):
             notes.append(
@@ -272,29 +324,37 @@ def run_search(
     resume: bool = False,
     progress: bool = True,
     selections: list[EpochSet] | None = None,
+    optuna_storage: str | os.PathLike[str] | None = None,
 ) -> SearchResult:
     """Search ``run``'s crossover selections; ``analysis`` (picks and plateau windows) seeds it.
 
     With ``selections`` (group -> epochs averaged), exactly those are scored, as trials, and the
-    best of them is confirmed: no baselines, no algorithm.
+    best of them is confirmed: no baselines, no algorithm. With ``optuna_storage`` (an RDB URL),
+    the Optuna sampler's study is kept there as ``sweetspot-search-<search id>``.
     """
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     output = Path(output).resolve()
-    check_inputs(run, output, config)
-    state = _read_state(output)
-    if resume:
-        _check_resume(state, _state(run, spec, config, state["search_id"] if state else ""), output)
-    elif state is not None and (output / TUNE_DIR).exists():
-        raise SearchError(
-            f"{output} already holds a search; pass --resume to continue it or choose another --output"
-        )
+    state = check_outputs(run, spec, output, config, resume)
+    storage_note = _check_storage(optuna_storage, config, selections, state if resume else None)
     data = dict(splits) if splits is not None else spec.load_data()
-    plan = _plan(run, spec, config, analysis, data, selections)
+    search_id = state["search_id"] if state else uuid.uuid4().hex[:12]
+    study = None
+    if optuna_storage is not None:
+        from search.tracking.optuna_storage import open_storage, search_study_name
+
+        study = {"storage": open_storage(optuna_storage), "study_name": search_study_name(search_id)}
+    plan = _plan(run, spec, config, analysis, data, selections, study)
+    if study is not None:
+        plan.notes.append(f"the Optuna study is kept in {optuna_storage} as {study['study_name']}")
+    if storage_note:
+        plan.notes.append(storage_note)
     mode = spec.objective.mode
     start_ray_for_search(address, config)
     output.mkdir(parents=True, exist_ok=True)
-    search_id = state["search_id"] if state else uuid.uuid4().hex[:12]
-    write_json_atomic(output / STATE_NAME, _state(run, spec, config, search_id))
+    stored = {"optuna_storage": str(optuna_storage), "optuna_study": study["study_name"]} if study else {}
+    if resume and state is not None and "optuna_storage" in state and not stored:
+        stored = {k: state[k] for k in ("optuna_storage", "optuna_study") if k in state}
+    write_json_atomic(output / STATE_NAME, {**_state(run, spec, config, search_id), **stored})
     memo = memo_actor(search_id)
     pools = create_pools(search_id, run.address, config.pool_memory)
     try:
@@ -308,6 +368,8 @@ def run_search(
             ray.get([memo.put.remote(key, result) for key, result in finished.items()])
         results = _run_tune(context, plan, config, mode, output, resume, progress)
         trials = trial_rows(results, run.groups)
+        # a resumed search's rows include the trials of the run before it: not of this run's seconds
+        earlier = int((trials["finished_at"] < int(started_at)).sum()) if resume and not trials.empty else 0
         finished = trials[trials["status"] == "finished"] if not trials.empty else trials
         if finished.empty:
             errors = trials["error"].dropna().unique().tolist()[:3] if not trials.empty else []
@@ -344,10 +406,11 @@ def run_search(
         **config.model_dump(mode="json"), "update_bn": plan.update_bn, "search_examples": plan.cut.search_size,
         "confirm_examples": plan.cut.confirm_size, "space_size": plan.space.size(),
         "units": [u.name for u in plan.space.units],
+        "optuna_study": study["study_name"] if study else (state or {}).get("optuna_study"),
     }
     return SearchResult(
         spec.objective.metric, mode, trials, pick, top, baselines, plan.analysis_pick,
-        time.perf_counter() - started, pool, memo_stats, settings, notes,
+        time.perf_counter() - started, pool, memo_stats, settings, notes, earlier_trials=earlier,
     )
 
 
@@ -384,6 +447,7 @@ def _run_tune(
         )
     tune_path = str(output / TUNE_DIR)
     progress_line = ProgressLine(plan.num_samples, mode, enabled=progress)
+    ProgressLine.shown = progress  # a restored line (pickled by the first run) follows this run's choice
     experiment = os.path.join(tune_path, "crossover")
     # Tune saves its experiment state every 10 s by default; a trial finished after the last save
     # is run again on resume (answered from the memo then; saving often keeps that rare). Tune's
@@ -411,7 +475,7 @@ def _run_tune(
                 ),
             )
         results = tuner.fit()
-    progress_line.close()
+    ProgressLine.close_active()
     return results
 
 

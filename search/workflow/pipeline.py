@@ -39,6 +39,7 @@ from search.execution.config import SearchConfig
 from search.execution.search_report import REPORT_NAME as SEARCH_REPORT
 from search.execution.search_report import SELECTION_NAME as SEARCH_SELECTION
 from search.execution.search_report import SUMMARY_NAME as SEARCH_SUMMARY
+from search.tracking.mlflow_runs import mlflow_run
 from search.workflow.pipeline_summary import (
     SUMMARY_JSON,
     SUMMARY_MD,
@@ -83,8 +84,9 @@ class _Pipeline:
     """The stages of one call, and what they hand to the summary."""
 
     def __init__(self, output: Path, stages: Stages, config: SearchConfig, address: str | None,
-                 device: str, progress: bool) -> None:
+                 device: str, progress: bool, mlflow: str | None = None) -> None:
         self.output, self.stages, self.config = output, stages, config
+        self.mlflow = mlflow
         self.address, self.device, self.progress = address, device, progress
         self.upstream: dict[str, str] = {}
         self.picks: dict[str, dict[str, Any]] = {}
@@ -121,7 +123,7 @@ class _Pipeline:
             fresh_folder(search_dir, fresh)
             resume = not fresh and (search_dir / "search_state.json").is_file()  # killed mid-search: go on
             search(r.run, search_dir, r.spec, config=self.config, analysis=analysis_dir, address=self.address,
-                   resume=resume, device=self.device, progress=self.progress)
+                   resume=resume, device=self.device, progress=self.progress, mlflow=self.mlflow)
 
         self.upstream["search"] = self.stages.run(
             f"search {r.name}", {**r.key, "analysis": self.upstream["analyse"], "config": self.config.model_dump(mode="json")},
@@ -156,7 +158,7 @@ class _Pipeline:
             result = auto([t.location for t in targets], thresholds, folder, spec, trust_run_spec=trust_run_spec,
                           update_bn=update_bn, plots=True, address=self.address, progress=self.progress,
                           redo=fresh,  # an interrupted stage keeps the runs auto finished before the kill
-                          guard=True, calibration=calibration)
+                          guard=True, calibration=calibration, mlflow=self.mlflow)
             if result.failed:
                 raise PipelineError(
                     "auto failed on " + "; ".join(f"{f.run}: {f.error} (details in {f.folder / 'auto_error.txt'})" for f in result.failed)
@@ -226,6 +228,7 @@ def pipeline(
     device: str = "cpu",
     force: bool = False,
     progress: bool = True,
+    mlflow: str | os.PathLike[str] | None = None,
 ) -> PipelineResult:
     """Run the chain into ``output`` (see the module's docstring); return the stages and summary rows.
 
@@ -233,7 +236,8 @@ def pipeline(
     calibrated with ``calibration_trials``; ``auto_runs`` then get the calibrated thresholds. With
     ``thresholds``: auto over ``runs`` and ``auto_runs``, no search. ``spec`` serves every run;
     without it each run's stored spec is used, only with ``trust_run_spec``. Runs may be local
-    folders or URIs (``s3://...``); outputs are local.
+    folders or URIs (``s3://...``); outputs are local. ``mlflow`` (a tracking URI or a folder)
+    logs the pipeline as an MLflow run, its search and auto stages as runs nested in it.
     """
     runs = [str(runs)] if isinstance(runs, (str, os.PathLike)) else [str(r) for r in runs]
     if not runs:
@@ -263,11 +267,15 @@ def pipeline(
     targets = opened[1:] if given is None else opened
     total = (4 if given is None else 0) + (1 if targets else 0) + 1
     stages = Stages(output / STATE_NAME, total, force, progress)
-    steps = _Pipeline(output, stages, config or SearchConfig(), address, device, progress)
-    chosen = steps.chain(opened[0], calibration_trials) if given is None else given
-    if targets:
-        steps.auto(targets, chosen, spec, trust_run_spec)
-    rows, written = steps.evaluate(targets)
+    steps = _Pipeline(output, stages, config or SearchConfig(), address, device, progress, mlflow)
+    with mlflow_run(mlflow, f"pipeline {opened[0].name}", "pipeline") as tracker:
+        chosen = steps.chain(opened[0], calibration_trials) if given is None else given
+        if targets:
+            steps.auto(targets, chosen, spec, trust_run_spec)
+        rows, written = steps.evaluate(targets)
+        if tracker is not None:
+            tracker.params({"runs": [r.location for r in opened], "stages": [s.name for s in stages.done]})
+            tracker.artifacts(output, only=[SUMMARY_MD, SUMMARY_JSON, SUMMARY_PNG, "calibration", "evaluation"])
     return PipelineResult(output, stages.done, rows, written)
 
 

@@ -63,13 +63,18 @@ def node_loss(run: str, out: Path) -> dict:
     }
 
 
-def slow_search(run: str, out: Path, resume: bool) -> dict[str, Any]:
-    """The slow search (one trial at a time), or its resume: the same settings either way."""
+def slow_search(run: str, out: Path, resume: bool, progress: bool = False) -> dict[str, Any]:
+    """The slow search (one trial at a time), or its resume: the same settings either way; its
+    Optuna study kept in ``study.db`` beside ``out``."""
     result = search(
         run, out, _faulty.spec(delay=0.3), algo="random", num_samples=SLOW_SAMPLES, shards=1, confirm_fraction=0.0,
-        baselines=False, evaluate=False, progress=False, max_concurrent=1, resume=resume,
+        baselines=False, evaluate=False, progress=progress, max_concurrent=1, resume=resume,
+        optuna_storage=f"sqlite:///{out.parent / 'study.db'}",
     )
-    return {"trials": len(result.trials), "statuses": result.trials["status"].value_counts().to_dict()}
+    return {
+        "trials": len(result.trials), "statuses": result.trials["status"].value_counts().to_dict(),
+        "earlier": result.earlier_trials, "study": result.settings["optuna_study"],
+    }
 
 
 if __name__ == "__main__":

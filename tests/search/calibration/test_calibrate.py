@@ -153,3 +153,15 @@ def test_calibration_json_drives_auto_on_another_run_within_its_budget(
         auto([other], None, tmp_path / "never", _tiny.spec(), calibration=tmp_path / "cal" / "calibration.json",
              evaluations_per_checkpoint=0.5)
     assert not (tmp_path / "never" / "other").exists()
+
+
+def test_no_warning_when_the_defaults_already_reproduce_the_search(
+    ray_local: None, tiny_run_path: Path, tmp_path: Path
+) -> None:
+    run = RunDir(tiny_run_path)
+    folder = tmp_path / "search"
+    search(run, folder, _tiny.spec(), selections=[_epochs(run, None)], shards=1, confirm_fraction=0.0, progress=False, evaluate=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CalibrationWarning)
+        result = calibrate([tiny_run_path], [folder], tmp_path / "t.json", _tiny.spec(), trials=2)
+    assert result.reproduced and not result.improved and not result.notes

@@ -11,8 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pandas as pd
+import pytest
 
+from modules.rundir.run_dir import RunDir
+from search.algorithms.space import CrossoverSpace
+from tests.search import _faulty
 from tests.search._drive import NODE_LOSS_SAMPLES, SLOW_SAMPLES, finished_trials, slow_search
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -57,7 +62,7 @@ def _result_files(out: Path) -> dict[str, str]:
 
 
 def test_resume_after_the_driver_is_killed_reruns_no_finished_trial(
-    ray_local: None, tiny_run_path: Path, tmp_path: Path
+    ray_local: None, tiny_run_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
     driver = subprocess.Popen(
@@ -73,8 +78,23 @@ def test_resume_after_the_driver_is_killed_reruns_no_finished_trial(
     before = _result_files(out)
     assert 5 <= len(before) < SLOW_SAMPLES
     # resumed by a new driver (this process, on its own Ray), as a user reruns the command
-    summary = slow_search(str(tiny_run_path), out, resume=True)
+    capsys.readouterr()
+    summary = slow_search(str(tiny_run_path), out, resume=True, progress=True)
     assert summary["trials"] == SLOW_SAMPLES and set(summary["statuses"]) == {"finished"}, summary
+    # the rate counts the trials this run ran, and the progress line goes on from those done before
+    assert 5 <= summary["earlier"] <= len(before) + 1, summary
+    report = (out / "search_report.md").read_text()
+    assert f"{SLOW_SAMPLES} trials: {summary['earlier']} before --resume, {SLOW_SAMPLES - summary['earlier']} after it" in report
+    assert f"search: {SLOW_SAMPLES}/{SLOW_SAMPLES} trials" in capsys.readouterr().err
+    # the Optuna study of the first run went on: its finished trials are those of trials.parquet
+    study = optuna.load_study(study_name=summary["study"], storage=f"sqlite:///{tmp_path / 'study.db'}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    space = CrossoverSpace.build(_faulty.spec(), RunDir(tiny_run_path).groups, RunDir(tiny_run_path).epochs, None, 0)
+    parquet = pd.read_parquet(out / "trials.parquet")
+    scored = {json.dumps(space.encode(json.loads(k)), sort_keys=True): v for k, v in zip(parquet.selection, parquet.objective)}
+    assert len(complete) >= len(before)
+    for trial in complete:
+        assert trial.value == pytest.approx(scored[json.dumps(trial.params, sort_keys=True)])
     after = _result_files(out)
     trials = pd.read_parquet(out / "trials.parquet").set_index("trial_id")
     for trial, text in before.items():
