@@ -17,9 +17,11 @@ A run may also live on object storage or HDFS (``RunDir("s3://bucket/runs/a")``,
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 import weakref
 from collections.abc import Iterable
@@ -90,6 +92,12 @@ def _writer_alive(name: str) -> bool:
     """Whether the process named in a ``.partial-<epoch>-<pid>`` folder name still runs."""
     match = PARTIAL_RE.match(name)
     return bool(match) and pid_alive(int(match["pid"]))
+
+
+#: (file location, manifest sha256) of every group file this process has checked: each is hashed
+#: the first time the process reads it, so a corrupted file of the same size is never used silently.
+_VERIFIED: set[tuple[str, str]] = set()
+_VERIFIED_LOCK = threading.Lock()
 
 
 class RunDir:
@@ -265,14 +273,37 @@ class RunDir:
 
     # -- data ------------------------------------------------------------------------------
 
+    def _check_once(self, epoch: int, group: str, rel: str, data: bytes | None = None) -> None:
+        """The group file's sha256 (of ``data`` when its bytes were read already) against the
+        manifest, the first time this process reads it."""
+        expected = self.epoch_entry(epoch).files[group].sha256
+        key = (str(self.store.where(rel)), expected)
+        with _VERIFIED_LOCK:
+            if key in _VERIFIED:
+                return
+        actual = hashlib.sha256(data).hexdigest() if data is not None else self.store.sha256(rel)
+        if actual != expected:
+            raise RunDirError(
+                f"{self.store.where(rel)}: sha256 differs from the manifest; the file was changed or corrupted."
+                f" Restore it or re-import the run (`sweetspot verify {self.label}` lists every bad file)"
+            )
+        with _VERIFIED_LOCK:
+            _VERIFIED.add(key)
+
     def read_group(self, epoch: int, group: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-        """One group's tensors at one epoch (memory-mapped locally, one object read remotely; nothing else is read)."""
+        """One group's tensors at one epoch (memory-mapped locally, one object read remotely; nothing
+        else is read), its file checked against the manifest's sha256 the first time this process reads it."""
         rel = self.group_file(epoch, group)
         where = self.store.where(rel)
+        if self.is_local:
+            self._check_once(epoch, group, rel)
+        else:
+            data = self.store.read_bytes(rel)  # one read: hashed and loaded from the same bytes
+            self._check_once(epoch, group, rel, data)
         try:
             if self.is_local:
                 return load_file(where, device=str(device))
-            return {k: t.to(device) for k, t in load_bytes(self.store.read_bytes(rel)).items()}
+            return {k: t.to(device) for k, t in load_bytes(data).items()}
         except RunDirError:
             raise
         except Exception as error:  # safetensors raises its own error types for corrupt headers
@@ -281,12 +312,14 @@ class RunDir:
     def open_group(self, epoch: int, group: str) -> SafetensorsReader:
         """One group's file at one epoch for reading tensor by tensor (``get(key)``; close it after)."""
         rel = self.group_file(epoch, group)
+        self._check_once(epoch, group, rel)
         if self.is_local:
             return SafetensorsReader(self.path / rel)
         return SafetensorsReader(self.store.where(rel), handle=self.store.open_random(rel))
 
     def read_tensor(self, epoch: int, group: str, key: str) -> torch.Tensor:
         """One tensor of one group at one epoch."""
+        self._check_once(epoch, group, self.group_file(epoch, group))
         if not self.is_local:
             with self.open_group(epoch, group) as reader:
                 return reader.get(key)

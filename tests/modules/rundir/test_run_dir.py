@@ -179,10 +179,13 @@ def test_same_size_corruption_is_found(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     problems = RunDir(tmp_path / "run").verify()
     assert len(problems) == 1 and "head.safetensors: sha256 differs" in problems[0]
-    data[:8] = b"\xff" * 8  # header length now nonsense
-    path.write_bytes(bytes(data))
-    with pytest.raises(RunDirError, match="head.safetensors is not a readable safetensors file"):
-        RunDir(tmp_path / "run").read_group(0, "head")
+    # the first read in a process checks the file against the manifest: the flipped byte is refused
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(RunDirError, match=r"head.safetensors: sha256 differs from the manifest.*sweetspot verify"):
+        run.read_group(0, "head")
+    with pytest.raises(RunDirError, match="head.safetensors: sha256 differs"):
+        run.open_group(0, "head")
+    assert set(run.read_group(0, "backbone")) == set(GROUPS["backbone"])  # an intact file reads as before
 
 
 def test_leftover_partial_epoch_folder_is_named_not_used(tmp_path: Path) -> None:
