@@ -18,7 +18,9 @@ from search.algorithms.base import Algorithm, Proposal, Scored, TrialState
 from search.algorithms.space import EpochSet, Unit
 
 SINGLE = "single epoch"
-GREEDY = "greedy soup"
+#: The origin of a greedy-soup trial: a candidate soup, kept only if it improved (the kept soup is the
+#: search's baselines["greedy soup"]).
+GREEDY = "greedy soup candidate"
 
 
 def ranked_epochs(singles: dict[int, float], mode: str) -> list[int]:

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from analysis.evaluation.baselines import DEFAULT_SINGLE_EPOCHS, Candidate
-from analysis.evaluation.evaluate import CandidateEvaluator, EvaluationResult, run_evaluation
+from analysis.evaluation.evaluate import CandidateEvaluator, run_evaluation
+from analysis.evaluation.evaluate_run import Evaluation
 from modules.rundir.run_dir import RunDir
 from modules.spec.schema import Spec
 from search.execution.results import SearchResult
@@ -22,8 +23,9 @@ def evaluate_pick(
     device: str = "cpu",
     resamples: int = 2000,
     progress: bool = True,
-) -> EvaluationResult:
-    """Evaluate the search's pick as ``sweetspot evaluate`` would; fill in test scores of the top."""
+) -> Evaluation:
+    """Evaluate the search's pick as ``sweetspot evaluate`` would (the same ``Evaluation`` it
+    returns, ``.headline()`` included); fill in test scores of the top."""
     evaluator = CandidateEvaluator(spec, run, splits=dict(splits), device=device)
     update_bn = bool(result.settings.get("update_bn"))
 
@@ -41,5 +43,5 @@ def evaluate_pick(
         top.test_score = evaluator.evaluate(candidate(f"top {rank}", top.epochs)).metrics["test"][metric]
     for baseline in result.baselines.values():
         baseline.test_score = evaluator.evaluate(candidate(baseline.origin, baseline.epochs)).metrics["test"][metric]
-    result.evaluation = evaluation
-    return evaluation
+    result.evaluation = Evaluation(evaluation, {"run_dir": run.location, "combination": "the search's pick"})
+    return result.evaluation

@@ -131,5 +131,5 @@ def baselines_from(finished: pd.DataFrame, sign: float) -> dict[str, ScoredSelec
     soup = greedy_soup_of(scored, "min" if sign > 0 else "max")
     if soup is not None and finished["origin"].eq(GREEDY).any():
         kept_none = soup.origin == SINGLE and "best single epoch" in out  # the soup is that single epoch
-        out["greedy soup"] = out["best single epoch"] if kept_none else ScoredSelection(soup.epochs, soup.value, origin=GREEDY)
+        out["greedy soup"] = out["best single epoch"] if kept_none else ScoredSelection(soup.epochs, soup.value, origin="greedy soup")
     return out

@@ -70,7 +70,7 @@ def report_markdown(result: SearchResult, run_path: str) -> str:
     pick = result.pick
     lines = [f"# Crossover search of {run_path}", ""]
     if result.evaluation is not None:
-        lines += [headline(result.evaluation), ""]
+        lines += [headline(result.evaluation.result), ""]
     trials = result.trials
     counts = trials["status"].value_counts().to_dict() if not trials.empty else {}
     memo_rows = int(trials["from_memo"].sum()) if not trials.empty else 0
@@ -193,6 +193,6 @@ def write_search_outputs(result: SearchResult, output: str | os.PathLike[str], r
     plot_per_group(result, paths["per_group"])
     if result.evaluation is not None:
         extra = {"run_dir": run_path, "search_selection": selection_document(result.pick, recorded)}
-        paths.update({f"evaluation_{k}": v for k, v in write_evaluation(result.evaluation, output, extra).items()})
+        paths.update({f"evaluation_{k}": v for k, v in write_evaluation(result.evaluation.result, output, extra).items()})
     write_text_atomic(paths["report"], report_markdown(result, run_path))
     return paths

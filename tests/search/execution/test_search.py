@@ -63,6 +63,8 @@ def test_grid_search_reaches_the_enumerated_optimum_once_per_selection(
     assert json.loads((tmp_path / "out" / "best_selection.json").read_text())["_test_objective"] is not None
     for name in ("search_report.md", "evaluation.json", "visualizations/convergence.png", "visualizations/per_group.png"):
         assert (tmp_path / "out" / name).is_file(), name
+    # the same Evaluation type sweetspot.evaluate returns, headline included
+    assert "test" in result.evaluation.headline() and result.evaluation.result.comparisons
 
 
 def test_tpe_on_fractional_gpus_keeps_couplings_and_retries_a_dead_worker(
@@ -83,7 +85,10 @@ def test_tpe_on_fractional_gpus_keeps_couplings_and_retries_a_dead_worker(
     for _, row in trials.iterrows():
         middle, head = json.loads(row["choice/middle"]), json.loads(row["choice/head"])
         assert min(middle) - 1 <= min(head) and max(head) <= max(middle) + 1
-    assert {"single epoch", "greedy soup", "tpe"} <= set(trials["origin"])
+    assert {"single epoch", "greedy soup candidate", "tpe"} <= set(trials["origin"])
+    # the kept soup is the baseline "greedy soup"; a soup trial is only ever a candidate
+    soup = result.baselines["greedy soup"]
+    assert soup.origin in ("greedy soup", "single epoch") and "greedy soup" not in {t.origin for t in result.top}
 
 
 def test_bad_settings_are_refused_before_any_trial(ray_local: None, tiny_run_path: Path, tmp_path: Path) -> None:
