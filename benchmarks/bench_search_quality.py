@@ -1,6 +1,6 @@
 """Search quality on landscapes with known truth: policies replayed on exhaustive tables.
 
-    python benchmarks/bench_search_quality.py [--quick] [--seeds 8] [--jobs 2] [--fresh]
+    python benchmarks/bench_search_quality.py [--quick] [--seeds 8] [--jobs 2] [--fresh] [--report-only]
 
 1. Truth (cached under ``bench_out/search_quality/``): for each training, every single-epoch
    selection of the space is scored once through the Ray-free ``SelectionScorer`` (fed from the
@@ -467,8 +467,8 @@ def plan(seeds: int, quick: bool) -> list[tuple]:
                     for seed in range(n):
                         jobs.append((name, policy, variant, seed, GP_MAX if policy == "gp" else trials))
             jobs.append((name, "module-soup", "hist+bud", 0, trials))
-    # the slow ones first, so two workers end together
-    return sorted(jobs, key=lambda j: (j[1] != "gp", j[1] not in ("tpe", "sweeps+tpe", "tpe-indep")))
+    # seed by seed (a stopped run still reports every policy), GP last: it is the slowest by far
+    return sorted(jobs, key=lambda j: (j[1] == "gp", j[3], j[1] == "module-soup"))
 
 
 def _fmt(values: list[float]) -> str:
@@ -527,7 +527,12 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--jobs", type=int, default=2, help="worker processes")
     parser.add_argument("--fresh", action="store_true", help="score the tables again")
+    parser.add_argument("--report-only", action="store_true", help="print the table from the last run's results")
     args = parser.parse_args()
+    results_path = CACHE / ("results-quick.jsonl" if args.quick else "results.jsonl")
+    if args.report_only:
+        report([tuple(json.loads(line)) for line in results_path.read_text().splitlines() if line.strip()])
+        return 0
     started = time.perf_counter()
     names = [n for family in TRAININGS.values() for n in family]
     if args.quick:
@@ -550,10 +555,15 @@ def main() -> int:
           f" the exhaustive table; soups score averages of whole checkpoints / per unit)", flush=True)
     results = []
     seconds: dict[str, float] = {}
-    with context.Pool(args.jobs) as pool:  # forked after TRUTHS is loaded: workers share the tables
-        for result in pool.imap_unordered(job, jobs):
+    results_path.unlink(missing_ok=True)
+    with context.Pool(args.jobs) as pool, results_path.open("a") as log:  # forked after TRUTHS is loaded
+        for done, result in enumerate(pool.imap_unordered(job, jobs), 1):
             results.append(result)
             seconds[result[1]] = seconds.get(result[1], 0.0) + result[5]
+            log.write(json.dumps(result) + "\n")
+            log.flush()
+            if done % 50 == 0:
+                print(f"  {done}/{len(jobs)} runs, {time.perf_counter() - cached:.0f} s", flush=True)
     report(results)
     print("\nseconds per policy (all its runs, summed over workers): "
           + ", ".join(f"{k} {v:.0f}" for k, v in sorted(seconds.items())))
