@@ -19,8 +19,9 @@
    single-epoch selection). Two trials in flight (two workers), told in order. Median and worst
    over trainings x sampler seeds at 50, 100, 150, 300 trials.
 
-Policies: random; TPE (integer params, multivariate, constant liar; Optuna directly); CMA-ES; GP
-(<= 150 trials, 3 seeds, the first training of each family); module soup (the project's ``ModuleSoup`` by ask/tell, needs the
+Policies: random; TPE (integer params, multivariate, constant liar, 10 startup trials; Optuna
+directly, ask/tell); the same TPE univariate ("tpe-indep"); CMA-ES; GP (<= 150 trials, 3 seeds,
+the first training of each family: about a second a suggestion); module soup (the project's ``ModuleSoup`` by ask/tell, needs the
 baselines; deterministic, so one run per training); coordinate sweeps (one pass over the units
 from the incumbent) then TPE. Baselines = every single epoch, then the greedy soup of whole
 checkpoints beside the sampler (the project's ``Staged``/``Points``/``Together``/``GreedySoup``):
@@ -29,6 +30,11 @@ checkpoints beside the sampler (the project's ``Staged``/``Points``/``Together``
   bud        baselines in the budget, the sampler not told;
   hist+free  baselines outside the budget (trials count the sampler's only), told to the sampler.
 Single-epoch selections only for the samplers (no averaging windows: not in the exhaustive table).
+
+Time: cold, scoring the four tables takes ~15 min of one core (codec ~70-170 s, demo ~180-300 s each,
+two at a time); cached, the replay is ~11 min of CPU (GP about three quarters of it),
+so ~6 min on 2 quiet cores (19 min measured at load average 9); ``--quick`` (3 seeds, one training
+per family, no GP) ~1 min of CPU, 2 min wall at load average 7. Results go to ``results.jsonl`` as they arrive.
 """
 
 from __future__ import annotations
@@ -201,7 +207,7 @@ class Truth:
         key = selection_key(epochs)
         if key not in self.extras:
             if not live:
-                raise KeyError(f"{self.name}: {key} is not cached; run the cache step (without --replay-only)")
+                raise KeyError(f"{self.name}: {key} is not cached; run the benchmark without --report-only to cache it")
             self.extras[key] = list(self._score(epochs))
         return self.extras[key][0]
 
