@@ -24,7 +24,7 @@ directly, ask/tell); the same TPE univariate ("tpe-indep"); CMA-ES; GP (<= 150 t
 the first training of each family: about a second a suggestion); module soup (the project's ``ModuleSoup`` by ask/tell, needs the
 baselines; deterministic, so one run per training); coordinate sweeps (one pass over the units
 from the incumbent) then TPE. Baselines = every single epoch, then the greedy soup of whole
-checkpoints beside the sampler (the project's ``Staged``/``Points``/``Together``/``GreedySoup``):
+checkpoints beside the sampler (the project's ``Staged``/``Points``/``Together``/``GreedySoupSearch``):
   none       the sampler alone, every trial its own;
   hist+bud   baselines in the budget, their single epochs told to the sampler (the search today);
   bud        baselines in the budget, the sampler not told;
@@ -103,7 +103,7 @@ def build_space(name: str, run):
     import yaml
 
     from modules.spec import parse_spec
-    from search.space import CrossoverSpace
+    from search.algorithms.space import CrossoverSpace
 
     data = yaml.safe_load(run.spec_path().read_text(encoding="utf-8"))
     candidates = None
@@ -138,7 +138,7 @@ class Truth:
         if self._scorer is None:
             import torch
 
-            from search.scorer import SelectionScorer
+            from search.scoring.scorer import SelectionScorer
 
             torch.set_num_threads(1)
             run, spec = self.run, self.spec
@@ -202,7 +202,7 @@ class Truth:
         params = self.space.encode(epochs)
         if params is not None:
             return float(self.val[tuple(params[u.name] for u in self.space.units)])
-        from search.space import selection_key
+        from search.algorithms.space import selection_key
 
         key = selection_key(epochs)
         if key not in self.extras:
@@ -300,7 +300,7 @@ def _algorithms():
                 self.best = (value, epochs)
 
         def warm_start(self, scored) -> None:
-            from search.space import selection_key
+            from search.algorithms.space import selection_key
 
             for item in scored:
                 if self.space.encode(item.epochs) is not None:
@@ -309,7 +309,7 @@ def _algorithms():
             self.then.warm_start(scored)
 
         def _plan_unit(self) -> None:
-            from search.space import selection_key
+            from search.algorithms.space import selection_key
 
             if self.best is None:  # nothing known: start from the last candidate of every unit
                 self.best = (None, {g: [u.candidates[-1]] for u in self.space.units for g in u.groups})
@@ -358,7 +358,7 @@ def build_policy(truth: Truth, policy: str, variant: str, seed: int):
     """(algorithm, number of baseline trials that come first and are not counted, or 0)."""
     from search.algorithms import (
         SINGLE,
-        GreedySoup,
+        GreedySoupSearch,
         ModuleSoup,
         Points,
         Proposal,
@@ -379,10 +379,10 @@ def build_policy(truth: Truth, policy: str, variant: str, seed: int):
         return sampler
     singles = Points(space, "min", seed, [Proposal(space.same_epoch(e), SINGLE) for e in space.units[0].candidates])
     if policy == "module-soup":
-        return Staged(space, "min", seed, [singles, GreedySoup(space, "min", seed), sampler])
+        return Staged(space, "min", seed, [singles, GreedySoupSearch(space, "min", seed), sampler])
     if policy.startswith("sweeps") and not told:
         sampler.warm_start = lambda scored: sampler.then.warm_start([])  # cold: from the last epochs
-    return Staged(space, "min", seed, [singles, Together(space, "min", seed, GreedySoup(space, "min", seed), sampler)])
+    return Staged(space, "min", seed, [singles, Together(space, "min", seed, GreedySoupSearch(space, "min", seed), sampler)])
 
 
 def drive(truth: Truth, algorithm, trials: int, free: bool, live: bool = False) -> tuple[list[float], list[float]]:
