@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -155,25 +156,28 @@ def summary_table(analysis: RunAnalysis) -> list[str]:
     return lines
 
 
-def next_steps(analysis: RunAnalysis) -> list[str]:
-    """What to run with this analysis: combine its selection, then evaluate it."""
+def next_steps(analysis: RunAnalysis, selection: str | os.PathLike[str] = SELECTION_FILE) -> list[str]:
+    """What to run with this analysis: combine its selection (at ``selection``, the path it was
+    written to), then evaluate it."""
+    path = shlex.quote(str(selection))
     groups = " ".join(f"--group {g}={pick_label(r.pick).replace('average ', '')}" for g, r in analysis.groups.items())
     return [
         "## What to run next",
         "",
-        f"Build the model from `{SELECTION_FILE}` (or name groups yourself: `{groups}`), then compare it with"
+        f"Build the model from `{selection}` (or name groups yourself: `{groups}`), then compare it with"
         " the baselines on held-out data:",
         "",
         "```bash",
-        f"sweetspot combine --checkpoint-dir {analysis.source} --selection {SELECTION_FILE} --output combined.safetensors",
-        f"sweetspot evaluate --spec sweetspot.yaml --checkpoint-dir {analysis.source} --selection {SELECTION_FILE}"
+        f"sweetspot combine --checkpoint-dir {analysis.source} --selection {path} --output combined.safetensors",
+        f"sweetspot evaluate --spec sweetspot.yaml --checkpoint-dir {analysis.source} --selection {path}"
         " --output eval/",
         "```",
     ]
 
 
-def report_markdown(analysis: RunAnalysis) -> str:
-    """``analysis_report.md``: the summary table and what to run next, then one block per group, then notes."""
+def report_markdown(analysis: RunAnalysis, selection: str | os.PathLike[str] = SELECTION_FILE) -> str:
+    """``analysis_report.md``: the summary table and what to run next (with ``selection``, the path
+    selection.json is written to), then one block per group, then notes."""
     parts = [f"# Sweet-spot analysis of {analysis.source}", ""]
     parts.append(
         f"Spec `{analysis.spec_name}`, {len(analysis.epochs)} checkpoints ({analysis.index}s"
@@ -184,7 +188,7 @@ def report_markdown(analysis: RunAnalysis) -> str:
     parts.append("")
     parts += summary_table(analysis)
     parts.append("")
-    parts += next_steps(analysis)
+    parts += next_steps(analysis, selection)
     parts += ["", "## Why each pick", "", "```"]
     parts.append("\n\n".join(group_block(g, r, analysis.index) for g, r in analysis.groups.items()))
     parts += ["```", "", f"Thresholds: `{json.dumps(analysis.thresholds.to_json())}`"]
@@ -210,7 +214,7 @@ def write_outputs(analysis: RunAnalysis, output: str | os.PathLike[str], plots: 
     }
     output.mkdir(parents=True, exist_ok=True)
     write_json_atomic(written["metrics"], module_metrics_json(analysis))
-    write_text_atomic(written["report"], report_markdown(analysis))
+    write_text_atomic(written["report"], report_markdown(analysis, written["selection"]))
     save_selection(analysis.selection, written["selection"])
     files = [written["metrics"], written["report"], written["selection"]]
     if plots:

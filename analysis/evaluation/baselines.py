@@ -112,14 +112,20 @@ def is_average(epochs: EpochSet) -> bool:
 
 
 def single_epoch_candidates(run: RunDir, wanted: list[int]) -> list[Candidate]:
-    """One candidate per wanted epoch, moved to the nearest recorded one (noted when moved)."""
-    out, seen = [], set()
+    """One candidate per wanted epoch, moved to the nearest recorded one; every wanted epoch that is not
+    recorded is noted with the epoch it maps to (30, 40 and 50 on a 15-epoch run all name 15)."""
+    by_got: dict[int, list[int]] = {}
     for epoch in wanted:
-        got = nearest_recorded(run.epochs, epoch)
-        if got in seen:
-            continue
-        seen.add(got)
-        notes = [] if got == epoch else [f"epoch {epoch} not recorded; nearest recorded is {got}"]
+        by_got.setdefault(nearest_recorded(run.epochs, epoch), []).append(epoch)
+    out = []
+    for got, epochs in by_got.items():
+        missing = sorted({e for e in epochs if e != got})
+        notes = []
+        if len(missing) == 1:
+            notes.append(f"epoch {missing[0]} not recorded; nearest recorded is {got}")
+        elif missing:
+            listed = ", ".join(str(e) for e in missing[:-1]) + f" and {missing[-1]}"
+            notes.append(f"epochs {listed} not recorded; the nearest recorded for each is {got} (evaluated once)")
         out.append(Candidate(f"epoch {got}", "single", same_epochs(run, [got]), notes=notes))
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,26 @@ MEAN_MARKER = "D"
 
 #: Baselines that decide whether the combination is worth it; they get a panel of their own.
 DECIDING = ("best single on val", "greedy soup")
+#: Candidate labels wrap at this many characters, on at most ``LABEL_LINES`` lines (the report's table
+#: has the full name): one merged name such as ``epoch 15 = last epoch (15) = ...`` would otherwise
+#: take the width of the figure and leave its panels a sliver.
+LABEL_WIDTH = 30
+LABEL_LINES = 4
+#: Width of the figure (inches) and the least height, so that it keeps a readable aspect with few rows.
+WIDTH = 16.0
+MIN_HEIGHT = 5.0
+
+
+def wrap_label(name: str) -> str:
+    """``name`` on lines of at most ``LABEL_WIDTH`` characters (broken at spaces),
+    at most ``LABEL_LINES`` of them, the rest cut to an ellipsis."""
+    return "\n".join(textwrap.wrap(name, LABEL_WIDTH, max_lines=LABEL_LINES, placeholder=" …", break_on_hyphens=False))
+
+
+def _height(labels: list[str]) -> float:
+    """Figure height (inches): a row per candidate, taller for a label on several lines."""
+    rows = sum(0.22 + 0.18 * label.count("\n") + 0.16 for label in labels)
+    return max(MIN_HEIGHT, 1.6 + rows)
 
 
 def evaluation_figure(result: EvaluationResult) -> Figure:
@@ -36,14 +57,13 @@ def evaluation_figure(result: EvaluationResult) -> Figure:
     marker at the mean, all in the colour of the verdict; a legend names the colours.
     """
     metric = result.objective_metric
-    names = [e.candidate.name for e in result.evaluated]
+    names = [wrap_label(e.candidate.name) for e in result.evaluated]
     values = [e.metrics["test"][metric] for e in result.evaluated]
-    height = 1.6 + 0.38 * len(names)
-    fig = new_figure((19, height), layout="constrained")
+    fig = new_figure((WIDTH, _height(names)), layout="constrained")
     left, middle, right = fig.subplots(1, 3, width_ratios=[1.0, 1.0, 0.8])
     colours = ["tab:blue"] + ["tab:orange"] * (len(names) - 1)
     left.barh(range(len(names)), values, color=colours)
-    left.set_yticks(range(len(names)), names)
+    left.set_yticks(range(len(names)), names, fontsize="small")
     left.invert_yaxis()
     left.set_xlabel(f"test {metric}")
     left.set_title("Test objective")
@@ -90,7 +110,7 @@ def _difference_rows(axes: Axes, rows: list[tuple[str, Comparison, float]]) -> N
             [mean], [row], linestyle="none", marker=MEAN_MARKER, markersize=7,
             markerfacecolor=colour, markeredgecolor="black", markeredgewidth=0.6, gid="mean",
         )
-    axes.set_yticks(range(len(rows)), [name for name, _, _ in rows])
+    axes.set_yticks(range(len(rows)), [wrap_label(name) for name, _, _ in rows], fontsize="small")
     axes.set_ylim(len(rows) - 0.5, -0.5)
     axes.axvline(0.0, color="black", linewidth=0.8)
 

@@ -28,14 +28,29 @@ class EnsembleParams(BaseModel):
     agree_within_gaps: float = Field(default=1.0, ge=0)
 
 
-def vote_reason(backers: dict[str, Recommendation], voters: dict[str, Recommendation], epoch: int, share: float) -> str:
+def vote_reason(
+    backers: dict[str, Recommendation],
+    voters: dict[str, Recommendation],
+    epoch: int,
+    share: float,
+    confidence: float | None = None,
+) -> str:
     """What the winning techniques picked and how they reach ``epoch``, e.g. ``"vote: mcda 10,
-    task_metrics 10, plateau 8 agree within one checkpoint on epoch 10 (100% of the confidence-weighted vote)"``."""
+    task_metrics 10, plateau 8 agree within one checkpoint on epoch 10 (vote share 100% of the
+    confidence-weighted vote; confidence 70%: the mean of the 3 voting techniques' confidence)"``.
+
+    The two numbers differ: the share is the backers' part of all voting confidence, the confidence
+    (the report's "Confidence") is their confidence over every voting technique, so a unanimous vote of
+    techniques that are 70% sure has a share of 100% and a confidence of 70%. The confidence is given
+    when the vote decides the pick (on a split vote the fallback's confidence is the one reported)."""
     if not backers:
         return f"vote: every technique abstains; epoch {epoch}, the last checkpoint, by default"
     order = sorted(backers, key=lambda n: (abs(backers[n].epoch - epoch), n))
-    tail = f"({share:.0%} of the confidence-weighted vote"
     others = sorted((n for n in voters if n not in backers), key=lambda n: (voters[n].epoch, n))
+    tail = f"(vote share {share:.0%} of the confidence-weighted vote"
+    if confidence is not None:
+        whose = f"the mean of the {len(voters)} voting techniques' confidence" if len(voters) > 1 else "its own"
+        tail += f"; confidence {confidence:.0%}: {whose}" + (", those voting elsewhere counted as 0" if others else "")
     tail += f"; elsewhere: {', '.join(f'{n} {voters[n].epoch}' for n in others)})" if others else ")"
     if len(backers) == 1:
         return f"vote: {order[0]} alone picks epoch {epoch} {tail}"
@@ -84,11 +99,12 @@ class EnsembleTechnique(Technique):
             "abstained": sorted(set(eligible) - set(voters)),
             "voting_confidence": context.thresholds.voting_confidence,
         }
-        reasons = [vote_reason(backers, voters, epoch, share)]
+        confidence = backing / len(voters) if voters else 0.0
+        decides = share >= context.thresholds.voting_confidence
+        reasons = [vote_reason(backers, voters, epoch, share, confidence if decides else None)]
         for name in sorted(backers, key=lambda n: -backers[n].confidence):
             reasons.append(backers[name].reasons[0])
-        confidence = backing / len(voters) if voters else 0.0
-        if share >= context.thresholds.voting_confidence:
+        if decides:
             details["fallback"] = None
             return Recommendation(epoch, confidence, reasons, details)
         window = plateau_window(eligible)

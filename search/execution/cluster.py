@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import ray
@@ -31,6 +34,31 @@ def check_reachable(address: str, seconds: float = 5.0) -> None:
         ) from None
 
 
+#: The logger Ray's token-authentication notices go through (ray/_private/authentication/authentication_token_setup.py).
+RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+#: The notice Ray prints whenever ``ray.init`` starts a local cluster with token auth on by default.
+TOKEN_BANNER = "Token authentication is enabled for this Ray cluster"
+
+
+class _NoTokenBanner(logging.Filter):
+    """Drops Ray's token-auth banner and nothing else (token auth itself stays on)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(TOKEN_BANNER)
+
+
+@contextlib.contextmanager
+def quiet_token_banner() -> Iterator[None]:
+    """While a local cluster sweetspot starts itself comes up: no token banner on every command. The
+    cluster and its token live and die with this process, so there is nothing for the user to act on."""
+    logger, banner = logging.getLogger(RAY_AUTH_LOGGER), _NoTokenBanner()
+    logger.addFilter(banner)
+    try:
+        yield
+    finally:
+        logger.removeFilter(banner)
+
+
 def start_ray(address: str | None) -> None:
     """Join ``address`` (``auto`` or ``ray://...``; inside a Ray job, the job's cluster), or start a
     local Ray (never a stray local cluster by accident)."""
@@ -41,7 +69,8 @@ def start_ray(address: str | None) -> None:
             check_reachable(address)
         try:
             local = {"include_dashboard": False} if address == "local" else {}  # saves seconds of start
-            ray.init(address=address, namespace=POOL_NAMESPACE, log_to_driver=False, configure_logging=False, **local)
+            with quiet_token_banner() if address == "local" else contextlib.nullcontext():
+                ray.init(address=address, namespace=POOL_NAMESPACE, log_to_driver=False, configure_logging=False, **local)
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise SearchError(
                 f"cannot reach the Ray cluster at address {address!r} ({error}); start it with"

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from modules.atomic import atomic_path
 from modules.spec.schema import is_better
 from search.execution.results import SearchResult
+from search.execution.search_report import DIGITS
 
 BASELINE_COLOURS = {"best single epoch": "tab:blue", "greedy soup": "tab:green", "last epoch": "tab:gray", "analysis pick": "tab:purple"}
 
@@ -20,45 +21,66 @@ def _save(figure: Figure, path: Path) -> None:
         figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
-def plot_convergence(result: SearchResult, path: Path) -> None:
-    """Best search objective so far against trials, with the baselines as lines."""
+def printed(value: float) -> float:
+    """``value`` as the report prints it (``DIGITS`` significant digits): a difference below that is a
+    rounding difference, and the plot draws none."""
+    return float(f"{value:.{DIGITS}g}")
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def convergence_figure(result: SearchResult) -> Figure:
+    """Best search objective so far against trials, with the baselines as lines; values as printed."""
     trials = result.trials
     finished = trials[trials["status"] == "finished"]
     figure = Figure(figsize=(7.5, 4.2))
     ax = figure.add_subplot()
+    shown: list[float] = []
     if not finished.empty:
-        values = trials["objective"].tolist()
+        values = [printed(v) if _finite(v) else math.nan for v in trials["objective"].tolist()]
         best, so_far = [], math.nan
         for value in values:
-            if value is not None and not math.isnan(value):
-                if math.isnan(so_far) or is_better(value, so_far, result.mode):
-                    so_far = value
+            if not math.isnan(value) and (math.isnan(so_far) or is_better(value, so_far, result.mode)):
+                so_far = value
             best.append(so_far)
         ax.scatter(range(1, len(values) + 1), values, s=9, color="tab:orange", alpha=0.45, label="trial")
-        ax.plot(range(1, len(best) + 1), best, color="black", lw=1.6, label="best so far")
+        ax.plot(range(1, len(best) + 1), best, color="black", lw=1.6, label="best so far", gid="best so far")
+        shown += [v for v in values if not math.isnan(v)]
     for name, baseline in result.baselines.items():
-        ax.axhline(baseline.search_score, ls="--", lw=1, color=BASELINE_COLOURS.get(name, "tab:red"), label=name)
-    _focus(ax, result)
+        if not _finite(baseline.search_score):
+            continue
+        score = printed(baseline.search_score)
+        ax.axhline(score, ls="--", lw=1, color=BASELINE_COLOURS.get(name, "tab:red"), label=name, gid=name)
+        shown.append(score)
+    if shown:
+        ax.set_ylim(*y_range(shown))
+    # plain numbers on the axis, never an offset such as "1e-7 + 1.225824"
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
     ax.set_xlabel("trial (in the order they finished)")
     ax.set_ylabel(f"{result.objective} on the search split ({'lower' if result.mode == 'min' else 'higher'} is better)")
     ax.set_title("Crossover search: convergence")
     ax.legend(fontsize=8, loc="best")
-    _save(figure, path)
+    return figure
 
 
-def _focus(ax: object, result: SearchResult) -> None:
-    """Keep the band between the best trial and the best single epoch readable: far-off trials and
-    baselines (an early or the last epoch) would otherwise squash it, so they fall outside the frame."""
-    finished = result.trials.loc[result.trials["status"] == "finished", "objective"].dropna()
-    marks = {name: b.search_score for name, b in result.baselines.items() if b.search_score is not None}
-    if finished.empty or not marks:
-        return
-    best = finished.min() if result.mode == "min" else finished.max()
-    worst = max(marks.values()) if result.mode == "min" else min(marks.values())
-    far = marks.get("best single epoch", worst)
-    span = abs(far - best) or abs(best) * 0.01 or 1.0
-    low, high = sorted((best - 0.5 * span, far + 1.5 * span) if result.mode == "min" else (far - 1.5 * span, best + 0.5 * span))
-    ax.set_ylim(low, high)  # type: ignore[attr-defined]
+def plot_convergence(result: SearchResult, path: Path) -> None:
+    """Write ``convergence_figure(result)`` as a PNG."""
+    _save(convergence_figure(result), path)
+
+
+def y_range(values: list[float]) -> tuple[float, float]:
+    """A frame holding every value, at least a few printed digits tall: baselines that tie, or differ
+    by a rounding difference, sit on one line in a readable frame rather than a 1e-7 sliver."""
+    low, high = min(values), max(values)
+    magnitude = max(abs(low), abs(high))
+    step = 10.0 ** (math.floor(math.log10(magnitude)) - (DIGITS - 1)) if magnitude > 0 else 10.0 ** -(DIGITS - 1)
+    if high - low < 4 * step:
+        centre = (low + high) / 2
+        low, high = centre - 2 * step, centre + 2 * step
+    pad = 0.08 * (high - low)
+    return low - pad, high + pad
 
 
 def plot_per_group(result: SearchResult, path: Path) -> None:

@@ -33,8 +33,12 @@ def selection_document(candidate: ScoredSelection, recorded: list[int]) -> dict[
     return out
 
 
+#: Significant digits the report prints an objective with (the plots draw no difference below them).
+DIGITS = 5
+
+
 def _num(value: float | None) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.5g}"
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{DIGITS}g}"
 
 
 def _bn_line(trials: Any) -> str:

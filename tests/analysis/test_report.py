@@ -89,6 +89,18 @@ def test_outputs_written(tmp_path) -> None:
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
 
 
+
+def test_what_to_run_next_names_the_selection_where_it_was_written(tmp_path) -> None:
+    import shlex
+
+    written = write_outputs(small_analysis(), tmp_path / "my analysis", plots=False)
+    text = written["report"].read_text()
+    quoted = shlex.quote(str(written["selection"]))
+    assert quoted.startswith("'") and written["selection"].is_file()  # the folder has a space: quoted
+    assert f"sweetspot combine --checkpoint-dir run --selection {quoted} --output" in text
+    assert f"--selection {quoted} --output eval/" in text
+    assert "--selection selection.json" not in text
+
 def test_reanalysing_into_the_same_folder_leaves_only_this_runs_files(tmp_path) -> None:
     from analysis.report import MANIFEST_FILE
 

@@ -192,6 +192,19 @@ def test_nearest_recorded_prefers_earlier_on_tie() -> None:
     assert nearest_recorded([2, 4, 6], 50) == 6
 
 
+def test_every_unrecorded_single_epoch_is_noted_with_what_it_maps_to(tmp_path: Path) -> None:
+    from analysis.evaluation.baselines import single_epoch_candidates
+
+    run = RunDir(_tiny.record_run(tmp_path / "run", epochs=6))
+    # the defaults 30, 40 and 50 on a 6-epoch run all map to 6: one candidate, one note naming all three
+    (only,) = single_epoch_candidates(run, [30, 40, 50])
+    assert only.name == "epoch 6"
+    assert only.notes == ["epochs 30, 40 and 50 not recorded; the nearest recorded for each is 6 (evaluated once)"]
+    two, six = single_epoch_candidates(run, [2, 6, 40])  # 6 is recorded, 40 maps to it
+    assert (two.name, two.notes) == ("epoch 2", [])
+    assert (six.name, six.notes) == ("epoch 6", ["epoch 40 not recorded; nearest recorded is 6"])
+
+
 def test_shrinkage_compares_with_the_baseline_best_on_validation() -> None:
     rng = np.random.default_rng(1)
     losses = rng.exponential(1.0, 200)
@@ -296,3 +309,32 @@ def test_the_deciding_comparisons_have_a_readable_panel_of_their_own() -> None:
     assert all(100 * w / b.test_losses.mean() > 0.05 * (high - low) for w, b in zip(widths, baselines[1:]))
     full_low, full_high = fig.axes[1].get_xlim()
     assert all(w < 0.01 * (full_high - full_low) for w in widths)
+
+
+def test_a_long_merged_label_keeps_the_png_readable(tmp_path: Path) -> None:
+    from matplotlib.image import imread
+
+    from analysis.evaluation.plots import LABEL_WIDTH, plot_evaluation
+
+    rng = np.random.default_rng(2)
+    comb = rng.exponential(1.0, 200)
+
+    def item(name: str, kind: str, losses: np.ndarray) -> Evaluated:
+        return Evaluated(Candidate(name, kind), {s: {"loss": float(losses.mean())} for s in ("train", "val", "test")}, losses)
+
+    merged = "epoch 15 = last epoch (15) = best single on val (15) = LAWA (last 5) = plateau average = greedy soup (1)"
+    combination = item("combination", "combination", comb)
+    baselines = [item(merged, "single", comb * 1.1), item("uniform soup (15)", "uniform", comb * 0.95)]
+    comparisons = [compare(combination, b, 200, 0) for b in baselines]
+    result = EvaluationResult("loss", "min", [combination, *baselines], comparisons, None)
+    path = tmp_path / "evaluation.png"
+    plot_evaluation(result, path)
+    height, width = imread(str(path)).shape[:2]
+    # was 2090 x 301 px (7:1): a strip nobody could read
+    assert width / height <= 3.5 and width <= 1800, (width, height)
+    fig = evaluation_figure(result)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels[1].replace("\n", " ") == merged and all(len(line) <= LABEL_WIDTH for line in labels[1].splitlines())
+    fig.canvas.draw()
+    # the panels keep their width beside the long label
+    assert all(ax.get_position().width > 0.12 for ax in fig.axes[:3])

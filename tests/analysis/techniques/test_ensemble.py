@@ -31,7 +31,8 @@ def test_agreeing_majority_wins() -> None:
     # the reason says what each backer picked (plateau's 42 is only near 44) and who voted elsewhere
     assert rec.reasons[0] == (
         "vote: mcda 44, task_metrics 44, plateau 42 agree within one checkpoint on epoch 44"
-        " (83% of the confidence-weighted vote; elsewhere: gradient_health 20)"
+        " (vote share 83% of the confidence-weighted vote; confidence 60%: the mean of the 4 voting techniques'"
+        " confidence, those voting elsewhere counted as 0; elsewhere: gradient_health 20)"
     )
 
 
@@ -48,7 +49,7 @@ def test_split_vote_without_plateau_keeps_the_top_epoch() -> None:
     assert "no plateau to average" in rec.reasons[0]
     # task_metrics alone backs 30: share 0.6 / (0.2 + 0.6 + 0.5 + 0.5) = 33%
     assert rec.reasons[1] == (
-        "vote: task_metrics alone picks epoch 30 (33% of the confidence-weighted vote;"
+        "vote: task_metrics alone picks epoch 30 (vote share 33% of the confidence-weighted vote;"
         " elsewhere: plateau 10, mcda 50, gradient_health 60)"
     )
 
@@ -69,7 +70,9 @@ def test_abstaining_technique_does_not_dilute_the_vote() -> None:
     assert abs(rec.confidence - 0.4) < 1e-9
     assert rec.details["abstained"] == ["gradient_health"]
     assert rec.reasons[0] == (
-        "vote: plateau and task_metrics both pick epoch 30 (80% of the confidence-weighted vote; elsewhere: mcda 50)"
+        "vote: plateau and task_metrics both pick epoch 30 (vote share 80% of the confidence-weighted vote;"
+        " confidence 40%: the mean of the 3 voting techniques' confidence, those voting elsewhere counted as 0;"
+        " elsewhere: mcda 50)"
     )
 
 
@@ -78,3 +81,15 @@ def test_every_technique_abstaining_says_so() -> None:
     rec = vote({"plateau": (30, 0.0), "task_metrics": (30, 0.0), "mcda": (50, 0.0), "gradient_health": (60, 0.0)}, None)
     assert rec.epoch == 60 and rec.confidence == 0.0
     assert rec.reasons[1] == "vote: every technique abstains; epoch 60, the last checkpoint, by default"
+
+
+def test_a_unanimous_vote_says_its_share_and_its_confidence_apart() -> None:
+    # three techniques 70% sure all pick 30: the whole vote (share 100%), but a confidence of 70%,
+    # which is the number the report prints as "Confidence: 70%"; the reason says both, and which is which
+    rec = vote({"plateau": (30, 0.7), "task_metrics": (30, 0.7), "mcda": (30, 0.7), "gradient_health": (60, 0.0)}, [24, 36])
+    assert rec.epoch == 30 and abs(rec.confidence - 0.7) < 1e-9
+    assert rec.reasons[0] == (
+        "vote: mcda, plateau, task_metrics all pick epoch 30 (vote share 100% of the confidence-weighted vote;"
+        " confidence 70%: the mean of the 3 voting techniques' confidence)"
+    )
+    assert f"confidence {rec.confidence:.0%}" in rec.reasons[0]
