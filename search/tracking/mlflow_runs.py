@@ -124,6 +124,13 @@ def tracking_uri(uri: str | os.PathLike[str]) -> str:
     return f"sqlite:///{path}"
 
 
+def _artifact_root(uri: str) -> str | None:
+    """``<database folder>/mlartifacts`` for a local sqlite store; None (the server's choice) otherwise."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+
+
 @contextlib.contextmanager
 def mlflow_run(uri: str | os.PathLike[str] | None, name: str, kind: str) -> Iterator[Tracker | None]:
     """Open the command's MLflow run at ``uri`` (nested under an active one), or nothing without a URI.
@@ -137,7 +144,11 @@ def mlflow_run(uri: str | os.PathLike[str] | None, name: str, kind: str) -> Iter
     nested = mlflow.active_run() is not None
     if not nested:
         mlflow.set_tracking_uri(uri)
-        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
+        experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
+        if mlflow.get_experiment_by_name(experiment) is None:
+            # A local database keeps its artifacts beside it, not in ./mlruns of wherever the command ran.
+            mlflow.create_experiment(experiment, artifact_location=_artifact_root(uri))
+        mlflow.set_experiment(experiment)
     elif mlflow.get_tracking_uri() != uri:
         raise SearchError(f"--mlflow {uri} differs from the enclosing run's {mlflow.get_tracking_uri()}", param="mlflow")
     run = mlflow.start_run(run_name=name, nested=nested, tags={"sweetspot.kind": kind})

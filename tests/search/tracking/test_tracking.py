@@ -63,6 +63,9 @@ def test_mlflow_has_a_run_per_command_a_child_per_trial_and_the_reports(tracked:
     assert {"search_report.md", "trials.parquet", "evaluation_report.md", "visualizations"} <= artifacts
     plots = {a.path for a in client.list_artifacts(command.info.run_id, "visualizations")}
     assert "visualizations/convergence.png" in plots
+    # the artifacts live beside the database, not in ./mlruns of wherever the command ran
+    assert client.get_experiment_by_name("sweetspot").artifact_location.startswith(Path(tracked["uri"].removeprefix("sqlite:///")).parent.as_uri())
+    assert not (Path.cwd() / "mlruns").exists()
 
 
 def test_the_optuna_study_is_stored_under_its_documented_name_with_the_trials(tracked: dict) -> None:
