@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 # The whole pipeline on two demo runs (seeds 0 and 1): train both, then analyse, combine, search and
 # calibrate on A, auto on B, evaluate and summarise into runs/summary.md. Complete stages are
 # reused on a rerun; FORCE=1 redoes them all.
-DEMO_SAMPLES ?= 200
+DEMO_SAMPLES ?= 140
 demo: $(STAMP)
 	$(if $(FORCE),rm -rf runs/demo-a runs/demo-b)
 	$(SWEETSPOT) train-demo --out runs/demo-a --seed 0 --reuse

@@ -10,8 +10,8 @@
    (ours with ``confirm_fraction=0, shards=1``). Demo size (trained run, width 64) and >= 100M
    parameters (width 1280, a run of random-perturbation checkpoints written with RunWriter).
 2. The evaluation's share of a trial's time in our large run (one evaluation >= 0.5 s).
-3. Quality on the demo run: best of TPE (default settings) against a random search 10x as long,
-   on the same search split.
+
+The sampler's quality is measured on exhaustive truth by ``bench_search_quality.py``.
 
 Everything goes to a temporary folder that is deleted at the end.
 """
@@ -176,17 +176,6 @@ def worker_naive(folder: Path, selections: list, out: Path) -> dict:
     return {"trials": len(frame), "best": float(frame["loss"].min()), "errors": len(results.errors)}
 
 
-def worker_quality(folder: Path, algo: str, samples: int, out: Path) -> dict:
-    import search.execution.api
-
-    result = search.execution.api.search(
-        folder / "run", out, spec=folder / "run" / "sweetspot.yaml", num_samples=samples, algo=algo,
-        evaluate=False, progress=False,
-    )
-    finished = result.trials[result.trials["status"] == "finished"]
-    return {"trials": len(result.trials), "best": float(finished["objective"].min()), "seconds": result.seconds}
-
-
 def run_worker(*args: str) -> tuple[dict, float]:
     """One worker in a fresh interpreter (Ray starts fresh); its answer and its whole wall time."""
     start = time.perf_counter()
@@ -235,34 +224,18 @@ def eval_share(name: str, measured: dict) -> None:
     )
 
 
-def quality(folder: Path, tpe_samples: int, random_samples: int, root: Path) -> None:
-    tpe, _ = run_worker("--quality", "tpe", str(tpe_samples), str(folder), str(root / "q-tpe"))
-    rnd, _ = run_worker("--quality", "random", str(random_samples), str(folder), str(root / "q-random"))
-    gap = (tpe["best"] - rnd["best"]) / abs(rnd["best"])
-    print(
-        f"[demo] quality: tpe best of {tpe['trials']} {tpe['best']:.5f}, random best of {rnd['trials']}"
-        f" {rnd['best']:.5f}, tpe worse by {100 * gap:.2f}% (target <= 0.5%; loss, lower is better;"
-        f" search {tpe['seconds']:.0f} s vs {rnd['seconds']:.0f} s)", flush=True,
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer trials and epochs, small large model")
     parser.add_argument("--large-width", type=int, default=None)
     parser.add_argument("--skip-large", action="store_true")
     parser.add_argument("--worker", nargs=4, metavar=("KIND", "FOLDER", "SELECTIONS", "OUT"))
-    parser.add_argument("--quality", nargs=4, metavar=("ALGO", "SAMPLES", "FOLDER", "OUT"))
     parser.add_argument("--make", nargs=3, metavar=("KIND", "FOLDER", "ARGS"))
     args = parser.parse_args()
     if args.worker:
         kind, folder, sel_file, out = args.worker
         work = {"ours": worker_ours, "naive": worker_naive}[kind]
         print(json.dumps(work(Path(folder), json.loads(Path(sel_file).read_text()), Path(out))))
-        return 0
-    if args.quality:
-        algo, samples, folder, out = args.quality
-        print(json.dumps(worker_quality(Path(folder), algo, int(samples), Path(out))))
         return 0
     if args.make:
         kind, folder, extra = args.make
@@ -275,7 +248,6 @@ def main() -> int:
     demo_epochs, demo_trials = (12, 30) if quick else (40, 100)
     large_width = args.large_width or (512 if quick else LARGE_WIDTH)
     large_epochs, large_trials, large_val = (3, 6, 256) if quick else (4, 24, 256)
-    tpe_samples, random_samples = (60, 300) if quick else (200, 2000)
     root = Path(tempfile.mkdtemp(prefix="bench_search_"))
     print(f"temp folder {root}: {shutil.disk_usage(root).free / 1e9:.0f} GB free; load average {os.getloadavg()}")
     try:
@@ -284,7 +256,6 @@ def main() -> int:
         subprocess.run([sys.executable, __file__, "--make", "demo", str(demo), str(demo_epochs)], check=True)
         info = json.loads((demo / "info.json").read_text())
         throughput("demo", demo, info, demo_trials, root)
-        quality(demo, tpe_samples, random_samples, root)
         if not args.skip_large:
             large = root / "large"
             large.mkdir()

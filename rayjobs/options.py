@@ -113,7 +113,7 @@ class SearchArgumentError(sweetspot.SweetspotError, ValueError):
 
 def add_search_settings(parser: argparse.ArgumentParser) -> None:
     """The options that make a ``SearchConfig`` (``config_from``), shared with ``rayjobs.pipeline``."""
-    parser.add_argument("--num-samples", type=int, default=200, help="trials in all, baselines included (default 200)")
+    parser.add_argument("--num-samples", type=int, default=200, help="trials of the algorithm (default 200); the baselines, about 2 per checkpoint, come on top")
     parser.add_argument("--algo", default="tpe", help="tpe (default), cmaes, gp, random, grid or module-soup")
     parser.add_argument(
         "--algo-param", action="append", default=[], metavar="NAME=VALUE",

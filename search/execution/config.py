@@ -27,7 +27,7 @@ class SearchConfig(BaseModel):
     """Everything ``sweetspot search`` takes besides the run, the spec and the output folder."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    num_samples: int = Field(200, ge=1, description="trials in all, the baselines included")
+    num_samples: int = Field(200, ge=1, description="trials of the algorithm; the baselines (analysis pick, last epoch, every single epoch, the greedy soup) come on top")
     #: An algorithm instance the caller built (``search(..., algorithm=TPE(startup_trials=20))``);
     #: its name and settings are recorded as ``algo`` and ``algo_params`` (validated first, so they see it).
     algorithm: Any = Field(None, exclude=True)

@@ -145,14 +145,15 @@ def test_a_search_job_runs_its_trials_on_the_cluster_it_was_submitted_to(job_ser
     run = _tiny.record_run(tmp_path / "run")
     output = tmp_path / "search"
     done = submit(job_server, "python", "-m", "rayjobs.search_crossover", "--checkpoint-dir", str(run),
-                  "--output", str(output), "--trust-run-spec", "--num-samples", "4", "--no-evaluate", "--no-progress")
+                  "--output", str(output), "--trust-run-spec", "--num-samples", "4", "--no-baselines", "--no-evaluate", "--no-progress")
     logs = done.stdout + done.stderr
     assert done.returncode == 0, logs[-3000:]
-    assert "4 trials in" in logs and f"wrote {output}/search_report.md" in logs
+    # 4 sampler trials, then the analysis pick and the last epoch on top (--no-baselines: no soup)
+    assert "6 trials in" in logs and f"wrote {output}/search_report.md" in logs
     for name in ("trials.parquet", "best_selection.json", "search_summary.json", "search_report.md"):
         assert (output / name).is_file(), name
     trials = pd.read_parquet(output / "trials.parquet")
-    assert len(trials) == 4
+    assert len(trials) == 6
     # A search that started a Ray of its own would report that Ray's node, not the job server's.
     assert set(trials["node"]) == {job_server.node_id}
     selection = json.loads((output / "best_selection.json").read_text())

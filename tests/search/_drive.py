@@ -25,6 +25,8 @@ from tests.search import _faulty
 NODE_LOSS_SAMPLES = 12
 #: Trials of the ``slow`` search: enough that the test's kill lands mid-search.
 SLOW_SAMPLES = 16
+#: Trials on top of --num-samples without the other baselines: the analysis pick and the last epoch.
+SEEDS = 2
 
 
 def finished_trials(out: Path) -> int:

@@ -18,7 +18,13 @@ import pytest
 from modules.rundir.run_dir import RunDir
 from search.algorithms.space import CrossoverSpace
 from tests.search import _faulty
-from tests.search._drive import NODE_LOSS_SAMPLES, SLOW_SAMPLES, finished_trials, slow_search
+from tests.search._drive import (
+    NODE_LOSS_SAMPLES,
+    SEEDS,
+    SLOW_SAMPLES,
+    finished_trials,
+    slow_search,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -80,12 +86,13 @@ def test_resume_after_the_driver_is_killed_reruns_no_finished_trial(
     # resumed by a new driver (this process, on its own Ray), as a user reruns the command
     capsys.readouterr()
     summary = slow_search(str(tiny_run_path), out, resume=True, progress=True)
-    assert summary["trials"] == SLOW_SAMPLES and set(summary["statuses"]) == {"finished"}, summary
+    total = SLOW_SAMPLES + SEEDS
+    assert summary["trials"] == total and set(summary["statuses"]) == {"finished"}, summary
     # the rate counts the trials this run ran, and the progress line goes on from those done before
     assert 5 <= summary["earlier"] <= len(before) + 1, summary
     report = (out / "search_report.md").read_text()
-    assert f"{SLOW_SAMPLES} trials: {summary['earlier']} before --resume, {SLOW_SAMPLES - summary['earlier']} after it" in report
-    assert f"search: {SLOW_SAMPLES}/{SLOW_SAMPLES} trials" in capsys.readouterr().err
+    assert f"{total} trials: {summary['earlier']} before --resume, {total - summary['earlier']} after it" in report
+    assert f"search: {total}/{total} trials" in capsys.readouterr().err
     # the Optuna study of the first run went on: its finished trials are those of trials.parquet
     study = optuna.load_study(study_name=summary["study"], storage=f"sqlite:///{tmp_path / 'study.db'}")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

@@ -79,7 +79,9 @@ def test_tpe_on_fractional_gpus_keeps_couplings_and_retries_a_dead_worker(
     )
     assert marker.is_file()  # a worker died mid-trial ...
     trials = result.trials
-    assert len(trials) == 22 and "failed" not in set(trials["status"])  # ... and its trial was retried
+    # 22 sampler trials on top of the baselines: 2 seeds, 6 single epochs, 5 greedy-soup candidates
+    assert len(trials) == 22 + 2 + 6 + 5 and "failed" not in set(trials["status"])  # ... and its trial was retried
+    assert (trials["origin"] == "tpe").sum() == 22
     scored = trials[~trials["from_memo"]]
     assert (scored["gpu_ids"].str.len() > 0).all()  # every trial ran on a (fake) GPU share
     for _, row in trials.iterrows():

@@ -45,7 +45,7 @@ def test_mlflow_has_a_run_per_command_a_child_per_trial_and_the_reports(tracked:
     assert command.data.tags["sweetspot.kind"] == "search" and command.info.status == "FINISHED"
     trials = pd.read_parquet(tracked["root"] / "search" / "trials.parquet")
     children = by_parent[command.info.run_id]
-    assert len(children) == len(trials) == 8
+    assert len(children) == len(trials) == 8 + 2  # --num-samples, then the analysis pick and the last epoch
     rows = trials.set_index("trial_id")
     recorded = [c for c in trials.columns if c.startswith("val/")]
     assert recorded
