@@ -15,6 +15,9 @@ from search.algorithms import GREEDY, SINGLE, Scored, greedy_soup_of
 from search.algorithms.space import EpochSet
 from search.execution.tune_searcher import METRIC
 
+#: Significant digits the search prints an objective with (its plots draw no difference below them).
+DIGITS = 5
+
 
 @dataclass
 class ScoredSelection:

@@ -10,8 +10,7 @@ from matplotlib.figure import Figure
 
 from modules.atomic import atomic_path
 from modules.spec.schema import is_better
-from search.execution.results import SearchResult
-from search.execution.search_report import DIGITS
+from search.execution.results import DIGITS, SearchResult
 
 BASELINE_COLOURS = {"best single epoch": "tab:blue", "greedy soup": "tab:green", "last epoch": "tab:gray", "analysis pick": "tab:purple"}
 

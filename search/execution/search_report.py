@@ -13,7 +13,7 @@ from analysis.evaluation.report import write_report as write_evaluation
 from modules.atomic import atomic_path, write_json_atomic, write_text_atomic
 from modules.spec.schema import loss_sign
 from modules.spec.selection import choice_for_epochs
-from search.execution.results import ScoredSelection, SearchResult
+from search.execution.results import DIGITS, ScoredSelection, SearchResult
 
 TRIALS_NAME = "trials.parquet"
 SELECTION_NAME = "best_selection.json"
@@ -34,7 +34,6 @@ def selection_document(candidate: ScoredSelection, recorded: list[int]) -> dict[
 
 
 #: Significant digits the report prints an objective with (the plots draw no difference below them).
-DIGITS = 5
 
 
 def _num(value: float | None) -> str:
