@@ -30,6 +30,7 @@ def search(
     analysis: str | os.PathLike[str] | None = None,
     address: str | None = None,
     resume: bool = False,
+    trust_resume: bool = False,
     evaluate: bool = True,
     device: str = "cpu",
     progress: bool = True,
@@ -41,6 +42,10 @@ def search(
     ``settings`` are ``SearchConfig`` fields (``num_samples=200, algo="tpe", ...``) when no
     ``config`` is given; ``selections`` scores exactly those (group -> epochs) instead of
     searching. The test split is used once, after the search, by the evaluate step.
+
+    ``resume`` continues the search in ``output``; since that unpickles the folder's Tune and
+    searcher state, a folder this user's records do not show them writing is refused unless
+    ``trust_resume`` (for a folder you know, e.g. a job's volume seen from a fresh home folder).
     """
     from search.execution.final_evaluation import evaluate_pick
     from search.execution.search_report import write_search_outputs
@@ -62,7 +67,9 @@ def search(
     info, analysis_note = (None, "a given list of selections: no analysis") if selections is not None else analysis_for(run, analysis, spec)
     start_ray(address, config)  # an unreachable cluster or missing GPUs show before data is loaded
     data = spec.load_data()
-    result = run_search(run, spec, output, config, info, data, address, resume, progress, selections)
+    result = run_search(
+        run, spec, output, config, info, data, address, resume, progress, selections, trust_resume=trust_resume
+    )
     result.notes.append(analysis_note)
     write_search_outputs(result, output, run.label, run.epochs)  # the search is safe on disk first
     if evaluate:

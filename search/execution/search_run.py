@@ -37,6 +37,7 @@ from search.execution.memo import memo_actor
 from search.execution.pool import kill_pools, pool_stats
 from search.execution.progress import ProgressLine
 from search.execution.results import Candidate, SearchResult, baselines_from, trial_rows
+from search.execution.resume_trust import check_resume_trusted, record_search
 from search.execution.trainable import TrialContext, crossover_trial, rescore
 from search.execution.tune_searcher import GIVE_UP_AFTER, METRIC, CrossoverSearcher
 from search.scoring.validation_cut import cut_validation
@@ -265,17 +266,22 @@ def run_search(
     resume: bool = False,
     progress: bool = True,
     selections: list[EpochSet] | None = None,
+    trust_resume: bool = False,
 ) -> SearchResult:
     """Search ``run``'s crossover selections; ``analysis`` (picks and plateau windows) seeds it.
 
     With ``selections`` (group -> epochs averaged), exactly those are scored, as trials, and the
-    best of them is confirmed: no baselines, no algorithm.
+    best of them is confirmed: no baselines, no algorithm. ``resume`` continues the search in
+    ``output`` only when this user's records say they wrote it, or with ``trust_resume``
+    (``search.execution.resume_trust``): resuming unpickles the folder's state.
     """
     started = time.perf_counter()
     output = Path(output).resolve()
     check_inputs(run, output, config)
     state = _read_state(output)
     if resume:
+        if state is not None and not trust_resume:  # before anything else of the folder is believed
+            check_resume_trusted(output, str(state.get("search_id")))
         _check_resume(state, _state(run, spec, config, state["search_id"] if state else ""), output)
     elif state is not None and (output / TUNE_DIR).exists():
         raise SearchError(
@@ -288,6 +294,7 @@ def run_search(
     output.mkdir(parents=True, exist_ok=True)
     search_id = state["search_id"] if state else uuid.uuid4().hex[:12]
     write_json_atomic(output / STATE_NAME, _state(run, spec, config, search_id))
+    record_search(output, search_id)  # this user wrote it: a later --resume need not ask
     memo = memo_actor(search_id)
     pools = create_pools(search_id, run.address, config.pool_memory)
     try:

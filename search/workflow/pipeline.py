@@ -83,8 +83,9 @@ class _Pipeline:
     """The stages of one call, and what they hand to the summary."""
 
     def __init__(self, output: Path, stages: Stages, config: SearchConfig, address: str | None,
-                 device: str, progress: bool) -> None:
+                 device: str, progress: bool, trust_resume: bool = False) -> None:
         self.output, self.stages, self.config = output, stages, config
+        self.trust_resume = trust_resume
         self.address, self.device, self.progress = address, device, progress
         self.upstream: dict[str, str] = {}
         self.picks: dict[str, dict[str, Any]] = {}
@@ -119,9 +120,11 @@ class _Pipeline:
             from search.execution.api import search
 
             fresh_folder(search_dir, fresh)
-            resume = not fresh and (search_dir / "search_state.json").is_file()  # killed mid-search: go on
+            # Killed mid-search: go on. The search recorded its folder as this user's when it began,
+            # so this resume needs no trust_resume unless the output came from elsewhere.
+            resume = not fresh and (search_dir / "search_state.json").is_file()
             search(r.run, search_dir, r.spec, config=self.config, analysis=analysis_dir, address=self.address,
-                   resume=resume, device=self.device, progress=self.progress)
+                   resume=resume, trust_resume=self.trust_resume, device=self.device, progress=self.progress)
 
         self.upstream["search"] = self.stages.run(
             f"search {r.name}", {**r.key, "analysis": self.upstream["analyse"], "config": self.config.model_dump(mode="json")},
@@ -226,6 +229,7 @@ def pipeline(
     device: str = "cpu",
     force: bool = False,
     progress: bool = True,
+    trust_resume: bool = False,
 ) -> PipelineResult:
     """Run the chain into ``output`` (see the module's docstring); return the stages and summary rows.
 
@@ -233,7 +237,9 @@ def pipeline(
     calibrated with ``calibration_trials``; ``auto_runs`` then get the calibrated thresholds. With
     ``thresholds``: auto over ``runs`` and ``auto_runs``, no search. ``spec`` serves every run;
     without it each run's stored spec is used, only with ``trust_run_spec``. Runs may be local
-    folders or URIs (``s3://...``); outputs are local.
+    folders or URIs (``s3://...``); outputs are local. A search stage that was interrupted is
+    resumed when this user's search wrote it; ``trust_resume`` resumes one from elsewhere too
+    (resuming unpickles its Tune and searcher state).
     """
     runs = [str(runs)] if isinstance(runs, (str, os.PathLike)) else [str(r) for r in runs]
     if not runs:
@@ -263,7 +269,7 @@ def pipeline(
     targets = opened[1:] if given is None else opened
     total = (4 if given is None else 0) + (1 if targets else 0) + 1
     stages = Stages(output / STATE_NAME, total, force, progress)
-    steps = _Pipeline(output, stages, config or SearchConfig(), address, device, progress)
+    steps = _Pipeline(output, stages, config or SearchConfig(), address, device, progress, trust_resume)
     chosen = steps.chain(opened[0], calibration_trials) if given is None else given
     if targets:
         steps.auto(targets, chosen, spec, trust_run_spec)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tests.conftest import DEFAULT_RAY_POINTER
 from tests.search._drive import NODE_LOSS_SAMPLES, SLOW_SAMPLES, finished_trials, slow_search
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -44,6 +45,10 @@ def test_a_node_lost_mid_search_costs_no_trial(tiny_run_path: Path, tmp_path: Pa
     # while it was starting, which Tune does not retry) as a new trial of the same selection
     assert summary["unfinished_selections"] == [], summary
     assert summary["nodes"] == 2
+    # The cluster named itself in the suite's own Ray temp folder, not where a user's plain
+    # `ray.init()` looks: once it is gone, that would name a dead cluster.
+    assert (Path(os.environ["RAY_TMPDIR"]) / "ray" / "ray_current_cluster").read_text().strip() == summary["address"]
+    assert not DEFAULT_RAY_POINTER.is_file() or DEFAULT_RAY_POINTER.read_text().strip() != summary["address"]
 
 
 def _result_files(out: Path) -> dict[str, str]:
