@@ -335,6 +335,7 @@ def run_search(
         kill_pools(search_id)
         del pools
         ray.kill(memo)
+        _wait_until_released(search_id)
     notes = plan.notes
     if resume:
         notes.append("resumed: Tune keeps the first run's trial budget, so a new --num-samples does not extend it")
@@ -349,6 +350,18 @@ def run_search(
         spec.objective.metric, mode, trials, pick, top, baselines, plan.analysis_pick,
         time.perf_counter() - started, pool, memo_stats, settings, notes,
     )
+
+
+def _wait_until_released(search_id: str, seconds: float = 30.0) -> None:
+    """Wait (briefly) until Ray has let go of the names of this search's killed memo and pools: a
+    resume of the same search in the same Ray session (``get_if_exists``) would get the dying actor."""
+    names = (f"memo-{search_id}", f"pool-{search_id}-")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        live = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(names)]
+        if not live:
+            return
+        time.sleep(0.05)
 
 
 def _judged(candidate: Candidate) -> float:

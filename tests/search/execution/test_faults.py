@@ -72,7 +72,13 @@ def test_resume_after_the_driver_is_killed_reruns_no_finished_trial(
     deadline = time.time() + 180
     while time.time() < deadline and (not (out / "tune").exists() or finished_trials(out) < 5):
         time.sleep(0.2)
-    time.sleep(1.0)  # let Tune write its experiment state after those trials
+    # Tune saves its experiment state every 2 s (the search sets it): wait for a save after those
+    # trials, so that the resume has them in Tune's state (the memo answers any it lacks).
+    seen = time.time()
+    while time.time() < deadline and not any(
+        p.stat().st_mtime > seen for p in (out / "tune" / "crossover").glob("experiment_state-*.json")
+    ):
+        time.sleep(0.1)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
     driver.wait()
     before = _result_files(out)
