@@ -93,9 +93,9 @@ def test_tpe_on_fractional_gpus_keeps_couplings_and_retries_a_dead_worker(
 def test_bad_settings_are_refused_before_any_trial(ray_local: None, tiny_run_path: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown algorithm"):
         SearchConfig(algo="hyperband")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"num_samples\n  Input should be greater than or equal to 1"):
         SearchConfig(num_samples=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"confirm_fraction\n  Input should be less than 0.9"):
         SearchConfig(confirm_fraction=0.9)
     spec = _faulty.spec()
     with pytest.raises(SearchError, match="no search to resume"):
