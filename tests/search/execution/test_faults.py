@@ -51,6 +51,14 @@ def test_a_node_lost_mid_search_costs_no_trial(tiny_run_path: Path, tmp_path: Pa
     assert not DEFAULT_RAY_POINTER.is_file() or DEFAULT_RAY_POINTER.read_text().strip() != summary["address"]
 
 
+def _logged(out: Path) -> int:
+    """Trials finished so far, as the search logs them (fsync'd as each finishes)."""
+    try:
+        return len((out / "finished.jsonl").read_text().splitlines())
+    except OSError:
+        return 0
+
+
 def _result_files(out: Path) -> dict[str, str]:
     """trial id -> its result.json text, for trials that finished (scored on every shard)."""
     found = {}
@@ -72,14 +80,15 @@ def test_resume_after_the_driver_is_killed_reruns_no_finished_trial(
     deadline = time.time() + 180
     while time.time() < deadline and (not (out / "tune").exists() or finished_trials(out) < 5):
         time.sleep(0.2)
-    # Tune saves its experiment state every 2 s (the search sets it): wait for a save after those
-    # trials, so that the resume has them in Tune's state (the memo answers any it lacks), but kill
-    # it well before the search ends, however slowly a busy machine saves.
-    seen = time.time()
-    while time.time() < deadline and finished_trials(out) < SLOW_SAMPLES - 6 and not any(
-        p.stat().st_mtime > seen for p in (out / "tune" / "crossover").glob("experiment_state-*.json")
+    # Tune writes the trials' result files when it saves its experiment state (every 2 s here):
+    # wait until that save is on disk too, so that the resume has those trials in Tune's state (the
+    # memo answers any it lacks), but kill it well before the search ends (finished.jsonl counts
+    # the trials as they finish), however slowly a busy machine saves.
+    flushed = max(p.stat().st_mtime for p in (out / "tune" / "crossover").glob("*/result.json"))
+    while time.time() < deadline and _logged(out) < SLOW_SAMPLES - 4 and not any(
+        p.stat().st_mtime >= flushed for p in (out / "tune" / "crossover").glob("experiment_state-*.json")
     ):
-        time.sleep(0.1)
+        time.sleep(0.05)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
     driver.wait()
     before = _result_files(out)
