@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 from modules.atomic import write_json_atomic
+from modules.errors import SweetspotWarning
 from search.errors import SearchError
 
 #: Overrides where the records live (tests, or a shared home folder).
@@ -38,10 +40,20 @@ def _record_path(output: Path) -> Path:
 
 
 def record_search(output: Path, search_id: str) -> None:
-    """Note that this user's search ``search_id`` writes ``output`` (its state may be resumed)."""
+    """Note that this user's search ``search_id`` writes ``output`` (its state may be resumed).
+
+    A state folder that cannot be written (a read-only home on a cluster) does not stop the search:
+    it warns that a resume of this folder will need ``--trust-resume``."""
     path = _record_path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, {"folder": str(Path(output).resolve()), "search_id": search_id})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, {"folder": str(Path(output).resolve()), "search_id": search_id})
+    except OSError as error:
+        warnings.warn(
+            f"cannot record in {path.parent} that you wrote {output} ({error}); a --resume of it will need"
+            f" --trust-resume. Set {STATE_DIR_ENV} to a folder you can write to avoid this",
+            SweetspotWarning, stacklevel=2,
+        )
 
 
 def _read_record(output: Path) -> dict[str, Any] | None:
