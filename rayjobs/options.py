@@ -98,6 +98,16 @@ def add_progress_flag(parser: argparse.ArgumentParser, *old_names: str) -> None:
         parser.add_argument(name, dest="no_progress", action="store_true", help=argparse.SUPPRESS)
 
 
+def add_trust_resume_flag(parser: argparse.ArgumentParser) -> None:
+    """``--trust-resume``: resume a search folder this user's records do not show them writing."""
+    parser.add_argument(
+        "--trust-resume", action="store_true",
+        help="resume an interrupted search in --output even if your own searches did not write it (resuming"
+        " unpickles the folder's Tune and searcher state, which can run code: only for folders you know,"
+        " e.g. a job's volume on a cluster with a fresh home folder; default: refuse)",
+    )
+
+
 def add_trust_flag(parser: argparse.ArgumentParser, what: str) -> None:
     """``--trust-run-spec``: use the code the run's stored spec names (a run may come from elsewhere)."""
     parser.add_argument(

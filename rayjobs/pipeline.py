@@ -13,7 +13,13 @@ from collections.abc import Sequence
 
 import sweetspot
 from rayjobs._entry import run_entry
-from rayjobs.options import add_progress_flag, add_search_settings, add_trust_flag, config_from
+from rayjobs.options import (
+    add_progress_flag,
+    add_search_settings,
+    add_trust_flag,
+    add_trust_resume_flag,
+    config_from,
+)
 
 DESCRIPTION = (
     "The whole chain: analyse, combine, search and calibrate on one run, auto on the new runs with"
@@ -43,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", help="Ray cluster to join (auto, or ray://host:10001); default: start a local Ray")
     parser.add_argument("--device", default="cpu", help="device of the evaluate steps (default cpu)")
     parser.add_argument("--force", action="store_true", help="redo every stage, complete or not")
+    add_trust_resume_flag(parser)
     add_progress_flag(parser)
     parser.add_argument("--mlflow", metavar="URI", help="log to MLflow: a pipeline run with its search and auto runs nested in it (a tracking URI or a folder)")
 
@@ -52,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint_dir, args.output, args.spec, auto_runs=args.auto_runs, thresholds=args.thresholds,
         trust_run_spec=args.trust_run_spec, config=config_from(args), calibration_trials=args.calibration_trials,
         address=args.address, device=args.device, force=args.force, progress=not args.no_progress, mlflow=args.mlflow,
+        trust_resume=args.trust_resume,
     )
     print((result.output / "summary.md").read_text(encoding="utf-8"))
     done = sum(s.status == "done" for s in result.stages)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import sweetspot
 from rayjobs._entry import run_entry
-from rayjobs.options import add_search_settings, config_from
+from rayjobs.options import add_search_settings, add_trust_resume_flag, config_from
 
 DESCRIPTION = (
     "Search per-group epoch combinations with Ray Tune + Optuna across CPUs/GPUs; pick on a held-back"
@@ -25,7 +25,8 @@ EPILOG = """examples:
       --checkpoint-dir /shared/runs/big --spec sweetspot.yaml --gpus-per-trial 0.25 --output /shared/search/
 
 Trials count the baselines searched first (every single epoch, then the greedy soup). --resume continues
-an interrupted search in the same --output folder without re-running finished trials."""
+an interrupted search in the same --output folder without re-running finished trials; it unpickles
+the folder's state, so a folder your own searches did not write needs --trust-resume."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_search_settings(parser)
     parser.add_argument("--address", help="Ray cluster to join (auto, or ray://host:10001); default: start a local Ray")
     parser.add_argument("--resume", action="store_true", help="continue the search in --output")
+    add_trust_resume_flag(parser)
     parser.add_argument("--no-evaluate", action="store_true", help="skip the evaluate step on the test split")
     parser.add_argument("--device", default="cpu", help="device of the final evaluate step (default cpu)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress line")
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from(args)
     result = sweetspot.search(
         args.checkpoint_dir, args.output, args.spec, trust_run_spec=args.trust_run_spec, config=config,
-        analysis=args.analysis, address=args.address, resume=args.resume, evaluate=not args.no_evaluate,
+        analysis=args.analysis, address=args.address, resume=args.resume, trust_resume=args.trust_resume, evaluate=not args.no_evaluate,
         device=args.device, progress=not args.no_progress, mlflow=args.mlflow, optuna_storage=args.optuna_storage,
     )
     pick = result.pick

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,67 @@ from modules.spec.schema import Spec
 # Set here, before any test, for this process and for the processes it starts (unless set already).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def _default_ray_pointer() -> Path:
+    """The file a `ray start` or `ray.cluster_utils.Cluster` names its cluster in, where a user's
+    plain `ray.init()` looks for one (Ray's rule: $RAY_TMPDIR, else $TMPDIR on Linux, else /tmp)."""
+    system = os.environ.get("RAY_TMPDIR") or (os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None)
+    return Path(system or "/tmp") / "ray" / "ray_current_cluster"
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+
+
+# The suite leaves Ray's state on the machine as it found it, and writes nothing into the user's
+# home: every Ray it starts (here and in the processes it starts, which inherit the environment)
+# keeps its sessions and its `ray_current_cluster` pointer in a temp folder of the suite's own, and
+# sweetspot's record of the search folders a user wrote goes there too. The first process sets it
+# up (under pytest-xdist the controller, before the workers start) and removes it at the end.
+DEFAULT_RAY_POINTER = Path(os.environ.get("SWEETSPOT_TEST_DEFAULT_RAY_POINTER") or _default_ray_pointer())
+_OWNER = "SWEETSPOT_TEST_TMP" not in os.environ
+if _OWNER:
+    _POINTER_BEFORE = _read(DEFAULT_RAY_POINTER)
+    os.environ["SWEETSPOT_TEST_DEFAULT_RAY_POINTER"] = str(DEFAULT_RAY_POINTER)
+    os.environ["SWEETSPOT_TEST_TMP"] = tempfile.mkdtemp(prefix="sst-")  # short: Ray's socket paths live under it
+    os.environ["RAY_TMPDIR"] = os.environ["SWEETSPOT_TEST_TMP"]
+    os.environ["SWEETSPOT_STATE_DIR"] = os.path.join(os.environ["SWEETSPOT_TEST_TMP"], "state")
+SUITE_TMP = Path(os.environ["SWEETSPOT_TEST_TMP"])
+
+
+def _answers(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session when Ray's pointer file now names a cluster that is gone: a user's plain
+    `ray.init(num_cpus=2)` would refuse to start, and `ray.init()` would try to reach it."""
+    if not _OWNER:
+        return
+    after = _read(DEFAULT_RAY_POINTER)
+    if after and after != _POINTER_BEFORE and not _answers(after):
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = (
+            f"the suite left {DEFAULT_RAY_POINTER} naming the cluster {after}, which no longer exists"
+            f" (it named {_POINTER_BEFORE!r} before): a Ray was started outside the suite's temp folder"
+        )
+        if reporter is not None:
+            reporter.write_line(f"ERROR: {message}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _OWNER:
+        shutil.rmtree(SUITE_TMP, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ def search(
     analysis: str | os.PathLike[str] | None = None,
     address: str | None = None,
     resume: bool = False,
+    trust_resume: bool = False,
     evaluate: bool = True,
     device: str = "cpu",
     progress: bool = True,
@@ -52,6 +53,10 @@ def search(
     ``mlflow`` (a tracking URI, or a folder) logs the search as an MLflow run with a child run per
     trial and the outputs as artifacts; ``optuna_storage`` (e.g. ``sqlite:///search.db``) keeps the
     Optuna sampler's study there as ``sweetspot-search-<search id>`` (``--resume`` continues it).
+
+    ``resume`` continues the search in ``output``; since that unpickles the folder's Tune and
+    searcher state, a folder this user's records do not show them writing is refused unless
+    ``trust_resume`` (for a folder you know, e.g. a job's volume seen from a fresh home folder).
     """
     from search.execution.final_evaluation import evaluate_pick
     from search.execution.search_report import write_search_outputs
@@ -74,13 +79,14 @@ def search(
     check_spec_fits_run(spec, run, spec_file)
     if analysis is not None and not Path(analysis).is_dir():
         raise SearchError(f"analysis folder {analysis} does not exist; pass the folder `sweetspot analyze` wrote")
-    check_outputs(run, spec, output, config, resume)  # before Ray's start-up seconds
+    check_outputs(run, spec, output, config, resume, trust_resume)  # before Ray's start-up seconds
     info, analysis_note = (None, "a given list of selections: no analysis") if selections is not None else analysis_for(run, analysis, spec)
     with mlflow_run(mlflow, f"search {run.label}", "search") as tracker:
         start_ray_for_search(address, config)  # an unreachable cluster or missing GPUs show before data is loaded
         data = spec.load_data()
         result = run_search(
-            run, spec, output, config, info, data, address, resume, progress, selections, optuna_storage
+            run, spec, output, config, info, data, address, resume, progress, selections, optuna_storage,
+            trust_resume
         )
         result.notes.append(analysis_note)
         write_search_outputs(result, output, run.label, run.epochs)  # the search is safe on disk first

@@ -45,6 +45,7 @@ from search.execution.memo import memo_actor
 from search.execution.pool import kill_pools, pool_stats
 from search.execution.progress import ProgressLine
 from search.execution.results import ScoredSelection, SearchResult, baselines_from, trial_rows
+from search.execution.resume_trust import check_resume_trusted, record_search
 from search.execution.trainable import TrialContext, crossover_trial, rescore
 from search.execution.tune_searcher import GIVE_UP_AFTER, METRIC, CrossoverSearcher
 from search.scoring.validation_cut import cut_validation
@@ -53,13 +54,17 @@ STATE_NAME = "search_state.json"
 TUNE_DIR = "tune"
 
 
-def check_outputs(run: RunDir, spec: Spec, output: Path, config: SearchConfig, resume: bool) -> dict[str, Any] | None:
+def check_outputs(
+    run: RunDir, spec: Spec, output: Path, config: SearchConfig, resume: bool, trust_resume: bool = False
+) -> dict[str, Any] | None:
     """Refuse an output the search cannot write (inside the run, a search there without
     ``--resume``, nothing to resume): cheap, before data is loaded or Ray starts. The saved state."""
     output = Path(output).resolve()
     check_inputs(run, output, config)
     state = _read_state(output)
     if resume:
+        if state is not None and not trust_resume:  # before anything else of the folder is believed
+            check_resume_trusted(output, str(state.get("search_id")))
         _check_resume(state, _state(run, spec, config, state["search_id"] if state else ""), output)
     elif state is not None and (output / TUNE_DIR).exists():
         raise SearchError(
@@ -323,16 +328,19 @@ def run_search(
     progress: bool = True,
     selections: list[EpochSet] | None = None,
     optuna_storage: str | os.PathLike[str] | None = None,
+    trust_resume: bool = False,
 ) -> SearchResult:
     """Search ``run``'s crossover selections; ``analysis`` (picks and plateau windows) seeds it.
 
     With ``selections`` (group -> epochs averaged), exactly those are scored, as trials, and the
     best of them is confirmed: no baselines, no algorithm. With ``optuna_storage`` (an RDB URL),
-    the Optuna sampler's study is kept there as ``sweetspot-search-<search id>``.
+    the Optuna sampler's study is kept there as ``sweetspot-search-<search id>``. ``resume`` continues the search in
+    ``output`` only when this user's records say they wrote it, or with ``trust_resume``
+    (``search.execution.resume_trust``): resuming unpickles the folder's state.
     """
     started, started_at = time.perf_counter(), time.time()
     output = Path(output).resolve()
-    state = check_outputs(run, spec, output, config, resume)
+    state = check_outputs(run, spec, output, config, resume, trust_resume)
     storage_note = _check_storage(optuna_storage, config, selections, state if resume else None)
     data = dict(splits) if splits is not None else spec.load_data()
     search_id = state["search_id"] if state else uuid.uuid4().hex[:12]
@@ -353,6 +361,7 @@ def run_search(
     if resume and state is not None and "optuna_storage" in state and not stored:
         stored = {k: state[k] for k in ("optuna_storage", "optuna_study") if k in state}
     write_json_atomic(output / STATE_NAME, {**_state(run, spec, config, search_id), **stored})
+    record_search(output, search_id)  # this user wrote it: a later --resume need not ask
     memo = memo_actor(search_id)
     pools = create_pools(search_id, run.address, config.pool_memory)
     try:
@@ -395,6 +404,7 @@ def run_search(
         kill_pools(search_id)
         del pools
         ray.kill(memo)
+        _wait_until_released(search_id)
     notes = plan.notes
     if resume:
         notes.append("resumed: Tune keeps the first run's trial budget, so a new --num-samples does not extend it")
@@ -410,6 +420,18 @@ def run_search(
         spec.objective.metric, mode, trials, pick, top, baselines, plan.analysis_pick,
         time.perf_counter() - started, pool, memo_stats, settings, notes, earlier_trials=earlier,
     )
+
+
+def _wait_until_released(search_id: str, seconds: float = 30.0) -> None:
+    """Wait (briefly) until Ray has let go of the names of this search's killed memo and pools: a
+    resume of the same search in the same Ray session (``get_if_exists``) would get the dying actor."""
+    names = (f"memo-{search_id}", f"pool-{search_id}-")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        live = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(names)]
+        if not live:
+            return
+        time.sleep(0.05)
 
 
 def _judged(candidate: ScoredSelection) -> float:

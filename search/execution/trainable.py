@@ -101,10 +101,14 @@ _WORKERS: dict[str, _Worker] = {}
 
 
 def worker_for(context: TrialContext) -> _Worker:
-    worker = _WORKERS.get(context.search_id)
+    # Keyed by this run of the search (its data's object id), not only the search's id: a resumed
+    # search has the same id, and a process Ray reuses from the earlier run holds a worker whose
+    # checkpoint pool was killed when that run ended.
+    key = f"{context.search_id}-{context.data_ref[0].hex()}"
+    worker = _WORKERS.get(key)
     if worker is None:
         _WORKERS.clear()  # a new search in a reused process frees the previous model
-        worker = _WORKERS[context.search_id] = _Worker(context)
+        worker = _WORKERS[key] = _Worker(context)
     return worker
 
 

@@ -84,9 +84,9 @@ class _Pipeline:
     """The stages of one call, and what they hand to the summary."""
 
     def __init__(self, output: Path, stages: Stages, config: SearchConfig, address: str | None,
-                 device: str, progress: bool, mlflow: str | None = None) -> None:
+                 device: str, progress: bool, mlflow: str | None = None, trust_resume: bool = False) -> None:
         self.output, self.stages, self.config = output, stages, config
-        self.mlflow = mlflow
+        self.mlflow, self.trust_resume = mlflow, trust_resume
         self.address, self.device, self.progress = address, device, progress
         self.upstream: dict[str, str] = {}
         self.picks: dict[str, dict[str, Any]] = {}
@@ -121,9 +121,11 @@ class _Pipeline:
             from search.execution.api import search
 
             fresh_folder(search_dir, fresh)
-            resume = not fresh and (search_dir / "search_state.json").is_file()  # killed mid-search: go on
+            # Killed mid-search: go on. The search recorded its folder as this user's when it began,
+            # so this resume needs no trust_resume unless the output came from elsewhere.
+            resume = not fresh and (search_dir / "search_state.json").is_file()
             search(r.run, search_dir, r.spec, config=self.config, analysis=analysis_dir, address=self.address,
-                   resume=resume, device=self.device, progress=self.progress, mlflow=self.mlflow)
+                   resume=resume, trust_resume=self.trust_resume, device=self.device, progress=self.progress, mlflow=self.mlflow)
 
         self.upstream["search"] = self.stages.run(
             f"search {r.name}", {**r.key, "analysis": self.upstream["analyse"], "config": self.config.model_dump(mode="json")},
@@ -229,6 +231,7 @@ def pipeline(
     force: bool = False,
     progress: bool = True,
     mlflow: str | os.PathLike[str] | None = None,
+    trust_resume: bool = False,
 ) -> PipelineResult:
     """Run the chain into ``output`` (see the module's docstring); return the stages and summary rows.
 
@@ -238,6 +241,8 @@ def pipeline(
     without it each run's stored spec is used, only with ``trust_run_spec``. Runs may be local
     folders or URIs (``s3://...``); outputs are local. ``mlflow`` (a tracking URI or a folder)
     logs the pipeline as an MLflow run, its search and auto stages as runs nested in it.
+    A search stage that was interrupted is resumed when this user's search wrote it;
+    ``trust_resume`` resumes one from elsewhere too (resuming unpickles its Tune and searcher state).
     """
     runs = [str(runs)] if isinstance(runs, (str, os.PathLike)) else [str(r) for r in runs]
     if not runs:
@@ -267,7 +272,7 @@ def pipeline(
     targets = opened[1:] if given is None else opened
     total = (4 if given is None else 0) + (1 if targets else 0) + 1
     stages = Stages(output / STATE_NAME, total, force, progress)
-    steps = _Pipeline(output, stages, config or SearchConfig(), address, device, progress, mlflow)
+    steps = _Pipeline(output, stages, config or SearchConfig(), address, device, progress, mlflow, trust_resume)
     with mlflow_run(mlflow, f"pipeline {opened[0].name}", "pipeline") as tracker:
         chosen = steps.chain(opened[0], calibration_trials) if given is None else given
         if targets:

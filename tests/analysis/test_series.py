@@ -53,7 +53,7 @@ def test_a_judging_metric_recorded_at_no_epoch_is_an_error_naming_the_fix() -> N
     # a typo in group_metrics: judging 'heads' by val_loss instead would answer another question
     spec = make_spec({"heads": [("val_regret_cf_acc", "max")]})
     metrics = frame(EPOCHS, {"val_loss": E / 60, "val_regret_cf_accuracy": E / 60, "val_emotion_f1": E / 60})
-    with pytest.raises(AnalysisError) as caught:
+    with pytest.raises(AnalysisError, match=r"^my/sweetspot.yaml: group_metrics for group 'heads' names metric 'val_regret_cf_acc'") as caught:
         build_run_series(metrics, EPOCHS, ["heads"], spec, source="runs/r1", spec_file="my/sweetspot.yaml")
     assert str(caught.value) == (
         "my/sweetspot.yaml: group_metrics for group 'heads' names metric 'val_regret_cf_acc', which is recorded"

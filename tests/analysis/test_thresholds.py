@@ -43,7 +43,7 @@ def test_every_problem_is_listed_in_one_message(tmp_path) -> None:
     }
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad))
-    with pytest.raises(AnalysisError) as caught:
+    with pytest.raises(AnalysisError, match="5 problems") as caught:
         load_thresholds(path, n_checkpoints=30)
     message = str(caught.value)
     assert str(path) in message
@@ -57,7 +57,7 @@ def test_every_problem_is_listed_in_one_message(tmp_path) -> None:
 
 def test_nested_weight_keys_and_types_are_checked() -> None:
     bad = dict(GOOD, mcda_weights={"loss": 1.0, "tasks": 0.0}, stability_window=2.5, voting_confidence=1.5)
-    with pytest.raises(AnalysisError) as caught:
+    with pytest.raises(AnalysisError, match=r"^t\.json is not a valid thresholds file \(6 problems\)") as caught:
         parse_thresholds(bad, "t.json")
     message = str(caught.value)
     for expected in (

@@ -28,7 +28,7 @@ def _dead_pid() -> int:
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
     target = tmp_path / "out.json"
     write_text_atomic(target, "old")
-    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+    with pytest.raises(RuntimeError, match="^crash$"), atomic_path(target) as tmp:
         tmp.write_text("half")
         raise RuntimeError("crash")
     assert target.read_text() == "old"

@@ -25,7 +25,7 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
 
 
 def test_version(capsys) -> None:
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.raises(SystemExit, match="^0$") as exit_info:  # the exit code
         cli.main(["--version"])
     assert exit_info.value.code == 0 and capsys.readouterr().out == f"sweetspot {__version__}\n"
 
@@ -64,7 +64,7 @@ def _required(name: str) -> list[str]:
 
 
 def test_combine_usage_needs_a_run_or_checkpoint_files(capsys) -> None:
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^0$"):  # the exit code
         cli.main(["combine", "--help"])
     usage = capsys.readouterr().out.split("\n\n")[0]
     assert usage.startswith("usage: sweetspot combine --checkpoint-dir RUN (--selection FILE | --group G=E ...)")

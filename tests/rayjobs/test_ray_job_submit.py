@@ -109,7 +109,6 @@ def submit(job_server: JobServer, *command: str, timeout_s: float = 240, env: di
 
 def test_analyze_runs_as_a_ray_job(job_server, demo_run: Path, tmp_path: Path) -> None:
     output = tmp_path / "analysis_results"
-    started = time.monotonic()
     done = submit(job_server, "python", "-m", "rayjobs.analyze_sweetspots",
                   "--checkpoint-dir", str(demo_run), "--output", str(output), "--no-plots")
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
@@ -119,7 +118,6 @@ def test_analyze_runs_as_a_ray_job(job_server, demo_run: Path, tmp_path: Path) -
         "backbone", "heads", "analyzers", "dsp_kalman",
         "wrapper_emotion", "wrapper_bentham", "wrapper_surd", "wrapper_regret",
     }
-    assert time.monotonic() - started < 240
 
 
 def test_a_bad_input_fails_the_job_with_the_message(job_server, tmp_path: Path) -> None:

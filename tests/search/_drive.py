@@ -54,6 +54,7 @@ def node_loss(run: str, out: Path) -> dict:
     )
     trials = result.trials
     return {
+        "address": cluster.address,
         "removed": bool(removed),
         "trials": len(trials),
         "statuses": trials["status"].value_counts().to_dict(),

@@ -4,6 +4,7 @@ and written, checked against tensors read straight from the run's files."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -158,7 +159,7 @@ def test_import_run_from_checkpoint_files(tiny_run: Path, tmp_path: Path) -> Non
 def test_errors_name_the_argument_and_the_command_line_names_the_option(tiny_run: Path, tmp_path: Path, capsys) -> None:
     from rayjobs import cli
 
-    with pytest.raises(sweetspot.SweetspotError) as caught:
+    with pytest.raises(sweetspot.SweetspotError, match=rf"^output {re.escape(str(tmp_path))} is a folder") as caught:
         sweetspot.combine(tiny_run, {"encoder": 1, "middle": 1, "head": 1}, tmp_path)
     assert caught.value.param == "output"
     assert str(caught.value).startswith(f"output {tmp_path} is a folder")

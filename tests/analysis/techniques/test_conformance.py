@@ -59,7 +59,7 @@ def test_params_are_a_pydantic_model_with_defaults(name: str) -> None:
     technique = TECHNIQUES[name]
     assert isinstance(technique.params, BaseModel)
     assert type(technique)().params == technique.params
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"no_such_setting\n  Extra inputs are not permitted"):
         type(technique)(no_such_setting=1)
 
 

@@ -191,7 +191,7 @@ def test_combined_file_not_matching_model_names_keys(tiny_run: Path, tmp_path: P
     bad = tmp_path / "bad.pt"
     torch.save(state, bad)
     desc = describe_spec_model(_tiny.spec(), "tiny.yaml")
-    with pytest.raises(CombineError) as info:
+    with pytest.raises(CombineError, match=r"do not fit the model of spec 'tiny'") as info:
         load_file_into_model(bad, _tiny.build_model(), desc)
     text = str(info.value)
     assert text.startswith(f"the weights in {bad} do not fit the model of spec 'tiny' (tiny.yaml: tests.modules._tiny:build_model")
@@ -199,7 +199,7 @@ def test_combined_file_not_matching_model_names_keys(tiny_run: Path, tmp_path: P
     assert "1 key the weights have but the model lacks ['extra.weight']" in text
     assert "1 shape mismatch ['middle.0.weight [3, 3] vs model [8, 16]']" in text
     # the header-only check (nothing loaded) says the same
-    with pytest.raises(CombineError) as header:
+    with pytest.raises(CombineError, match=r"do not fit the model of spec 'tiny'") as header:
         check_file_fits(bad, model_layout(_tiny.build_model()), desc)
     assert str(header.value) == text
 
@@ -207,7 +207,7 @@ def test_combined_file_not_matching_model_names_keys(tiny_run: Path, tmp_path: P
     del state["extra.weight"]
     state["middle.0.weight"] = RunDir(tiny_run).state_dict(3)["middle.0.weight"]
     torch.save(state, bad)
-    with pytest.raises(CombineError) as info:
+    with pytest.raises(CombineError, match=r"weights lack \['head\.bias'\]") as info:
         load_file_into_model(bad, _tiny.build_model())
     text = str(info.value)
     assert "[]" not in text and "shape mismatch" not in text and "weights lack ['head.bias']" in text
@@ -217,7 +217,7 @@ def test_combined_file_not_matching_model_names_keys(tiny_run: Path, tmp_path: P
 def test_update_bn_with_a_model_that_does_not_fit_names_run_and_model(tiny_run: Path, tmp_path: Path) -> None:
     plan = plan_for(tiny_run, {"encoder": 1, "middle": 2, "head": 3})
     out = tmp_path / "c.safetensors"
-    with pytest.raises(CombineError) as info:
+    with pytest.raises(CombineError, match="do not fit the model X") as info:
         write_combined(plan, out, bn_batches=_tiny_bn_batches, model_factory=lambda: torch.nn.Linear(4, 16), model_desc="the model X")
     text = str(info.value)
     assert text.startswith(f"the weights in run directory {tiny_run} do not fit the model X: 2 keys the model has")
@@ -235,7 +235,7 @@ def test_output_that_is_a_folder_is_refused_before_reading(tiny_run: Path, tmp_p
 def test_unreadable_seed_file_gives_no_skip_bad_advice(tmp_path: Path) -> None:
     broken = tmp_path / "checkpoint_epoch_3.pt"
     broken.write_bytes(b"PK\x03\x04broken")
-    with pytest.raises(CheckpointImportError) as info:
+    with pytest.raises(CheckpointImportError, match="checkpoint_epoch_3.pt is truncated or corrupt") as info:
         plan_from_files(_tiny.spec(), {}, default=broken)
     assert "checkpoint_epoch_3.pt is truncated or corrupt" in str(info.value)
     assert "--skip-bad" not in str(info.value)  # combine has no such option

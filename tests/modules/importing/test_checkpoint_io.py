@@ -180,7 +180,7 @@ def test_non_tensor_extras_are_left_out_and_named(tmp_path: Path, zip_format: bo
     path = tmp_path / "checkpoint_epoch_3.pt"
     extras = {"args": argparse.Namespace(lr=0.1, depth=3), "best_acc": np.float64(0.93), "config": TrainConfig()}
     torch.save({"model_state_dict": _state(), **extras}, path, _use_new_zipfile_serialization=zip_format)
-    with pytest.raises(pickle.UnpicklingError):  # what torch's own safe loader does with this file
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):  # what torch's own safe loader does
         torch.load(path, weights_only=True)
     loaded = read_checkpoint(path)
     _assert_same(loaded.state, _state())

@@ -232,7 +232,7 @@ def test_crafted_checkpoint_is_refused_and_its_code_never_runs(tmp_path: Path) -
     assert "GLOBAL io.open" in str(caught.value)
     assert not marker.exists()
     _assert_nothing_written(out)
-    with pytest.raises(UnsafeCheckpointError):
+    with pytest.raises(UnsafeCheckpointError, match=r"checkpoint_epoch_2\.pt.*GLOBAL io\.open"):  # not skipped as bad
         import_checkpoints(source, _spec(tmp_path), out, skip_bad=True, progress=False)
     assert not marker.exists()
     # The file really is live: an unsafe load would call open (read without unpickling).
@@ -288,7 +288,7 @@ def test_missing_directory_and_no_checkpoints(tmp_path: Path) -> None:
     empty.mkdir()
     (empty / "notes.txt").write_text("not a checkpoint")
     (empty / "model_epoch_1.pt").write_bytes(b"x")
-    with pytest.raises(CheckpointImportError) as caught:
+    with pytest.raises(CheckpointImportError, match="holds no checkpoints in a layout sweetspot reads") as caught:
         import_checkpoints(empty, _spec(tmp_path), out, progress=False)
     message = str(caught.value)
     assert "holds no checkpoints in a layout sweetspot reads. It looked for:" in message
@@ -307,7 +307,7 @@ def test_keys_missing_from_one_epoch_name_epoch_keys_and_reference(tmp_path: Pat
     del state["head.bias"]
     torch.save(state, source / "checkpoint_epoch_4.pt")
     out = tmp_path / "run"
-    with pytest.raises(CheckpointImportError) as caught:
+    with pytest.raises(CheckpointImportError, match=r"checkpoint_epoch_4\.pt \(epoch 4\) lacks 1 keys") as caught:
         import_checkpoints(source, _spec(tmp_path), out, progress=False)
     message = str(caught.value)
     assert "checkpoint_epoch_4.pt (epoch 4) lacks 1 keys ['head.bias']" in message
@@ -464,7 +464,7 @@ def test_on_the_fly_import_advises_moving_a_bad_file_out(tmp_path: Path) -> None
     source = tmp_path / "seed"
     write_seed_run(source, epochs=[1, 2])
     (source / "checkpoint_epoch_3.pt").write_bytes(b"")
-    with pytest.raises(CheckpointImportError) as caught:
+    with pytest.raises(CheckpointImportError, match="checkpoint_epoch_3.pt is truncated or corrupt") as caught:
         open_run(source, _spec(tmp_path), tmp_path / "scratch", progress=False)
     text = str(caught.value)
     assert "checkpoint_epoch_3.pt is truncated or corrupt" in text

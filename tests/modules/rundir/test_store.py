@@ -143,11 +143,11 @@ def test_an_epoch_whose_manifest_write_never_happened_is_invisible_and_cleaned(
 
     def killed_before_the_manifest(store: RunStore, rel: str, data: bytes) -> None:
         if rel == MANIFEST_NAME:
-            raise KeyboardInterrupt  # the writer dies after its group objects are written
+            raise KeyboardInterrupt("killed before the manifest")  # the writer dies after its group objects are written
         real(store, rel, data)
 
     monkeypatch.setattr(RunStore, "write_atomic", killed_before_the_manifest)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="killed before the manifest"):
         RunWriter(where).write_epoch(1, _states(1))
     monkeypatch.undo()
 

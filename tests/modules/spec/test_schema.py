@@ -57,7 +57,7 @@ def test_plain_prefix_does_not_match_a_longer_name() -> None:
 @pytest.mark.parametrize("field", ["model", "data", "evaluate", "batches"])
 @pytest.mark.parametrize("value", ["pkg.module.function", "pkg:", "1pkg:f", "pkg:f:g"])
 def test_bad_callable_path(field: str, value: str) -> None:
-    with pytest.raises(SpecError) as caught:
+    with pytest.raises(SpecError, match="package.module:function") as caught:
         parse_spec(_with(**{field: value}), "my.yaml")
     message = str(caught.value)
     assert "my.yaml" in message and f"{field}:" in message and repr(value) in message
@@ -81,7 +81,7 @@ def test_unknown_group_in_group_metrics() -> None:
 
 
 def test_key_matching_no_group_names_key_and_patterns() -> None:
-    with pytest.raises(SpecError) as caught:
+    with pytest.raises(SpecError, match="'decoder.weight' matches no group") as caught:
         parse_spec(BASE).group_of("decoder.weight")
     message = str(caught.value)
     assert "'decoder.weight' matches no group" in message
@@ -91,7 +91,7 @@ def test_key_matching_no_group_names_key_and_patterns() -> None:
 def test_key_matching_two_groups_names_key_groups_and_patterns() -> None:
     groups = {"backbone": ["backbone."], "norms": ["*.norm.*"]}
     spec = parse_spec(_with(groups=groups, couplings=[], group_metrics={}))
-    with pytest.raises(SpecError) as caught:
+    with pytest.raises(SpecError, match="'backbone.norm.weight' matches more than one group") as caught:
         spec.group_of("backbone.norm.weight")
     message = str(caught.value)
     assert "'backbone.norm.weight' matches more than one group" in message
@@ -100,7 +100,7 @@ def test_key_matching_two_groups_names_key_groups_and_patterns() -> None:
 
 
 def test_assign_groups_reports_every_bad_key_at_once() -> None:
-    with pytest.raises(SpecError) as caught:
+    with pytest.raises(SpecError, match="match no group") as caught:
         parse_spec(BASE).assign_groups(["backbone.w", "x.weight", "y.bias"])
     assert "'x.weight'" in str(caught.value) and "'y.bias'" in str(caught.value)
 
@@ -174,7 +174,7 @@ def test_missing_batches_callable_says_how_to_add_it() -> None:
 def test_keys_matching_no_group_come_in_one_message_with_a_typo_hint() -> None:
     spec = parse_spec(_with(groups={"backbone": ["backbon."], "heads": ["heads."]}, couplings=[], group_metrics={}))
     keys = [f"backbone.{i}.weight" for i in range(12)] + ["heads.w"]
-    with pytest.raises(SpecError) as caught:
+    with pytest.raises(SpecError, match=r"\(12 keys\) match no group") as caught:
         spec.assign_groups(keys)
     message = str(caught.value)
     assert message.count("\n") == 0  # one problem, one line, not twelve
@@ -185,7 +185,7 @@ def test_keys_matching_no_group_come_in_one_message_with_a_typo_hint() -> None:
 def test_unknown_spec_key_lists_the_allowed_keys_and_the_likely_one() -> None:
     data = _with()
     data["group_metric"] = data.pop("group_metrics")
-    with pytest.raises(SpecError) as caught:
+    with pytest.raises(SpecError, match="unknown key 'group_metric'; did you mean 'group_metrics'") as caught:
         parse_spec(data, "my.yaml")
     message = str(caught.value)
     assert "my.yaml" in message and "unknown key 'group_metric'; did you mean 'group_metrics'?" in message

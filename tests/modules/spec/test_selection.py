@@ -33,7 +33,7 @@ def test_epochs_for_resolves_windows_to_recorded_epochs() -> None:
 
 
 def test_a_typo_names_the_group_and_the_two_allowed_forms() -> None:
-    with pytest.raises(SelectionError) as caught:
+    with pytest.raises(SelectionError, match="it is neither an epoch") as caught:
         parse_selection({"backbone": "avg", "heads": 4, "wrap": {"avg": [1, 2]}}, "sel.json")
     message = str(caught.value)
     assert "sel.json" in message

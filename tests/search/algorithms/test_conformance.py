@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
+import optuna
 import pytest
+from optuna.trial import TrialState
 
 from modules.spec.schema import parse_spec
 from search.algorithms import (
@@ -98,17 +98,44 @@ def test_every_algorithm_is_deterministic_for_a_seed(name: str) -> None:
     assert first == again
 
 
+def optuna_study(algorithm) -> optuna.Study | None:
+    """The Optuna study behind an algorithm that has one (Ray Tune's ``OptunaSearch`` keeps it)."""
+    study = getattr(algorithm, "study", None)
+    if study is None:
+        study = getattr(getattr(algorithm, "searcher", None), "_ot_study", None)
+    return study
+
+
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_pruned_and_failed_trials_do_not_stop_an_algorithm(name: str) -> None:
     space = _space()
     algorithm = ALGORITHMS[name](space, "min", 0)
-    algorithm.warm_start([])
-    for index in range(10):
+    from search.algorithms import Scored
+
+    # warm-started with the single epochs, as the search starts it
+    algorithm.warm_start([Scored(space.same_epoch(e), objective(space.same_epoch(e)), SINGLE) for e in RECORDED])
+    study = optuna_study(algorithm)
+    warm = len(study.trials) if study is not None else 0
+    outcomes = []
+    for index in range(4):  # fewer than a module soup's candidates: each is a rejection to it
         proposal = algorithm.ask()
         if proposal is None:
             break
-        algorithm.tell(proposal, None, "pruned" if index % 2 else "failed")
-    assert not math.isnan(objective(space.same_epoch(1)))
+        outcomes.append("pruned" if index % 2 else "failed")
+        algorithm.tell(proposal, None, outcomes[-1])
+    # It goes on proposing valid selections, and learns from the results that do come.
+    seen = drive(algorithm, space, budget=BUDGET.get(name, 30))
+    assert len(seen) >= 5
+    for epochs, _ in seen:
+        assert set(epochs) == set(GROUPS) and epochs["enc"] == epochs["head"]
+        assert all(e in RECORDED for chosen in epochs.values() for e in chosen)
+    if study is not None:  # an Optuna sampler: its study holds each outcome as told, no partial score
+        told = study.trials[warm:]
+        expected = {"pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
+        assert [t.state for t in told[: len(outcomes)]] == [expected[o] for o in outcomes]
+        assert all(t.value is None for t in told[: len(outcomes)])
+        assert [t.state for t in told[len(outcomes):]] == [TrialState.COMPLETE] * len(seen)
+        assert sorted(t.value for t in told[len(outcomes):]) == pytest.approx(sorted(v for _, v in seen))
 
 
 def test_the_greedy_soup_keeps_only_checkpoints_that_improve() -> None:

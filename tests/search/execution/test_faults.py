@@ -17,6 +17,7 @@ import pytest
 
 from modules.rundir.run_dir import RunDir
 from search.algorithms.space import CrossoverSpace
+from tests.conftest import DEFAULT_RAY_POINTER
 from tests.search import _faulty
 from tests.search._drive import (
     NODE_LOSS_SAMPLES,
@@ -55,6 +56,18 @@ def test_a_node_lost_mid_search_costs_no_trial(tiny_run_path: Path, tmp_path: Pa
     # while it was starting, which Tune does not retry) as a new trial of the same selection
     assert summary["unfinished_selections"] == [], summary
     assert summary["nodes"] == 2
+    # The cluster named itself in the suite's own Ray temp folder, not where a user's plain
+    # `ray.init()` looks: once it is gone, that would name a dead cluster.
+    assert (Path(os.environ["RAY_TMPDIR"]) / "ray" / "ray_current_cluster").read_text().strip() == summary["address"]
+    assert not DEFAULT_RAY_POINTER.is_file() or DEFAULT_RAY_POINTER.read_text().strip() != summary["address"]
+
+
+def _logged(out: Path) -> int:
+    """Trials finished so far, as the search logs them (fsync'd as each finishes)."""
+    try:
+        return len((out / "finished.jsonl").read_text().splitlines())
+    except OSError:
+        return 0
 
 
 def _result_files(out: Path) -> dict[str, str]:
@@ -78,7 +91,15 @@ def test_resume_after_the_driver_is_killed_reruns_no_finished_trial(
     deadline = time.time() + 180
     while time.time() < deadline and (not (out / "tune").exists() or finished_trials(out) < 5):
         time.sleep(0.2)
-    time.sleep(1.0)  # let Tune write its experiment state after those trials
+    # Tune writes the trials' result files when it saves its experiment state (every 2 s here):
+    # wait until that save is on disk too, so that the resume has those trials in Tune's state (the
+    # memo answers any it lacks), but kill it well before the search ends (finished.jsonl counts
+    # the trials as they finish), however slowly a busy machine saves.
+    flushed = max(p.stat().st_mtime for p in (out / "tune" / "crossover").glob("*/result.json"))
+    while time.time() < deadline and _logged(out) < SLOW_SAMPLES - 4 and not any(
+        p.stat().st_mtime >= flushed for p in (out / "tune" / "crossover").glob("experiment_state-*.json")
+    ):
+        time.sleep(0.05)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
     driver.wait()
     before = _result_files(out)

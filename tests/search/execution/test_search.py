@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from optuna.trial import TrialState
 
 from modules.combine.model_fit import load_into_model
 from modules.combine.plan import plan_from_run
@@ -96,9 +100,9 @@ def test_tpe_on_fractional_gpus_keeps_couplings_and_retries_a_dead_worker(
 def test_bad_settings_are_refused_before_any_trial(ray_local: None, tiny_run_path: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown algorithm"):
         SearchConfig(algo="hyperband")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"num_samples\n  Input should be greater than or equal to 1"):
         SearchConfig(num_samples=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"confirm_fraction\n  Input should be less than 0.9"):
         SearchConfig(confirm_fraction=0.9)
     spec = _faulty.spec()
     with pytest.raises(SearchError, match="no search to resume"):
@@ -153,3 +157,104 @@ def test_a_bad_setting_in_python_is_a_sweetspot_error_naming_the_argument(tmp_pa
     with pytest.raises(sweetspot.SweetspotError, match="unknown algorithm 'tpee'") as caught:
         sweetspot.search(tmp_path / "run", tmp_path / "out", algo="tpee")
     assert caught.value.param == "algo"
+
+
+@pytest.fixture(scope="module")
+def asha_search(ray_local: None, tiny_run_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random search over two shards, one trial at a time (so ASHA sees them in a known order),
+    without the single-epoch baselines: its output folder."""
+    out = tmp_path_factory.mktemp("asha") / "out"
+    search(tiny_run_path, out, _faulty.spec(), algo="random", num_samples=8, shards=2, confirm_fraction=0.0,
+           baselines=False, max_concurrent=1, evaluate=False, progress=False)
+    return out
+
+
+def _reports(out: Path) -> list[tuple[str, str, list[float]]]:
+    """Each trial's (id, origin, objective after each shard) from Tune's own result files, in the
+    order Tune created the trials."""
+    trials = []
+    for path in (out / "tune" / "crossover").glob("*/result.json"):
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        order = int(re.match(r"crossover_trial_[0-9a-f]+_(\d+)_", path.parent.name).group(1))
+        trials.append((order, lines[0]["trial_id"], lines[0]["origin"], [line["objective"] for line in lines]))
+    return [t[1:] for t in sorted(trials)]
+
+
+def test_asha_stops_sampler_trials_that_trail_after_one_shard_and_never_a_baseline(asha_search: Path) -> None:
+    trials = pd.read_parquet(asha_search / "trials.parquet").set_index("trial_id")
+    stopped = trials[trials["status"] == "stopped early"]
+    assert len(stopped) >= 1 and (stopped["shards_seen"] == 1).all() and stopped["objective"].isna().all()
+    finished = trials[trials["status"] == "finished"]
+    assert (finished["shards_seen"] == 2).all()
+    # ASHA's rule (grace period 1, reduction factor 2), replayed from the scores Tune recorded:
+    # after its first shard a trial goes on only if it is not worse than the median of the
+    # first-shard scores before it; the baselines (here the last epoch and the analysis pick) always go on.
+    seen: list[float] = []
+    for trial_id, origin, scores in _reports(asha_search):
+        trailing = bool(seen) and scores[0] > float(np.percentile(seen, 50))
+        expected = "stopped early" if trailing and origin == "random" else "finished"
+        assert trials.loc[trial_id, "status"] == expected, (trial_id, origin, scores, seen)
+        seen.append(scores[0])
+    assert set(trials.loc[trials["origin"] != "random", "status"]) == {"finished"}
+    # a trial stopped early never becomes the pick: its half-scored objective is not comparable
+    summary = json.loads((asha_search / "search_summary.json").read_text())
+    assert json.dumps(summary["pick"]["epochs"], sort_keys=True) not in set(stopped["selection"])
+
+
+def test_a_trial_stopped_early_reaches_optunas_study_as_pruned_without_its_partial_score(ray_local: None) -> None:
+    from search.algorithms import ALGORITHMS
+    from search.algorithms.space import CrossoverSpace
+    from search.execution.tune_searcher import CrossoverSearcher
+    from tests.search.algorithms.test_conformance import optuna_study
+
+    spec = _faulty.spec()
+    space = CrossoverSpace.build(spec, list(spec.groups), [1, 2, 3, 4])
+    tpe = ALGORITHMS["tpe"](space, "min", 0)
+    searcher = CrossoverSearcher(tpe, "min", "no-such-search", budget=3)
+    for trial_id in ("a", "b", "c"):
+        assert searcher.suggest(trial_id) is not None
+    # As Tune reports them: a trial ASHA stopped after shard 1 of 2, a finished one, an errored one.
+    searcher.on_trial_complete("a", {"objective": 0.25, "shard": 1, "complete": False})
+    searcher.on_trial_complete("b", {"objective": 0.5, "shard": 2, "complete": True})
+    searcher.on_trial_complete("c", None, error=True)
+    study = optuna_study(tpe)
+    assert [(t.state, t.value) for t in study.trials] == [
+        (TrialState.PRUNED, None), (TrialState.COMPLETE, 0.5), (TrialState.FAIL, None)
+    ]
+
+
+def test_resume_refuses_a_folder_this_user_did_not_write_until_trusted(
+    asha_search: Path, tiny_run_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rayjobs import cli
+    from search.execution.resume_trust import check_resume_trusted, record_search
+
+    settings = dict(algo="random", num_samples=8, shards=2, confirm_fraction=0.0, baselines=False, max_concurrent=1,
+                    evaluate=False, progress=False)
+    # The folder as it comes from another user or machine: at a path no search of this user wrote
+    # (a folder moved or copied looks the same).
+    theirs = tmp_path / "theirs"
+    shutil.copytree(asha_search, theirs)
+    with pytest.raises(SearchError, match=rf"--resume: {theirs} was not written by you: no search of yours was recorded"
+                       r".*unpickles the Tune and searcher state.*pass --trust-resume \(trust_resume=True"):
+        search(tiny_run_path, theirs, _faulty.spec(), resume=True, **settings)
+    code = cli.main(["search", "--checkpoint-dir", str(tiny_run_path), "--output", str(theirs), "--trust-run-spec",
+                     "--resume", "--no-progress", "--no-evaluate"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: --resume: {theirs} was not written by you") and "--trust-resume" in err
+
+    # A folder this user's search wrote (as a search notes when it starts), whose contents were then
+    # swapped for another search's.
+    swapped = tmp_path / "swapped"
+    record_search(swapped, "0123456789ab")
+    shutil.copytree(asha_search, swapped)
+    theirs_id = json.loads((theirs / "search_state.json").read_text())["search_id"]
+    with pytest.raises(SearchError, match=rf"{swapped} was not written by you: it now holds search '{theirs_id}',"
+                       " not the search '0123456789ab' you started there"):
+        search(tiny_run_path, swapped, _faulty.spec(), resume=True, **settings)
+
+    # Trusted: resumed (Tune's trials kept, none run again), and recorded as this user's.
+    before = pd.read_parquet(asha_search / "trials.parquet")
+    resumed = search(tiny_run_path, theirs, _faulty.spec(), resume=True, trust_resume=True, **settings)
+    assert sorted(resumed.trials["trial_id"]) == sorted(before["trial_id"])
+    check_resume_trusted(theirs, theirs_id)

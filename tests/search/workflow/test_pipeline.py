@@ -1,17 +1,24 @@
 """`make demo`'s pipeline at a tiny size: two real demo runs trained by `train-demo --reuse`, then
 `sweetspot pipeline` (analyse, combine, search, calibrate on A, auto on B, evaluate, summary) on the
-session's local Ray, killed with SIGKILL in its search and run again. Figures in the summary are
-checked against the models evaluated here directly."""
+session's local Ray, killed with SIGKILL in its search and run again, once per module (the
+``demo_pipeline`` fixture); each test reads that output, or a copy of it it may change. Figures in
+the summary are checked against the models evaluated here directly."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import ray
 import torch
@@ -36,9 +43,11 @@ def _train(root: Path) -> list[Path]:
     return runs
 
 
-def _pipeline(root: Path, *extra: str) -> int:
+def _pipeline(root: Path, *extra: str, runs: Path | None = None) -> int:
+    """`make demo`'s pipeline into ``root``, on the runs in ``runs`` (default: in ``root`` too)."""
+    runs = root if runs is None else runs
     return cli.main([
-        "pipeline", "--checkpoint-dir", str(root / "demo-a"), "--auto-runs", str(root / "demo-b"), "--trust-run-spec",
+        "pipeline", "--checkpoint-dir", str(runs / "demo-a"), "--auto-runs", str(runs / "demo-b"), "--trust-run-spec",
         "--output", str(root), "--num-samples", "10", "--shards", "1", "--calibration-trials", "6", *extra,
     ])
 
@@ -52,43 +61,81 @@ def _objective(state: dict[str, torch.Tensor], seed: int) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def demo_pipeline(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def demo_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder holding the two trained demo runs (the pipeline's output goes beside them)."""
     root = tmp_path_factory.mktemp("demo")
     _train(root)
-    return root, ""
+    return root
 
 
-def _killed_in_the_search(root: Path) -> None:
+@dataclass
+class Resumed:
+    """The pipeline's output folder after a kill mid-search and a second call, and what that call said."""
+
+    root: Path
+    code: int
+    out: str
+    err: str
+    killed_after: int
+
+
+@pytest.fixture(scope="module")
+def demo_pipeline(ray_local: None, demo_runs: Path) -> Resumed:
+    """The pipeline killed in its search, then run again in this process: once per module."""
+    root = demo_runs
+    killed_after = _killed_in_the_search(root)
+    assert (root / "analysis" / "demo-a" / "selection.json").is_file() and not (root / "summary.md").exists()
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = _pipeline(root)
+    return Resumed(root, code, out.getvalue(), err.getvalue(), killed_after)
+
+
+def _finished(search: Path) -> int:
+    """Trials the search has fully scored so far (its fsync'd log of finished selections)."""
+    try:
+        return len((search / "finished.jsonl").read_text(encoding="utf-8").splitlines())
+    except OSError:
+        return 0
+
+
+def _killed_in_the_search(root: Path, trials: int = 2) -> int:
     """The pipeline in a process of its own (on the session's Ray), killed with SIGKILL once its
-    search has started."""
+    search has finished ``trials`` trials; how many it had finished."""
     command = [
         sys.executable, "-m", "rayjobs.pipeline", "--checkpoint-dir", str(root / "demo-a"), "--auto-runs", str(root / "demo-b"),
         "--trust-run-spec", "--output", str(root), "--num-samples", "10", "--shards", "1", "--calibration-trials", "6",
-        "--address", ray.get_runtime_context().gcs_address,
+        "--address", ray.get_runtime_context().gcs_address, "--no-progress",
     ]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        for line in process.stderr:
-            if "search demo-a: running" in line:
-                break
-        time.sleep(3)  # some trials run
-    finally:
-        process.kill()
-        process.wait()
+    search = root / "search" / "demo-a"
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log, text=True)
+        try:
+            deadline = time.monotonic() + 300
+            while _finished(search) < trials and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            log.seek(0)
+            assert process.poll() is None, f"the pipeline ended before its search was killed: {log.read()[-3000:]}"
+            assert _finished(search) >= trials, f"the search finished {_finished(search)} trials in 300 s"
+        finally:
+            process.kill()
+            process.wait()
+    return _finished(search)
 
 
-def test_the_demo_pipeline_killed_mid_search_goes_on_and_writes_every_artefact_and_a_complete_summary(demo_pipeline, capsys) -> None:
-    root, _ = demo_pipeline
-    _killed_in_the_search(root)
-    assert (root / "analysis" / "demo-a" / "selection.json").is_file() and not (root / "summary.md").exists()
-    assert _pipeline(root) == 0
-    out = capsys.readouterr()
+def test_the_demo_pipeline_killed_mid_search_goes_on_and_writes_every_artefact_and_a_complete_summary(demo_pipeline: Resumed) -> None:
+    root = demo_pipeline.root
+    assert demo_pipeline.code == 0, demo_pipeline.err[-3000:]
+    assert 2 <= demo_pipeline.killed_after < 10  # killed mid-search
     for stage in STAGES[:2]:
-        assert f"{stage}: complete from an earlier run, skipped" in out.err
-    assert "search demo-a: resuming" in out.err
+        assert f"{stage}: complete from an earlier run, skipped" in demo_pipeline.err
+    assert "search demo-a: resuming" in demo_pipeline.err
     for stage in STAGES[2:]:
-        assert f"{stage}: done" in out.err
-    assert "# sweetspot pipeline summary" in out.out
+        assert f"{stage}: done" in demo_pipeline.err
+    assert "# sweetspot pipeline summary" in demo_pipeline.out
+    trials = pd.read_parquet(root / "search" / "demo-a" / "trials.parquet")
+    # the trials finished before the kill were not scored again (Tune kept them, or the memo answered)
+    assert trials["selection"][~trials["from_memo"]].is_unique
     for path in [
         "analysis/demo-a/analysis_report.md", "analysis/demo-a/selection.json", "combined/demo-a.safetensors",
         "search/demo-a/search_report.md", "search/demo-a/best_selection.json", "search/demo-a/trials.parquet",
@@ -132,17 +179,22 @@ def test_the_demo_pipeline_killed_mid_search_goes_on_and_writes_every_artefact_a
     assert any(note.startswith(f"auto on demo-b kept {guard['chosen']}") for note in summary["notes"])
 
 
-def test_a_rerun_skips_complete_stages_and_a_changed_setting_redoes_only_what_follows(demo_pipeline, capsys) -> None:
-    root, _ = demo_pipeline
+def test_a_rerun_skips_complete_stages_and_a_changed_setting_redoes_only_what_follows(
+    demo_pipeline: Resumed, tmp_path: Path, capsys
+) -> None:
+    runs = demo_pipeline.root
+    root = tmp_path / "demo"  # a copy of the module's output (the runs stay where they are), for this test to change
+    shutil.copytree(runs, root, ignore=lambda folder, names: ["demo-a", "demo-b"] if Path(folder) == runs else [])
     summary_before = (root / "summary.json").read_text()
-    _train(root)  # --reuse: the complete runs are kept as they are
-    assert (root / "demo-a" / "manifest.json").stat().st_mtime > 0
-    assert _pipeline(root) == 0
+    manifests = {name: (runs / name / "manifest.json").read_bytes() for name in ("demo-a", "demo-b")}
+    _train(runs)  # --reuse: the complete runs are kept as they are
+    assert {name: (runs / name / "manifest.json").read_bytes() for name in manifests} == manifests
+    assert _pipeline(root, runs=runs) == 0
     err = capsys.readouterr().err
     assert all(f"{stage}: complete from an earlier run, skipped" in err for stage in STAGES), err
     assert (root / "summary.json").read_text() == summary_before
 
-    assert _pipeline(root, "--calibration-trials", "7") == 0
+    assert _pipeline(root, "--calibration-trials", "7", runs=runs) == 0
     err = capsys.readouterr().err
     for stage in STAGES[:3]:
         assert f"{stage}: complete from an earlier run, skipped" in err
@@ -150,16 +202,16 @@ def test_a_rerun_skips_complete_stages_and_a_changed_setting_redoes_only_what_fo
         assert f"{stage}: done" in err
 
 
-def test_bad_invocations_say_what_to_do(demo_pipeline, tmp_path: Path, capsys) -> None:
-    root, _ = demo_pipeline
+def test_bad_invocations_say_what_to_do(demo_runs: Path, tmp_path: Path, capsys) -> None:
+    root = demo_runs
     with pytest.raises(PipelineError, match="without thresholds: the whole chain searches one run"):
         pipeline([root / "demo-a", root / "demo-b"], tmp_path / "out", trust_run_spec=True)
     code = cli.main(["pipeline", "--checkpoint-dir", str(root / "demo-a"), "--output", str(tmp_path / "out")])
     assert code == 2 and "--trust-run-spec" in capsys.readouterr().err
 
 
-def test_with_thresholds_it_auto_selects_many_runs_without_a_search(demo_pipeline, tmp_path: Path, capsys) -> None:
-    root, _ = demo_pipeline
+def test_with_thresholds_it_auto_selects_many_runs_without_a_search(demo_pipeline: Resumed, tmp_path: Path, capsys) -> None:
+    root = demo_pipeline.root  # read only: its runs and the thresholds its calibration wrote
     out = tmp_path / "many"
     code = cli.main([  # one run as a file:// URI, read through pyarrow's file system as on object storage
         "pipeline", "--checkpoint-dir", str(root / "demo-a"), (root / "demo-b").as_uri(), "--thresholds",
@@ -177,8 +229,8 @@ def test_with_thresholds_it_auto_selects_many_runs_without_a_search(demo_pipelin
     assert "budget" not in record
 
 
-def test_a_spec_that_does_not_fit_a_new_run_is_refused_before_any_stage(demo_pipeline, tiny_run_path: Path, tmp_path: Path) -> None:
-    root, _ = demo_pipeline
+def test_a_spec_that_does_not_fit_a_new_run_is_refused_before_any_stage(demo_runs: Path, tiny_run_path: Path, tmp_path: Path) -> None:
+    root = demo_runs
     spec = root / "demo-a" / "sweetspot.yaml"
     with pytest.raises(PipelineError, match=rf"names groups .* but run {tiny_run_path} has groups \['encoder'"):
         pipeline(root / "demo-a", tmp_path / "out", spec, auto_runs=[tiny_run_path])

@@ -23,7 +23,7 @@ def _chain(state: Path, folder: Path, force: bool = False, kill_in: str | None =
         def action(fresh: bool) -> None:
             ran.append((name, fresh))
             if name == kill_in:
-                raise Killed  # as a kill -9 mid-stage: the stage's record is never written
+                raise Killed(f"killed in {name}")  # as a kill -9 mid-stage: the stage's record is never written
             (folder / name).write_text(f"{name} {len(ran)}")
         return action
 
@@ -44,7 +44,7 @@ def test_a_rerun_skips_complete_stages_and_redoes_those_after_a_changed_input(tm
 def test_a_forced_call_killed_mid_stage_is_resumed_and_the_stages_after_it_are_redone(tmp_path: Path) -> None:
     state = tmp_path / "state.json"
     _chain(state, tmp_path)
-    with pytest.raises(Killed):
+    with pytest.raises(Killed, match="^killed in a$"):
         _chain(state, tmp_path, force=True, kill_in="a")
     # a goes on where it stopped (fresh=False); b read a's old outputs, so it is redone too
     assert _chain(state, tmp_path) == [("a", False), ("b", True)]

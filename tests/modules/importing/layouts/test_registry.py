@@ -3,6 +3,7 @@ the seed's layout and the pattern layout conform as the libraries' layouts do.""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -23,7 +24,8 @@ def test_every_layout_follows_the_protocol_and_has_a_conformance_test(name: str,
     layout = LAYOUTS[name]
     assert layout.name == name and layout.looks_for
     assert layout.detect(tmp_path) is None  # an empty folder is no layout
-    with pytest.raises(CheckpointImportError):
+    said = "needs --pattern" if name == "pattern" else rf"^{re.escape(str(tmp_path))} holds no .*; pass the "
+    with pytest.raises(CheckpointImportError, match=said):  # names the folder and what to pass instead
         layout.plan(tmp_path, LayoutOptions())
     tests = "".join(path.read_text() for path in HERE.glob("test_*.py"))
     assert f'assert_conforms(\n        "{name}"' in tests or f'assert_conforms("{name}"' in tests
