@@ -215,7 +215,7 @@ def write_outputs(analysis: RunAnalysis, output: str | os.PathLike[str], plots: 
     output.mkdir(parents=True, exist_ok=True)
     write_json_atomic(written["metrics"], module_metrics_json(analysis))
     write_text_atomic(written["report"], report_markdown(analysis, written["selection"]))
-    save_selection(analysis.selection, written["selection"])
+    save_selection(analysis.selection, written["selection"], analysis.index)
     files = [written["metrics"], written["report"], written["selection"]]
     if plots:
         from analysis.plots import write_plots

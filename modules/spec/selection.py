@@ -169,9 +169,13 @@ def load_selection(path: str | os.PathLike[str]) -> Selection:
     return parse_selection(data, str(path))
 
 
-def save_selection(selection: Selection, path: str | os.PathLike[str]) -> None:
-    """Write ``selection.json`` atomically."""
-    write_json_atomic(path, selection.to_json())
+def save_selection(selection: Selection, path: str | os.PathLike[str], index: str = "epoch") -> None:
+    """Write ``selection.json`` atomically; a run indexed by training step says so in the
+    annotation ``_index`` (its numbers are steps, not epochs; annotations are not groups)."""
+    document = selection.to_json()
+    if index != "epoch":
+        document = {f"{ANNOTATION_PREFIX}index": index, **document}
+    write_json_atomic(path, document)
 
 
 def coupling_violations(epochs: Mapping[str, list[int]], couplings: Iterable[Coupling]) -> list[str]:

@@ -63,3 +63,16 @@ def test_coupling_violations_compare_centres_with_the_allowed_gap() -> None:
         "coupling A allows 4 epochs between its groups, but the selection puts backbone at 44, heads at 37"
         " (7 apart; an averaged window counts at its midpoint)"
     ]
+
+
+def test_a_selection_of_a_step_indexed_run_says_its_numbers_are_steps(tmp_path) -> None:
+    import json
+
+    from modules.spec.selection import Selection, load_selection, save_selection
+
+    selection = Selection.model_validate({"encoder": 570, "head": {"average": [380, 456]}})
+    save_selection(selection, tmp_path / "steps.json", index="step")
+    assert json.loads((tmp_path / "steps.json").read_text())["_index"] == "step"
+    assert load_selection(tmp_path / "steps.json") == selection  # the annotation is not a group
+    save_selection(selection, tmp_path / "epochs.json")
+    assert "_index" not in json.loads((tmp_path / "epochs.json").read_text())
