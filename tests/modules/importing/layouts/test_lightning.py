@@ -23,8 +23,7 @@ def lightning_run(tmp_path_factory) -> Path:
 def _expected(checkpoints: Path) -> dict[int, dict[str, torch.Tensor]]:
     expected = {}
     for path in checkpoints.glob("epoch=*.ckpt"):
-        # our own file from this test's training: the library's full loader is fine here
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
         expected[saved["epoch"]] = {k.removeprefix("model."): v for k, v in saved["state_dict"].items()}
     return expected
 
@@ -66,7 +65,7 @@ def test_the_module_prefix_is_named_in_the_error_and_two_versions_are_refused(li
 
 def test_mixed_layouts_in_one_folder_are_refused_until_one_is_named(lightning_run: Path, tmp_path: Path) -> None:
     source = Path(shutil.copytree(lightning_run / "lightning_logs" / "version_0" / "checkpoints", tmp_path / "mixed"))
-    state = torch.load(source / "epoch=0-step=4.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(source / "epoch=0-step=4.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     torch.save(state, source / "checkpoint_epoch_7.pt")
     with pytest.raises(CheckpointImportError, match=r"mixes checkpoint layouts \(seed: 1 checkpoint_epoch_<N> files;"
                        r" lightning: .*--layout \(seed or lightning"):
