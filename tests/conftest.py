@@ -51,6 +51,12 @@ if _OWNER:
     os.environ["SWEETSPOT_TEST_TMP"] = tempfile.mkdtemp(prefix="sst-")  # short: Ray's socket paths live under it
     os.environ["RAY_TMPDIR"] = os.environ["SWEETSPOT_TEST_TMP"]
     os.environ["SWEETSPOT_STATE_DIR"] = os.path.join(os.environ["SWEETSPOT_TEST_TMP"], "state")
+    # Every temporary file of the processes the suite starts (pytest's workers and their temp
+    # folders, Ray's workers, drivers killed on purpose, which leave multiprocessing's pymp-*
+    # folders behind) goes in there too, and is removed with it.
+    os.environ["TMPDIR"] = os.path.join(os.environ["SWEETSPOT_TEST_TMP"], "tmp")
+    os.makedirs(os.environ["TMPDIR"])
+    tempfile.tempdir = None  # read TMPDIR again
 SUITE_TMP = Path(os.environ["SWEETSPOT_TEST_TMP"])
 
 
