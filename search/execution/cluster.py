@@ -103,6 +103,17 @@ def check_resources(cpus: float, gpus: float, unit: str) -> None:
         )
 
 
+def worker_slots(cpus: float, gpus: float, limit: int) -> int:
+    """Trials of ``cpus`` and ``gpus`` each that the alive nodes run at once, at most ``limit``."""
+    slots = 0
+    for node in ray.nodes():
+        resources = node.get("Resources", {})
+        if node.get("Alive"):
+            fit = int(resources.get("CPU", 0) // cpus)
+            slots += min(fit, int(resources.get("GPU", 0) // gpus)) if gpus > 0 else fit
+    return max(1, min(slots, limit))
+
+
 def create_pools(search_id: str, run_path: str, capacity: int) -> list[Any]:
     """A pool on every alive node, owned by the driver (trial workers find it by name); the
     handles must be kept: a named actor dies with the last reference to it."""

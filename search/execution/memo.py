@@ -21,6 +21,8 @@ class SelectionMemo:
         self.pending: dict[str, tuple[str, asyncio.Event]] = {}
         self.answered = 0
         self.wait_seconds = wait_seconds
+        self.workers: set[str] = set()
+        self.all_in = asyncio.Event()
 
     async def claim(self, key: str, owner: str) -> tuple[str, dict[str, Any] | None]:
         """("hit", result), or ("mine", None) to score it, after waiting out another trial's claim.
@@ -56,6 +58,24 @@ class SelectionMemo:
         held = self.pending.pop(key, None)
         if held is not None:
             held[1].set()
+
+    async def gather(self, worker: str, expected: int, timeout: float) -> int:
+        """Wait until ``expected`` trial workers have started (or ``timeout``); how many have.
+
+        Tune hands a pending trial to a worker that just went idle and stops the worker it was
+        starting for it: with trials shorter than a worker's start (imports, model, data), one
+        worker would score every trial. A new worker's first trial waits here until the others are
+        up, so every worker slot starts and stays busy.
+        """
+        self.workers.add(worker)
+        if len(self.workers) >= expected:
+            self.all_in.set()
+        else:
+            try:
+                await asyncio.wait_for(self.all_in.wait(), timeout)
+            except asyncio.TimeoutError:
+                self.all_in.set()  # a barrier at the start only: later workers do not wait
+        return len(self.workers)
 
     async def stats(self) -> dict[str, int]:
         return {"scored": len(self.results), "answered": self.answered}

@@ -6,6 +6,7 @@ evaluation data (on the device) and the scorer's state live in ``_WORKERS`` acro
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ class TrialContext:
     prefix_cache_bytes: int
     pool_bytes: int
     cpus_per_trial: int
+    #: Trials the cluster runs at once (``search.execution.cluster.worker_slots``).
+    worker_slots: int = 1
 
 
 #: Result fields that describe the trial that scored a selection, not the selection's score.
@@ -98,31 +101,50 @@ def _to_device(splits: SearchSplits, device: torch.device) -> SearchSplits:
 
 
 _WORKERS: dict[str, _Worker] = {}
+_MEMOS: dict[str, Any] = {}
 
 
-def worker_for(context: TrialContext) -> _Worker:
-    # Keyed by this run of the search (its data's object id), not only the search's id: a resumed
-    # search has the same id, and a process Ray reuses from the earlier run holds a worker whose
-    # checkpoint pool was killed when that run ended.
-    key = f"{context.search_id}-{context.data_ref[0].hex()}"
+def _run_key(context: TrialContext) -> str:
+    # This run of the search (its data's object id), not only the search's id: a resumed search
+    # has the same id, and a process Ray reuses from the earlier run holds a worker whose
+    # checkpoint pool and memo were killed when that run ended.
+    return f"{context.search_id}-{context.data_ref[0].hex()}"
+
+
+def worker_for(context: TrialContext, gather: bool = False) -> _Worker:
+    """This process's worker for the search; ``gather``: a new one waits for the others to start."""
+    key = _run_key(context)
     worker = _WORKERS.get(key)
     if worker is None:
         _WORKERS.clear()  # a new search in a reused process frees the previous model
+        started = time.perf_counter()
         worker = _WORKERS[key] = _Worker(context)
+        if gather and context.worker_slots > 1:
+            # Up to 5 s plus three times this worker's own start for the others (they start alike).
+            wait = min(60.0, 5.0 + 3 * (time.perf_counter() - started))
+            ray.get(_memo(context).gather.remote(f"{os.getpid()}-{key}", context.worker_slots, wait))
     return worker
+
+
+def _memo(context: TrialContext) -> Any:
+    key = _run_key(context)
+    if key not in _MEMOS:
+        _MEMOS.clear()
+        _MEMOS[key] = ray.get_actor(f"memo-{context.search_id}", namespace=NAMESPACE)
+    return _MEMOS[key]
 
 
 def crossover_trial(config: dict[str, Any], context: TrialContext) -> None:
     """Score ``config["epochs"]`` on the search shards, reporting after each; memo first."""
     started = time.perf_counter()
     key = config["key"]
-    memo = ray.get_actor(f"memo-{context.search_id}", namespace=NAMESPACE)
+    memo = _memo(context)
     status, result = ray.get(memo.claim.remote(key, tune.get_context().get_trial_id() or ""))
     base = {"selection": key, "origin": config["origin"], "host": socket.gethostname()}
     if status == "hit":
         tune.report({**result, **base, "from_memo": True, "groups_copied": 0, "trial_seconds": time.perf_counter() - started})
         return
-    worker = worker_for(context)
+    worker = worker_for(context, gather=True)
     scorer = worker.scorer
     before = scorer.stats.snapshot()
     changed = scorer.load(config["epochs"])
