@@ -1,6 +1,6 @@
 """Search quality on landscapes with known truth: policies replayed on exhaustive tables.
 
-    python benchmarks/bench_search_quality.py [--quick] [--seeds 8] [--jobs 2] [--fresh] [--report-only]
+    python benchmarks/bench_search_quality.py [--quick] [--seeds 8] [--jobs 2] [--fresh] [--report-only] [--policies P ...]
 
 1. Truth (cached under ``bench_out/search_quality/``): for each training, every single-epoch
    selection of the space is scored once through the Ray-free ``SelectionScorer`` (fed from the
@@ -22,8 +22,9 @@
 Policies: random; TPE (integer params, multivariate, constant liar, 10 startup trials; Optuna
 directly, ask/tell); the same TPE univariate ("tpe-indep"); CMA-ES; GP (<= 150 trials, 3 seeds,
 the first training of each family: about a second a suggestion); module soup (the project's ``ModuleSoup`` by ask/tell, needs the
-baselines; deterministic, so one run per training); coordinate sweeps (one pass over the units
-from the incumbent) then TPE. Baselines = every single epoch, then the greedy soup of whole
+baselines; deterministic, so one run per training); the chains ``--algo`` takes: coordinate sweeps
+(one pass over the units from the incumbent) then TPE, and the module soup then TPE (the project's
+``Chain``, ``CoordinateSweeps``, ``ModuleSoup``, with this file's TPE last). Baselines = every single epoch, then the greedy soup of whole
 checkpoints beside the sampler (the project's ``Staged``/``Points``/``Together``/``GreedySoupSearch``):
   none       the sampler alone, every trial its own;
   hist+bud   baselines in the budget, their single epochs told to the sampler (the search today);
@@ -279,85 +280,16 @@ def _algorithms():
             else:
                 self.study.tell(proposal.token, state=optuna.trial.TrialState.FAIL)
 
-    class SweepsThen(Algorithm):
-        """One coordinate sweep over the units from the incumbent (each unit: every candidate with
-        the others fixed; the incumbent moves after each unit), then ``then`` told everything."""
-
-        name = "sweeps"
-
-        def __init__(self, space, mode, seed, then) -> None:
-            super().__init__(space, mode, seed)
-            self.then = then
-            self.unit = 0
-            self.todo: list = []
-            self.open = 0
-            self.best = None  # (value, epochs)
-            self.started = False
-            self.seen: set[str] = set()
-
-        def _consider(self, epochs, value) -> None:
-            if self.best is None or self.better(value, self.best[0]):
-                self.best = (value, epochs)
-
-        def warm_start(self, scored) -> None:
-            from search.algorithms.space import selection_key
-
-            for item in scored:
-                if self.space.encode(item.epochs) is not None:
-                    self._consider(item.epochs, item.value)
-                    self.seen.add(selection_key(item.epochs))
-            self.then.warm_start(scored)
-
-        def _plan_unit(self) -> None:
-            from search.algorithms.space import selection_key
-
-            if self.best is None:  # nothing known: start from the last candidate of every unit
-                self.best = (None, {g: [u.candidates[-1]] for u in self.space.units for g in u.groups})
-                self.todo = [self.best[1]]
-                return
-            unit = self.space.units[self.unit]
-            self.todo = []
-            for epoch in unit.candidates:
-                epochs = {g: list(v) for g, v in self.best[1].items()}
-                for group in unit.groups:
-                    epochs[group] = [epoch]
-                if selection_key(epochs) not in self.seen:
-                    self.todo.append(epochs)
-                    self.seen.add(selection_key(epochs))
-            self.unit += 1
-
-        def ask(self):
-            while self.unit <= len(self.space.units):
-                if self.todo:
-                    self.open += 1
-                    return Proposal(self.todo.pop(0), self.name, extra={"sweep": True})
-                if self.open:
-                    return None
-                if self.unit == len(self.space.units) and self.started:
-                    self.unit += 1
-                    break
-                self.started = True
-                self._plan_unit()
-            return self.then.ask()
-
-        def tell(self, proposal, value, state) -> None:
-            if proposal.extra.get("sweep"):
-                self.open -= 1
-                if value is not None:
-                    if self.best[0] is None and proposal.epochs == self.best[1]:
-                        self.best = (value, proposal.epochs)
-                    self._consider(proposal.epochs, value)
-                    self.then.late_result(proposal, value)
-                return
-            self.then.tell(proposal, value, state)
-
-    return OptunaDirect, SweepsThen
+    return OptunaDirect
 
 
 def build_policy(truth: Truth, policy: str, variant: str, seed: int):
-    """(algorithm, number of baseline trials that come first and are not counted, or 0)."""
+    """The policy as the search stages it; chains (``sweeps+tpe``) are the project's ``Chain`` with
+    this file's direct Optuna TPE as their last member."""
     from search.algorithms import (
         SINGLE,
+        Chain,
+        CoordinateSweeps,
         GreedySoupSearch,
         ModuleSoup,
         Points,
@@ -366,22 +298,22 @@ def build_policy(truth: Truth, policy: str, variant: str, seed: int):
         Together,
     )
 
-    OptunaDirect, SweepsThen = _algorithms()
+    OptunaDirect = _algorithms()
     space = truth.space
     told = variant in ("hist+bud", "hist+free")
-    if policy == "module-soup":
-        sampler = ModuleSoup(space, "min", seed)
-    elif policy.startswith("sweeps"):
-        sampler = SweepsThen(space, "min", seed, OptunaDirect(space, "min", seed, "tpe", told=True))
+    first = {"module-soup": ModuleSoup, "sweeps": CoordinateSweeps}
+    if policy in first:
+        sampler = first[policy](space, "min", seed)
+    elif "+" in policy:
+        lead, last = policy.split("+")
+        sampler = Chain([first[lead](space, "min", seed), OptunaDirect(space, "min", seed, last, told=True)]).bind(space, "min", seed)
     else:
         sampler = OptunaDirect(space, "min", seed, policy, told=told)
     if variant == "none":
         return sampler
     singles = Points(space, "min", seed, [Proposal(space.same_epoch(e), SINGLE) for e in space.units[0].candidates])
-    if policy == "module-soup":
+    if sampler.follows_soup:
         return Staged(space, "min", seed, [singles, GreedySoupSearch(space, "min", seed), sampler])
-    if policy.startswith("sweeps") and not told:
-        sampler.warm_start = lambda scored: sampler.then.warm_start([])  # cold: from the last epochs
     return Staged(space, "min", seed, [singles, Together(space, "min", seed, GreedySoupSearch(space, "min", seed), sampler)])
 
 
@@ -455,16 +387,18 @@ def _cache_one(args: tuple) -> tuple:
 # -- the plan and the table ------------------------------------------------------------------------
 
 
-def plan(seeds: int, quick: bool) -> list[tuple]:
+def plan(seeds: int, quick: bool, only: list[str] | None = None) -> list[tuple]:
     trials = max(BUDGETS)
     jobs = []
-    policies = ["random", "tpe", "cmaes", "sweeps+tpe", "tpe-indep"] + (["gp"] if not quick else [])
+    policies = ["random", "tpe", "cmaes", "sweeps+tpe", "module-soup+tpe", "tpe-indep"] + (["gp"] if not quick else [])
+    if only:
+        policies = [p for p in policies if p in only]
     for names in TRAININGS.values():
         for name in names:
             for policy in policies:
                 variants = {
                     "random": ("none", "bud"), "tpe-indep": ("none", "hist+bud"),
-                    "sweeps+tpe": ("none", "hist+bud", "hist+free"),
+                    "sweeps+tpe": ("none", "hist+bud", "hist+free"), "module-soup+tpe": ("hist+bud", "hist+free"),
                 }.get(policy, VARIANTS)
                 if policy == "gp":  # about a second a suggestion: the first training of each family
                     variants = ("none", "hist+bud") if name == names[0] else ()
@@ -472,7 +406,8 @@ def plan(seeds: int, quick: bool) -> list[tuple]:
                 for variant in variants:
                     for seed in range(n):
                         jobs.append((name, policy, variant, seed, GP_MAX if policy == "gp" else trials))
-            jobs.append((name, "module-soup", "hist+bud", 0, trials))
+            if not only or "module-soup" in only:
+                jobs.append((name, "module-soup", "hist+bud", 0, trials))
     # seed by seed (a stopped run still reports every policy), GP last: it is the slowest by far
     return sorted(jobs, key=lambda j: (j[1] == "gp", j[3], j[1] == "module-soup"))
 
@@ -491,7 +426,7 @@ def report(results: list[tuple]) -> None:
         by.setdefault(("all", policy, variant), []).append(singles)
         by.setdefault(("all, averaged selections counted", policy, variant), []).append(every)
     head = "  ".join(f"{b:>4}: med  worst" for b in BUDGETS)
-    order = ["random", "tpe", "tpe-indep", "cmaes", "gp", "sweeps+tpe", "module-soup"]
+    order = ["random", "tpe", "tpe-indep", "cmaes", "gp", "sweeps+tpe", "module-soup+tpe", "module-soup"]
     for family in ["codec", "demo", "all", "all, averaged selections counted"]:
         what = "any selection scored" if "averaged" in family else "the best single-epoch selection scored"
         print(f"\n[{family}] regret % of {what} above the exhaustive single-epoch optimum on val"
@@ -534,6 +469,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2, help="worker processes")
     parser.add_argument("--fresh", action="store_true", help="score the tables again")
     parser.add_argument("--report-only", action="store_true", help="print the table from the last run's results")
+    parser.add_argument("--policies", nargs="+", help="replay only these policies (e.g. random tpe sweeps+tpe)")
     args = parser.parse_args()
     results_path = CACHE / ("results-quick.jsonl" if args.quick else "results.jsonl")
     if args.report_only:
@@ -556,7 +492,7 @@ def main() -> int:
     _load_truths(names)
     describe(names)
     cached = time.perf_counter()
-    jobs = plan(args.seeds, args.quick)
+    jobs = plan(args.seeds, args.quick, args.policies)
     print(f"\nreplaying {len(jobs)} policy runs (single-epoch selections only: averaging windows are not in"
           f" the exhaustive table; soups score averages of whole checkpoints / per unit)", flush=True)
     results = []

@@ -74,6 +74,8 @@ class Algorithm(ABC):
     takes_baselines: ClassVar[bool] = True
     #: Whether it starts from the greedy soup's result (then it follows the soup instead of running beside it).
     follows_soup: ClassVar[bool] = False
+    #: Whether it ends by itself (then another may follow it in a chain, ``--algo sweeps+tpe``).
+    finite: ClassVar[bool] = False
 
     def __init__(self, space: CrossoverSpace | None = None, mode: str = "min", seed: int = 0, **params: Any) -> None:
         self.params = check_params(type(self), params)

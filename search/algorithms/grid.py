@@ -12,6 +12,7 @@ MAX_GRID = 100_000
 class Grid(Algorithm):
     name = "grid"
     takes_baselines = False  # every selection is scored anyway
+    finite = True
 
     def setup(self) -> None:
         space = self.space

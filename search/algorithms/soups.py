@@ -97,6 +97,7 @@ class ModuleSoup(Algorithm):
     name = "module-soup"
     Params = ModuleSoupParams
     follows_soup = True
+    finite = True
 
     def setup(self) -> None:
         self.max_sweeps = self.params.sweeps

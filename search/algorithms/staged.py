@@ -74,6 +74,8 @@ class Staged(Algorithm):
     """Run ``phases`` one after the other; each starts once every trial of the one before ended."""
 
     name = "staged"
+    #: Where a proposal records the phase that asked (a chain inside the search's phases has its own).
+    PHASE_KEY = "phase"
 
     def __init__(self, space: CrossoverSpace, mode: str, seed: int, phases: list[Algorithm]) -> None:
         super().__init__(space, mode, seed)
@@ -86,7 +88,7 @@ class Staged(Algorithm):
             phase = self.phases[self.current]
             proposal = phase.ask()
             if proposal is not None:
-                proposal.extra["phase"] = self.current
+                proposal.extra[self.PHASE_KEY] = self.current
                 return proposal
             if not phase.finished:
                 return None
@@ -100,7 +102,7 @@ class Staged(Algorithm):
             self.scored.append(Scored(proposal.epochs, value, proposal.origin))
         # The phase that asked: a phase may call itself finished (e.g. a grid with nothing left to
         # propose) while one of its proposals still runs, and the next phase has started then.
-        self.phases[proposal.extra.get("phase", min(self.current, len(self.phases) - 1))].tell(proposal, value, state)
+        self.phases[proposal.extra.get(self.PHASE_KEY, min(self.current, len(self.phases) - 1))].tell(proposal, value, state)
 
     def late_result(self, proposal: Proposal, value: float) -> None:
         self.scored.append(Scored(proposal.epochs, value, proposal.origin))

@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from search.algorithms import ALGORITHMS, Algorithm, check_params
+from search.algorithms import ALGORITHMS, Algorithm, check_algo
+from search.algorithms.chain import members_of
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -61,16 +62,16 @@ class SearchConfig(BaseModel):
     @field_validator("algo")
     @classmethod
     def _known_algo(cls, value: str, info: ValidationInfo) -> str:
-        if info.data.get("algorithm") is None and value not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {value!r}; choose one of {sorted(ALGORITHMS)}")
+        if info.data.get("algorithm") is None:
+            members_of(value, ALGORITHMS)  # a SearchError is a ValueError: pydantic reports it
         return value
 
     @field_validator("algo_params")
     @classmethod
     def _algo_settings(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         algo = info.data.get("algo")
-        if info.data.get("algorithm") is None and algo in ALGORITHMS:
-            check_params(ALGORITHMS[algo], value)  # a bad setting is refused here, at the edge
+        if info.data.get("algorithm") is None and algo is not None:
+            check_algo(algo, value)  # a bad setting is refused here, at the edge
         return value
 
     @classmethod

@@ -29,15 +29,18 @@ from modules.spec.selection import SelectionError, parse_selection
 from search.algorithms import (
     ALGORITHMS,
     SINGLE,
+    Chain,
     GreedySoupSearch,
     Points,
     Proposal,
     Staged,
     Together,
+    build,
 )
+from search.algorithms.chain import members_of
 from search.algorithms.space import CrossoverSpace, EpochSet, SpaceError, selection_key
 from search.errors import SearchError
-from search.execution.cluster import create_pools, start_ray_for_search
+from search.execution.cluster import create_pools, start_ray_for_search, worker_slots
 from search.execution.config import SearchConfig
 from search.execution.early_stop import SamplerASHA
 from search.execution.finished_log import FinishedLog, read_finished
@@ -84,7 +87,7 @@ def _check_storage(
         return None
     from search.algorithms.optuna_samplers import OptunaAlgorithm
 
-    kind = type(config.algorithm) if config.algorithm is not None else ALGORITHMS[config.algo]
+    kind = type(config.algorithm) if config.algorithm is not None else members_of(config.algo, ALGORITHMS)[-1]
     if selections is not None or not issubclass(kind, OptunaAlgorithm):
         what = "given selections" if selections is not None else f"--algo {config.algo}"
         raise SearchError(
@@ -143,9 +146,9 @@ def build_algorithm(
     ``config.algorithm`` (an instance the caller built) or ``config.algo`` with ``config.algo_params``;
     ``study`` (``storage``, ``study_name``) keeps an Optuna sampler's study in that storage."""
     n = len(space.recorded)
-    algorithm = config.algorithm if config.algorithm is not None else ALGORITHMS[config.algo](**config.algo_params)
-    if study is not None:
-        algorithm.keep_study(**study)
+    algorithm = config.algorithm if config.algorithm is not None else build(config.algo, config.algo_params)
+    if study is not None:  # the sampler's study: the last member of a chain holds it
+        (algorithm.members[-1] if isinstance(algorithm, Chain) else algorithm).keep_study(**study)
     algorithm.bind(space, mode, config.seed)
     phases: list[Any] = []
     points = list(seeds)
@@ -369,6 +372,7 @@ def run_search(
             search_id, run.address, spec, [ray.put(plan.cut)], spec.objective.metric, mode,
             plan.update_bn, list(config.prefix_modules), config.prefix_cache_memory, config.pool_memory,
             max(1, int(config.cpus_per_trial)),
+            worker_slots(config.cpus_per_trial, config.gpus_per_trial, min(config.max_concurrent or plan.num_samples, plan.num_samples)),
         )
         if resume:
             finished = read_finished(output)

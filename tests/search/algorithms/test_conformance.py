@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -11,18 +13,21 @@ from search.algorithms import (
     ALGORITHMS,
     SINGLE,
     GreedySoupSearch,
-    Points,
     Proposal,
     Staged,
-    Together,
+    build,
 )
 from search.algorithms.space import CrossoverSpace, EpochSet, selection_key
+from search.execution.config import SearchConfig
+from search.execution.search_run import build_algorithm
 
 RECORDED = [1, 2, 3, 4, 5, 6]
 GROUPS = ["enc", "head", "aux"]
 BEST = {"enc": 4, "head": 4, "aux": 2}
 #: Trials per algorithm: GP's suggestions take about a second each here, so it gets fewer.
 BUDGET = {"gp": 15}
+#: Every registered algorithm, and the chains the README names.
+NAMES = sorted(ALGORITHMS) + ["sweeps+tpe", "module-soup+tpe"]
 
 
 def _space() -> CrossoverSpace:
@@ -66,16 +71,17 @@ def drive(algorithm, space: CrossoverSpace, budget: int, in_flight: int = 3) -> 
 
 
 def _staged(name: str, space: CrossoverSpace, seed: int = 0, algorithm=None) -> Staged:
-    """As the search stages them: single epochs, then the greedy soup (before a module soup, beside
-    any other algorithm)."""
-    singles = Points(space, "min", seed, [Proposal(space.same_epoch(e), SINGLE) for e in RECORDED])
-    algorithm = algorithm.bind(space, "min", seed) if algorithm is not None else ALGORITHMS[name](space, "min", seed)
-    if algorithm.follows_soup:
-        return Staged(space, "min", seed, [singles, GreedySoupSearch(space, "min", seed), algorithm])
-    return Staged(space, "min", seed, [singles, Together(space, "min", seed, GreedySoupSearch(space, "min", seed), algorithm)])
+    """As the search stages them (``build_algorithm``): single epochs, then the greedy soup (before
+    a module soup, beside any other algorithm)."""
+    config = SearchConfig.with_algorithm(algorithm, seed=seed) if algorithm is not None else SearchConfig(algo=name, seed=seed)
+    return build_algorithm(space, config, "min", [], [])[0]
 
 
-@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def _bound(name: str, space: CrossoverSpace, seed: int = 0):
+    return build(name, {}).bind(space, "min", seed)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_every_algorithm_proposes_valid_selections_and_improves_on_the_baselines(name: str) -> None:
     space = _space()
     budget = BUDGET.get(name, 80)
@@ -89,7 +95,7 @@ def test_every_algorithm_proposes_valid_selections_and_improves_on_the_baselines
     assert min(v for _, v in seen) < singles_best
 
 
-@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+@pytest.mark.parametrize("name", NAMES)
 def test_every_algorithm_is_deterministic_for_a_seed(name: str) -> None:
     space = _space()
     budget = BUDGET.get(name, 40)
@@ -106,10 +112,10 @@ def optuna_study(algorithm) -> optuna.Study | None:
     return study
 
 
-@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+@pytest.mark.parametrize("name", NAMES)
 def test_pruned_and_failed_trials_do_not_stop_an_algorithm(name: str) -> None:
     space = _space()
-    algorithm = ALGORITHMS[name](space, "min", 0)
+    algorithm = _bound(name, space)
     from search.algorithms import Scored
 
     # warm-started with the single epochs, as the search starts it
@@ -201,22 +207,26 @@ def test_proposals_still_running_when_their_phase_runs_out_are_told_to_that_phas
     assert {selection_key(e) for e in space.enumerate()} <= told
 
 
-@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+@pytest.mark.parametrize("name", NAMES)
 def test_every_algorithm_has_typed_settings_that_refuse_an_unknown_one(name: str) -> None:
     from search.errors import SearchError
 
-    algorithm = ALGORITHMS[name]
-    assert algorithm.name == name and algorithm.Params().model_dump() is not None  # defaults build
-    with pytest.raises(SearchError, match=rf"--algo {name} settings: no_such_setting: Extra inputs are not permitted"):
-        algorithm(_space(), "min", 0, no_such_setting=1)
+    assert build(name, {}).name == name  # defaults build
+    if name in ALGORITHMS:
+        assert ALGORITHMS[name].Params().model_dump() is not None
+        message = rf"--algo {name} settings: no_such_setting: Extra inputs are not permitted"
+    else:
+        message = rf"--algo {re.escape(name)} settings: 'no_such_setting' is a setting of no member"
+    with pytest.raises(SearchError, match=message):
+        build(name, {"no_such_setting": 1})
 
 
-@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+@pytest.mark.parametrize("name", NAMES)
 def test_an_algorithm_built_unbound_and_bound_later_proposes_as_one_built_on_the_space(name: str) -> None:
     # As Optuna takes a sampler instance: search(..., algorithm=TPE(startup_trials=5)).
     space = _space()
     budget = BUDGET.get(name, 30)
-    later = [selection_key(e) for e, _ in drive(_staged(name, space, 3, ALGORITHMS[name]()), space, budget=budget)]
+    later = [selection_key(e) for e, _ in drive(_staged(name, space, 3, build(name, {})), space, budget=budget)]
     now = [selection_key(e) for e, _ in drive(_staged(name, space, 3), space, budget=budget)]
     assert later == now and len(later) > len(RECORDED)
 
