@@ -124,10 +124,10 @@ class SearchArgumentError(sweetspot.SweetspotError, ValueError):
 def add_search_settings(parser: argparse.ArgumentParser) -> None:
     """The options that make a ``SearchConfig`` (``config_from``), shared with ``rayjobs.pipeline``."""
     parser.add_argument("--num-samples", type=int, default=200, help="trials of the algorithm (default 200); the baselines, about 2 per checkpoint, come on top")
-    parser.add_argument("--algo", default="tpe", help="tpe (default), cmaes, gp, random, grid or module-soup")
+    parser.add_argument("--algo", default="tpe", help="tpe (default), cmaes, gp, random, grid, module-soup or sweeps; or a chain such as sweeps+tpe (each after the one before, learning all scored before it)")
     parser.add_argument(
         "--algo-param", action="append", default=[], metavar="NAME=VALUE",
-        help="a setting of --algo, e.g. startup_trials=20 (tpe), sweeps=5 (module-soup); repeatable",
+        help="a setting of --algo, e.g. startup_trials=20 (tpe), sweeps=5 (module-soup), passes=2 (sweeps); in a chain it goes to every member that has it; repeatable",
     )
     parser.add_argument("--candidates", default="all", choices=["all", "analysis"], help="epochs per group: all recorded, or the analysis's plateau window and neighbours (default all)")
     parser.add_argument("--include-averages", action="store_true", help="also search averaging windows around each epoch")
