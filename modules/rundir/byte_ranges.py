@@ -53,13 +53,14 @@ def copy_range(source: FileRange, fd: int, offset: int) -> None:
         try:
             while done < source.nbytes:
                 got = os.copy_file_range(source.fd, fd, source.nbytes - done, source.start + done, offset + done)
-                if got == 0:
-                    _truncated(source, done)
+                if got == 0:  # the file's end, or a file system that copies nothing: the buffered copy tells
+                    break
                 done += got
-            return
         except OSError as error:
             if error.errno not in _NO_KERNEL_COPY:
                 raise
+    if done == source.nbytes:
+        return
     buffer = memoryview(bytearray(min(WRITE_PIECE, source.nbytes - done)))
     while done < source.nbytes:
         piece = buffer[: min(buffer.nbytes, source.nbytes - done)]
