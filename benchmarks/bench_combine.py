@@ -3,7 +3,10 @@
     python benchmarks/bench_combine.py [--large-width 2048] [--epochs 3] [--skip-large]
 
 Each combine runs in a fresh subprocess; peak RSS is its VmHWM. Sources go to a temporary folder
-that is deleted at the end.
+that is deleted at the end. The copy-rate line sets a pick-only combine (the run form, safetensors
+output) against a plain copy of the same source files into one file (``os.sendfile``, as
+``shutil.copyfile`` does, then fsync), each in a fresh process, once with the sources evicted from the
+page cache (checkpoints written long ago) and once with them cached.
 """
 
 from __future__ import annotations
@@ -110,6 +113,23 @@ def worker_seed_way(folder: Path, choice: dict, out: Path) -> float:
     return time.perf_counter() - start
 
 
+def worker_copy(folder: Path, choice: dict, out: Path) -> float:
+    """A plain copy of the files a pick-only combine of ``choice`` reads, into one file, fsynced."""
+    from modules.rundir.run_dir import RunDir
+
+    run = RunDir(folder / "run")
+    sources = [run.group_path(epoch, group) for group, epoch in choice.items()]
+    start = time.perf_counter()
+    with open(out, "wb") as dst:
+        for path in sources:
+            with open(path, "rb") as src:
+                size, sent = os.fstat(src.fileno()).st_size, 0
+                while sent < size:
+                    sent += os.sendfile(dst.fileno(), src.fileno(), sent, size - sent)
+        os.fsync(dst.fileno())
+    return time.perf_counter() - start
+
+
 def worker_idle(folder: Path, choice: dict, out: Path) -> float:
     import torch  # noqa: F401
 
@@ -122,15 +142,32 @@ WORKERS = {
     "sweetspot": worker_sweetspot_run,
     "sweetspot-pt": worker_sweetspot_files,
     "seed": worker_seed_way,
+    "copy": worker_copy,
     "idle": worker_idle,
 }
 
 
-def measure(kind: str, folder: Path, choice: dict, out: Path) -> dict:
-    """Run one worker in a fresh interpreter; its seconds and peak RSS (MB)."""
+def page_cache(folder: Path, choice: dict | None) -> None:
+    """Evict every file under ``folder`` from the page cache; then, with a pick-only ``choice``, read
+    the run's files it picks once so that they are cached."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    for group, epoch in (choice or {}).items():
+        with open(folder / "run" / "epochs" / str(epoch) / f"{group}.safetensors", "rb") as handle:
+            while handle.read(1 << 24):
+                pass
+
+
+def measure(kind: str, folder: Path, choice: dict, out: Path, cached: bool = False) -> dict:
+    """Run one worker in a fresh interpreter, the sources evicted from the page cache first (unless
+    ``cached``); its seconds, peak RSS (MB) and bytes written."""
+    page_cache(folder, choice if cached else None)
     command = [sys.executable, __file__, "--worker", kind, str(folder), json.dumps(choice), str(out)]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["bytes"] = out.stat().st_size if out.exists() else 0
     if out.exists():
         out.unlink()
     return result
@@ -165,6 +202,21 @@ def bench(name: str, width: int, epochs: int, root: Path) -> None:
         f"  {name} other forms: sweetspot over seed .pt files (mmap, .pt output) {sweet_pt['seconds']:.2f} s /"
         f" {sweet_pt['peak_mb']:.0f} MB peak; backbone averaged over {epochs} epochs"
         f" {sweet_avg['seconds']:.2f} s / {sweet_avg['peak_mb']:.0f} MB peak"
+    )
+    rates = []
+    for cached in (False, True):
+        copy = measure("copy", folder, picks, root / "copy.bin", cached)
+        ours = measure("sweetspot", folder, picks, root / "out4.safetensors", cached)
+        rates.append((copy, ours, (ours["bytes"] / ours["seconds"]) / (copy["bytes"] / copy["seconds"])))
+    (copy, ours, ratio), (copy_w, ours_w, ratio_w) = rates
+    print(
+        f"  {name} copy rate: sweetspot {ours['bytes'] / 1e9:.2f} GB in {ours['seconds']:.2f} s"
+        f" = {ours['bytes'] / 1e9 / ours['seconds']:.2f} GB/s, plain copy of the same bytes"
+        f" {copy['bytes'] / 1e9:.2f} GB in {copy['seconds']:.2f} s = {copy['bytes'] / 1e9 / copy['seconds']:.2f} GB/s:"
+        f" ratio {ratio:.2f} (sources not cached); cached {ours_w['bytes'] / 1e9 / ours_w['seconds']:.2f} against"
+        f" {copy_w['bytes'] / 1e9 / copy_w['seconds']:.2f} GB/s: ratio {ratio_w:.2f}. Peak RSS / model bytes"
+        f" {max(ours['peak_mb'], ours_w['peak_mb']) / model_mb:.2f}x"
+        f" ({max(ours['peak_mb'], ours_w['peak_mb']) - idle['peak_mb']:.0f} MB above the interpreter)"
     )
     shutil.rmtree(folder)
 

@@ -2,7 +2,9 @@
 
 Tensors are read one at a time from the source files and written straight into the output, so
 peak memory stays near the largest tensor (plus the model itself only when BatchNorm is recomputed
-or a ``.pt`` output is asked for), whatever the number of groups. Without an output the combined
+or a ``.pt`` output is asked for), whatever the number of groups. Into a safetensors output, a
+tensor taken unchanged from a local safetensors file is not read at all: its bytes are copied file
+to file, so a combine of picks runs at about the speed of a plain copy. Without an output the combined
 state dict is kept in memory (``CombineResult.state_dict``) and written only on ``write``.
 """
 
@@ -39,6 +41,7 @@ from modules.combine.provenance import PROVENANCE_KEY, provenance_of, sha256_of,
 from modules.combine.sources import iter_plan
 from modules.errors import CombineError, CombineWarning
 from modules.importing.importer import open_run
+from modules.rundir.byte_ranges import FileRange
 from modules.rundir.run_dir import RunDir
 from modules.rundir.run_spec import SpecLike, as_spec, run_or_folder, spec_for_run, stored_spec
 from modules.rundir.safetensors_stream import write_streaming
@@ -276,12 +279,14 @@ def combined_tensors(
     model_factory: Callable[[], torch.nn.Module] | None = None,
     progress: bool = False,
     model_desc: str = "the spec's model",
-) -> Iterator[tuple[str, torch.Tensor]]:
+    ranges: bool = False,
+) -> Iterator[tuple[str, torch.Tensor | FileRange]]:
     """The combined tensors in output order; with ``bn_batches``, from a fresh model whose BatchNorm
-    statistics were recomputed (the layers are recorded in ``provenance``)."""
-    tensors: Iterator[tuple[str, torch.Tensor]] = _with_progress(iter_plan(plan), plan.nbytes, progress)
+    statistics were recomputed (the layers are recorded in ``provenance``). With ``ranges`` (and no
+    ``bn_batches``), tensors taken unchanged from a source file come as ``FileRange``s."""
     if bn_batches is None:
-        return tensors
+        return _with_progress(iter_plan(plan, ranges), plan.nbytes, progress)
+    tensors = _with_progress(iter_plan(plan), plan.nbytes, progress)
     if model_factory is None:
         raise CombineError("recomputing BatchNorm statistics needs the spec's model; pass the spec")
     model = model_factory()
@@ -295,16 +300,20 @@ def write_tensors(
     output: Path,
     fmt: str,
     layout: dict[str, tuple[tuple[int, ...], str]],
-    tensors: Iterator[tuple[str, torch.Tensor]],
+    tensors: Iterator[tuple[str, torch.Tensor | FileRange]],
     provenance: dict[str, Any],
 ) -> None:
-    """Write ``tensors`` atomically: safetensors with the provenance in its header, or ``.pt`` plus a sidecar."""
+    """Write ``tensors`` atomically: safetensors with the provenance in its header, or ``.pt`` plus a
+    sidecar (which takes tensors only, no ``FileRange``)."""
     if fmt == "safetensors":
         metadata = {PROVENANCE_KEY: json.dumps(provenance), "format": "pt"}
         with atomic_path(output) as tmp:
             write_streaming(tmp, layout, tensors, metadata)
         return
-    state_dict = {k: t.clone() if t.untyped_storage().nbytes() != t.nbytes else t for k, t in tensors}
+    state_dict = {}
+    for key, tensor in tensors:
+        assert isinstance(tensor, torch.Tensor)
+        state_dict[key] = tensor.clone() if tensor.untyped_storage().nbytes() != tensor.nbytes else tensor
     with atomic_path(output) as tmp:
         torch.save(state_dict, tmp)
         digest = sha256_of(tmp)
@@ -358,14 +367,15 @@ def write_combined(
     fmt = output_format(output, fmt)
     check_output_path(output, plan)
     provenance = provenance_of(plan, fmt, bn_batches is not None)
-    tensors = combined_tensors(plan, provenance, bn_batches, model_factory, progress, model_desc)
+    # a safetensors output copies the tensors taken unchanged from a source file by file ranges
+    tensors = combined_tensors(plan, provenance, bn_batches, model_factory, progress, model_desc, fmt == "safetensors")
     write_tensors(output, fmt, plan.layout(), tensors, provenance)
     return provenance
 
 
 def _with_progress(
-    tensors: Iterable[tuple[str, torch.Tensor]], total_bytes: int, enabled: bool
-) -> Iterator[tuple[str, torch.Tensor]]:
+    tensors: Iterable[tuple[str, torch.Tensor | FileRange]], total_bytes: int, enabled: bool
+) -> Iterator[tuple[str, torch.Tensor | FileRange]]:
     """Pass ``tensors`` through, advancing a byte-counting progress bar (stderr) when ``enabled``."""
     with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="combining", disable=not enabled) as bar:
         for key, tensor in tensors:

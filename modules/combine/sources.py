@@ -13,6 +13,7 @@ import torch
 
 from modules.errors import CheckpointImportError, CombineError, UnsafeCheckpointError
 from modules.importing.checkpoint_io import load_state_dict, without_skip_advice
+from modules.rundir.byte_ranges import FileRange
 from modules.rundir.run_dir import RunDir, TensorInfo
 from modules.rundir.safetensors_stream import CODE_DTYPES, SafetensorsReader
 
@@ -94,6 +95,11 @@ class _Source:
         assert self._state is not None
         return {k: (tuple(t.shape), str(t.dtype).removeprefix("torch.")) for k, t in self._state.items()}
 
+    @property
+    def keeps_tensors(self) -> bool:
+        """Whether ``get`` hands out tensors this source keeps (a loaded ``.pt``), not fresh ones."""
+        return self._state is not None
+
     def get(self, key: str) -> torch.Tensor:
         if self._reader is not None:
             return self._reader.get(key)
@@ -101,6 +107,10 @@ class _Source:
         if key not in self._state:
             raise CombineError(f"{self.path} has no tensor {key!r}; it does not hold this model's weights")
         return self._state[key]
+
+    def range(self, key: str) -> FileRange | None:
+        """Where ``key`` lies in a local safetensors file, to copy it unread; None otherwise."""
+        return self._reader.range(key) if self._reader is not None else None
 
     def close(self) -> None:
         if self._reader is not None:
@@ -131,25 +141,33 @@ def _wide_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def iter_group(plan: GroupPlan) -> Iterator[tuple[str, torch.Tensor]]:
+def iter_group(plan: GroupPlan, ranges: bool = False) -> Iterator[tuple[str, torch.Tensor | FileRange]]:
     """The group's combined tensors, one at a time: a pick, or a mean over the sources.
 
     Floating tensors are averaged in float32 (float64 for float64) and cast back; integer and
-    bool tensors (e.g. ``num_batches_tracked``) come from the last (latest) source.
+    bool tensors (e.g. ``num_batches_tracked``) come from the last (latest) source. With
+    ``ranges``, a tensor taken unchanged from a local safetensors file comes as its ``FileRange``
+    (valid until the next tensor is drawn), to be copied without being read.
     """
     with contextlib.ExitStack() as stack:
         sources = [stack.enter_context(open_source(s)) for s in plan.sources]
         for key, info in plan.infos.items():
             dtype = getattr(torch, info.dtype)
+            tensor: torch.Tensor | FileRange | None
             if len(sources) == 1 or not dtype.is_floating_point:
-                tensor = sources[-1].get(key)
+                tensor = sources[-1].range(key) if ranges else None
+                if tensor is None:
+                    tensor = sources[-1].get(key)
                 _check_tensor(tensor, key, info, sources[-1].path)
             else:
                 total: torch.Tensor | None = None
                 for source in sources:
                     part = source.get(key)
                     _check_tensor(part, key, info, source.path)
-                    total = part.to(_wide_dtype(dtype), copy=True) if total is None else total.add_(part)
+                    if total is None:  # a fresh tensor already in the wide dtype becomes the sum itself
+                        total = part.to(_wide_dtype(dtype), copy=source.keeps_tensors)
+                    else:
+                        total.add_(part)
                     del part
                 assert total is not None
                 tensor = total.div_(len(sources)).to(dtype)
@@ -158,15 +176,16 @@ def iter_group(plan: GroupPlan) -> Iterator[tuple[str, torch.Tensor]]:
             del tensor
 
 
-def _check_tensor(tensor: torch.Tensor, key: str, info: TensorInfo, path: Path | str) -> None:
-    if tuple(tensor.shape) != tuple(info.shape) or str(tensor.dtype) != f"torch.{info.dtype}":
+def _check_tensor(tensor: torch.Tensor | FileRange, key: str, info: TensorInfo, path: Path | str) -> None:
+    dtype = tensor.dtype if isinstance(tensor, FileRange) else str(tensor.dtype).removeprefix("torch.")
+    if tuple(tensor.shape) != tuple(info.shape) or dtype != info.dtype:
         raise CombineError(
-            f"{path}: tensor {key!r} has shape {list(tensor.shape)} {tensor.dtype}, expected"
+            f"{path}: tensor {key!r} has shape {list(tensor.shape)} {dtype}, expected"
             f" {list(info.shape)} {info.dtype}; the sources come from different models"
         )
 
 
-def iter_plan(plan: CombinePlan) -> Iterator[tuple[str, torch.Tensor]]:
-    """All combined tensors in output order, one at a time."""
+def iter_plan(plan: CombinePlan, ranges: bool = False) -> Iterator[tuple[str, torch.Tensor | FileRange]]:
+    """All combined tensors in output order, one at a time (``ranges``: see ``iter_group``)."""
     for group in plan.groups:
-        yield from iter_group(group)
+        yield from iter_group(group, ranges)

@@ -1,8 +1,9 @@
 """The one safetensors module: dtype table, header encoder, a one-tensor-at-a-time reader, and
 writers that never need a whole model (or a second copy of a group) in memory.
 
-Reading with ``pread`` keeps only the tensor asked for in memory. ``write_streaming`` lays out the
-header from known shapes first, then appends each tensor as it is produced. ``save_tensors`` writes
+Reading with ``pread`` keeps only the tensor asked for in memory; ``range`` only says where a tensor
+lies, to copy it unread. ``write_streaming`` lays out the header from known shapes first, then
+writes each tensor (or copies each range) as it is produced. ``save_tensors`` writes
 a mapping of tensors byte-identical to safetensors' own ``save_file``, hashing while it writes.
 """
 
@@ -25,6 +26,7 @@ from safetensors.torch import save_file as _library_save_file
 
 from modules.atomic import fsync_path
 from modules.errors import CheckpointImportError
+from modules.rundir.byte_ranges import FileRange, copy_range, write_at
 
 #: torch dtype name -> safetensors dtype code.
 DTYPE_CODES = {
@@ -130,6 +132,7 @@ class SafetensorsReader:
         self.path: Path | str = Path(path) if handle is None else str(path)
         self._handle = handle
         self._fd = -1
+        self._size: int | None = None
         if handle is not None:
             self.entries, self.metadata, self._data_start = _parse_header(handle.read_at, self.path)
             return
@@ -141,16 +144,7 @@ class SafetensorsReader:
 
     def get(self, key: str) -> torch.Tensor:
         """The tensor stored under ``key`` (a fresh, writable tensor)."""
-        if key not in self.entries:
-            raise CheckpointImportError(f"{self.path} has no tensor {key!r}; its keys include {self.keys()[:10]}")
-        entry = self.entries[key]
-        dtype = CODE_DTYPES.get(entry["dtype"])
-        if dtype is None:
-            raise CheckpointImportError(f"{self.path}: tensor {key!r} has unsupported dtype {entry['dtype']}")
-        start, end = entry["data_offsets"]
-        shape = tuple(entry["shape"])
-        if end - start != nbytes_of(shape, dtype):
-            raise CheckpointImportError(f"{self.path}: tensor {key!r} has inconsistent offsets; the file is corrupt")
+        shape, dtype, start, end = self._locate(key)
         out = torch.empty(shape, dtype=getattr(torch, dtype))
         if end > start and self._handle is not None:
             data = self._handle.read_at(end - start, self._data_start + start)
@@ -163,6 +157,32 @@ class SafetensorsReader:
             if got != end - start:
                 raise CheckpointImportError(f"{self.path}: tensor {key!r} is truncated; restore the file")
         return out
+
+    def range(self, key: str) -> FileRange | None:
+        """Where the tensor under ``key`` lies in this (local) file, to copy it without reading it;
+        None for a file read through a handle."""
+        if self._handle is not None:
+            return None
+        shape, dtype, start, end = self._locate(key)
+        if self._size is None:
+            self._size = os.fstat(self._fd).st_size
+        if self._data_start + end > self._size:
+            raise CheckpointImportError(f"{self.path}: tensor {key!r} is truncated; restore the file")
+        return FileRange(self._fd, self._data_start + start, end - start, shape, dtype, str(self.path))
+
+    def _locate(self, key: str) -> tuple[tuple[int, ...], str, int, int]:
+        """Shape, dtype name and data offsets of ``key``, checked against each other."""
+        if key not in self.entries:
+            raise CheckpointImportError(f"{self.path} has no tensor {key!r}; its keys include {self.keys()[:10]}")
+        entry = self.entries[key]
+        dtype = CODE_DTYPES.get(entry["dtype"])
+        if dtype is None:
+            raise CheckpointImportError(f"{self.path}: tensor {key!r} has unsupported dtype {entry['dtype']}")
+        start, end = entry["data_offsets"]
+        shape = tuple(entry["shape"])
+        if end - start != nbytes_of(shape, dtype):
+            raise CheckpointImportError(f"{self.path}: tensor {key!r} has inconsistent offsets; the file is corrupt")
+        return shape, dtype, start, end
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -182,11 +202,12 @@ class SafetensorsReader:
 def write_streaming(
     path: str | os.PathLike[str],
     layout: Layout,
-    tensors: Iterator[tuple[str, torch.Tensor]],
+    tensors: Iterator[tuple[str, torch.Tensor | FileRange]],
     metadata: Mapping[str, str],
 ) -> None:
     """Write ``tensors`` (each key of ``layout`` once, in any order, matching its shape and dtype) to
-    ``path``, fsynced, holding one tensor in memory at a time.
+    ``path``, fsynced, holding one tensor in memory at a time; a ``FileRange`` (a tensor stored
+    verbatim in a source file) is copied file to file without being read.
 
     The file is laid out as safetensors' own writer lays it out (see ``library_order``), each
     tensor written at its offset as it arrives, so with at most one metadata key the bytes equal
@@ -204,15 +225,16 @@ def write_streaming(
         os.ftruncate(fd, position)
         for key, tensor in tensors:
             shape, dtype = layout.get(key, (None, ""))
-            if key not in offsets or tuple(tensor.shape) != tuple(shape) or str(tensor.dtype) != f"torch.{dtype}":
-                raise ValueError(f"tensor {key!r} {tuple(tensor.shape)} {tensor.dtype} does not match the layout ({shape} {dtype})")
+            got = tensor.dtype if isinstance(tensor, FileRange) else dtype_name(tensor.dtype)
+            if key not in offsets or tuple(tensor.shape) != tuple(shape) or got != dtype:
+                raise ValueError(f"tensor {key!r} {tuple(tensor.shape)} {got} does not match the layout ({shape} {dtype})")
             start = offsets.pop(key)
+            if isinstance(tensor, FileRange):
+                copy_range(tensor, fd, start)
+                continue
             flat = tensor.detach().to("cpu").contiguous().reshape(-1)
             if flat.numel():
-                data = memoryview(flat.view(torch.uint8).numpy())
-                written = 0
-                while written < data.nbytes:
-                    written += os.pwrite(fd, data[written:], start + written)
+                write_at(fd, memoryview(flat.view(torch.uint8).numpy()), start)
         if offsets:
             raise ValueError(f"tensors {list(offsets)[:5]} were laid out but not written")
     finally:

@@ -6,15 +6,18 @@ import fcntl
 import hashlib
 import json
 import pickle
+import shutil
+import struct
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_save
 
 import sweetspot
 from modules.atomic import OutputPathError
-from modules.combine.combine import write_combined
+from modules.combine.combine import write_combined, write_tensors
 from modules.combine.model_fit import (
     check_file_fits,
     describe_spec_model,
@@ -27,10 +30,13 @@ from modules.combine.plan import (
     selection_epochs,
 )
 from modules.combine.provenance import (
+    provenance_of,
     read_provenance,
     sidecar_path,
 )
+from modules.combine.sources import iter_plan
 from modules.errors import CheckpointImportError, CombineError, UnsafeCheckpointError
+from modules.rundir.byte_ranges import FileRange
 from modules.rundir.run_dir import RunDir
 from modules.spec.selection import SelectionError, parse_selection
 from tests.modules import _tiny
@@ -84,6 +90,51 @@ def test_average_equals_hand_mean_and_integer_buffers_from_last_epoch(tiny_run: 
     middle = [stored(tiny_run, e, "middle")["middle.0.bias"].double() for e in range(1, 7)]
     torch.testing.assert_close(combined["middle.0.bias"].double(), sum(middle) / 6, rtol=0, atol=1e-6)
     assert torch.equal(combined["head.weight"], stored(tiny_run, 3, "head")["head.weight"])
+
+
+def _header_and_data(data: bytes) -> tuple[dict, bytes]:
+    """A safetensors file's tensor entries (metadata left out) and its data section."""
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    header.pop("__metadata__", None)
+    return header, data[8 + length :]
+
+
+def test_a_pick_only_output_holds_safetensors_own_layout_and_bytes(tiny_run: Path, tmp_path: Path) -> None:
+    """The tensors copied file to file land where safetensors' own writer puts them, byte for byte."""
+    choice = {"encoder": 2, "middle": 5, "head": 6}
+    out = tmp_path / "combined.safetensors"
+    write_combined(plan_for(tiny_run, choice), out)
+    expected: dict[str, torch.Tensor] = {}
+    for group, epoch in choice.items():
+        expected.update(stored(tiny_run, epoch, group))
+    assert _header_and_data(out.read_bytes()) == _header_and_data(safetensors_save(expected))
+
+
+def test_range_copies_write_the_bytes_the_tensor_path_writes(tiny_run: Path, tmp_path: Path) -> None:
+    plan = plan_for(tiny_run, {"encoder": 2, "middle": {"average": [1, 3]}, "head": 6})
+    kinds = {key: type(tensor) for key, tensor in iter_plan(plan, ranges=True)}
+    assert kinds["encoder.0.weight"] is FileRange and kinds["head.bias"] is FileRange
+    assert kinds["middle.0.weight"] is torch.Tensor  # averaged: computed
+    provenance = provenance_of(plan, "safetensors", False)
+    ranged, plain = tmp_path / "ranged.safetensors", tmp_path / "plain.safetensors"
+    write_tensors(ranged, "safetensors", plan.layout(), iter_plan(plan, ranges=True), provenance)
+    write_tensors(plain, "safetensors", plan.layout(), iter_plan(plan), provenance)
+    assert ranged.read_bytes() == plain.read_bytes()
+
+
+def test_a_truncated_safetensors_source_is_named_and_nothing_is_written(tiny_run: Path, tmp_path: Path) -> None:
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    for group in ("encoder", "middle", "head"):
+        shutil.copy(tiny_run / "epochs" / "4" / f"{group}.safetensors", sources / f"{group}.safetensors")
+    bad = sources / "middle.safetensors"
+    bad.write_bytes(bad.read_bytes()[:-16])  # the header is whole; the last tensor is cut short
+    plan = plan_from_files(_tiny.spec(), {g: sources / f"{g}.safetensors" for g in ("encoder", "middle", "head")})
+    out = tmp_path / "out" / "combined.safetensors"
+    with pytest.raises(CheckpointImportError, match=r"middle\.safetensors: tensor .* is truncated; restore the file"):
+        write_combined(plan, out)
+    assert not out.exists() and not list(out.parent.glob(".*.tmp"))
 
 
 def test_provenance_round_trip_and_strict_load(tiny_run: Path, tmp_path: Path) -> None:
