@@ -116,6 +116,26 @@ def trial_rows(results: Any, groups: list[str]) -> pd.DataFrame:
     return frame
 
 
+def with_answered(trials: pd.DataFrame, answered: list[dict[str, str]]) -> pd.DataFrame:
+    """``trials`` plus a row per duplicate answered on the driver: the scoring trial's scores, its
+    own origin, from the memo (so a single epoch held behind the analysis pick is still a single epoch)."""
+    if trials.empty or not answered:
+        return trials
+    by_id = trials.set_index("trial_id", drop=False)
+    rows = []
+    for index, entry in enumerate(answered):
+        if entry.get("trial_id") not in by_id.index:
+            continue
+        row = by_id.loc[entry["trial_id"]].to_dict()
+        row.update(trial_id=f"{entry['trial_id']}-answered-{index}", origin=entry.get("origin"), from_memo=True,
+                   groups_copied=0, bn_recomputed=0, bn_reused=0, prefix_hits=0, seconds=0.0, eval_seconds=0.0)
+        rows.append(row)
+    if not rows:
+        return trials
+    frame = pd.concat([trials, pd.DataFrame(rows)], ignore_index=True)
+    return frame.sort_values(["finished_at", "trial_id"], na_position="last").reset_index(drop=True)
+
+
 def baselines_from(finished: pd.DataFrame, sign: float) -> dict[str, ScoredSelection]:
     """Best single epoch, last epoch, greedy soup and analysis pick, as the search scored them."""
     out: dict[str, ScoredSelection] = {}

@@ -47,10 +47,16 @@ from search.execution.finished_log import FinishedLog, read_finished
 from search.execution.memo import memo_actor
 from search.execution.pool import kill_pools, pool_stats
 from search.execution.progress import ProgressLine
-from search.execution.results import ScoredSelection, SearchResult, baselines_from, trial_rows
+from search.execution.results import (
+    ScoredSelection,
+    SearchResult,
+    baselines_from,
+    trial_rows,
+    with_answered,
+)
 from search.execution.resume_trust import check_resume_trusted, record_search
 from search.execution.trainable import TrialContext, crossover_trial, rescore
-from search.execution.tune_searcher import GIVE_UP_AFTER, METRIC, CrossoverSearcher
+from search.execution.tune_searcher import GIVE_UP_AFTER, METRIC, CrossoverSearcher, read_answered
 from search.scoring.validation_cut import cut_validation
 
 STATE_NAME = "search_state.json"
@@ -378,7 +384,7 @@ def run_search(
             finished = read_finished(output)
             ray.get([memo.put.remote(key, result) for key, result in finished.items()])
         results = _run_tune(context, plan, config, mode, output, resume, progress)
-        trials = trial_rows(results, run.groups)
+        trials = with_answered(trial_rows(results, run.groups), read_answered(output))
         # a resumed search's rows include the trials of the run before it: not of this run's seconds
         earlier = int((trials["finished_at"] < int(started_at)).sum()) if resume and not trials.empty else 0
         finished = trials[trials["status"] == "finished"] if not trials.empty else trials
@@ -485,7 +491,7 @@ def _run_tune(
                 tune_config=tune.TuneConfig(
                     search_alg=CrossoverSearcher(
                         plan.algorithm, mode, context.search_id, plan.num_samples, config.max_concurrent,
-                        config.max_failures,
+                        config.max_failures, output,
                     ),
                     scheduler=scheduler,
                     # the searcher keeps to plan.num_samples; the rest is room for re-asked trials

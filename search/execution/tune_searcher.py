@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -17,6 +20,21 @@ METRIC = "objective"
 GIVE_UP_AFTER = 3
 #: Duplicates of live selections set aside in one ``suggest`` before it waits for a trial to end.
 MAX_HELD_PER_ASK = 8
+#: Duplicates answered on the driver from the trial that scored their selection (``answered``).
+ANSWERED_NAME = "answered.jsonl"
+
+
+def read_answered(output: Path) -> list[dict[str, str]]:
+    """The duplicates a search answered on the driver: the scoring trial's id and the duplicate's origin."""
+    path = output / ANSWERED_NAME
+    entries = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+    return entries
 
 
 class CrossoverSearcher(Searcher):
@@ -35,6 +53,7 @@ class CrossoverSearcher(Searcher):
         budget: int,
         max_live: int | None = None,
         retries: int = 0,
+        output: Path | None = None,
     ) -> None:
         super().__init__(metric=METRIC, mode=mode)
         self.algorithm = algorithm
@@ -59,6 +78,8 @@ class CrossoverSearcher(Searcher):
         #: Proposals of a selection that a live trial is scoring: answered on the driver when it
         #: ends (or asked again as trials if it did not finish), never waiting in a worker slot.
         self.held: dict[str, list[Proposal]] = {}
+        #: Where answered duplicates are logged, so each appears in trials.parquet (None: nowhere).
+        self.output = output
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if trial_id in self.live:
@@ -126,9 +147,18 @@ class CrossoverSearcher(Searcher):
         if complete:
             for duplicate in held:  # the same selection, scored once
                 self.algorithm.tell(duplicate, value, "complete")
+                self._log_answered(trial_id, duplicate)
         else:
             self.again.extend(held)  # not finished: the duplicates run as trials of their own
             self._release(key, trial_id)
+
+    def _log_answered(self, trial_id: str, duplicate: Proposal) -> None:
+        if self.output is None:
+            return
+        with open(self.output / ANSWERED_NAME, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"trial_id": trial_id, "origin": duplicate.origin}) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def _release(self, key: str, trial_id: str) -> None:
         """Let a waiting duplicate score the selection this trial did not finish."""

@@ -56,3 +56,28 @@ def test_a_duplicate_runs_as_its_own_trial_when_the_live_one_did_not_finish() ->
     again = searcher.suggest("t3")
     assert again["epochs"] == space.same_epoch(2)
     assert [(v, s) for e, v, s in algorithm.told] == [(None, "pruned")]
+
+
+def test_an_answered_duplicate_is_a_row_of_trials_parquet_under_its_own_origin(tmp_path) -> None:
+    # A single epoch held behind the analysis pick of the same selection must still count as a single
+    # epoch: the best single epoch baseline reads the rows of that origin.
+    import pandas as pd
+
+    from search.execution.results import with_answered
+    from search.execution.tune_searcher import read_answered
+
+    space = _space()
+    algorithm = Scripted(space, "min", 0)
+    algorithm.todo = [Proposal(space.same_epoch(2), "analysis pick"), Proposal(space.same_epoch(2), "single epoch")]
+    searcher = CrossoverSearcher(algorithm, "min", "test", budget=10, output=tmp_path)
+    searcher.suggest("t1")
+    assert searcher.suggest("t2") is None  # held on the driver, no trial
+    searcher.on_trial_complete("t1", {"objective": 0.5, "complete": True})
+    assert read_answered(tmp_path) == [{"trial_id": "t1", "origin": "single epoch"}]
+    rows = pd.DataFrame([{"trial_id": "t1", "origin": "analysis pick", "objective": 0.5, "from_memo": False,
+                          "seconds": 1.5, "finished_at": 10, "status": "finished"}])
+    frame = with_answered(rows, read_answered(tmp_path))
+    assert list(frame["origin"]) == ["analysis pick", "single epoch"]
+    answered = frame[frame["origin"] == "single epoch"].iloc[0]
+    assert answered["objective"] == 0.5 and answered["from_memo"] and answered["seconds"] == 0.0
+    assert answered["trial_id"] != "t1" and answered["status"] == "finished"
