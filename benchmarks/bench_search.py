@@ -247,7 +247,7 @@ def main() -> int:
     quick = args.quick
     demo_epochs, demo_trials = (12, 30) if quick else (40, 100)
     large_width = args.large_width or (512 if quick else LARGE_WIDTH)
-    large_epochs, large_trials, large_val = (3, 6, 256) if quick else (4, 24, 256)
+    large_epochs, large_trials, large_val = (3, 6, 256) if quick else (4, 100, 256)
     root = Path(tempfile.mkdtemp(prefix="bench_search_"))
     print(f"temp folder {root}: {shutil.disk_usage(root).free / 1e9:.0f} GB free; load average {os.getloadavg()}")
     try:
