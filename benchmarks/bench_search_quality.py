@@ -103,7 +103,7 @@ def build_space(name: str, run):
     """The crossover space of a training: codec's three groups; the demo's four merged units."""
     import yaml
 
-    from modules.spec import parse_spec
+    from modules.spec.schema import parse_spec
     from search.algorithms.space import CrossoverSpace
 
     data = yaml.safe_load(run.spec_path().read_text(encoding="utf-8"))
@@ -120,7 +120,7 @@ class Truth:
     """A training's exhaustive table and its averaged extras; ``live`` scores what is missing."""
 
     def __init__(self, name: str) -> None:
-        from modules.rundir import RunDir
+        from modules.rundir.run_dir import RunDir
 
         self.name = name
         self.run = RunDir(ensure_run(name))

@@ -13,7 +13,7 @@ import ray
 
 from search.errors import SearchError
 from search.execution.config import SearchConfig
-from search.execution.pool import NAMESPACE as POOL_NAMESPACE
+from search.execution.memo import NAMESPACE as POOL_NAMESPACE
 from search.execution.pool import CheckpointPool, pool_name
 
 

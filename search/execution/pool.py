@@ -18,9 +18,8 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from modules.rundir.run_dir import RunDir
+from search.execution.memo import NAMESPACE
 from search.scoring.scorer import tensors_to_arrays
-
-NAMESPACE = "sweetspot"
 
 
 class GroupEpochCache:
