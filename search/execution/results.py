@@ -70,6 +70,12 @@ def error_text(error: BaseException) -> str:
     return (lines[-1] if lines else type(error).__name__)[:500]
 
 
+def _trial_id(path: object) -> str:
+    """The trial id in a Tune trial folder's name (``crossover_trial_<id>_<n>_...``)."""
+    parts = Path(str(path)).name.split("_")
+    return parts[2] if len(parts) >= 3 else ""
+
+
 def _params(path: object) -> dict[str, Any]:
     """A trial's config from the params.json Tune wrote when it started (an errored trial's
     result may carry none)."""
@@ -79,11 +85,13 @@ def _params(path: object) -> dict[str, Any]:
         return {}
 
 
-def trial_rows(results: Any, groups: list[str]) -> pd.DataFrame:
+def trial_rows(results: Any, groups: list[str], proposals: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
+    """A row per Tune trial; ``proposals`` (trial id -> config, from the searcher) fill the config of
+    a trial that has none in Tune's results (its node died before it started)."""
     rows = []
     for result in results:
         metrics = dict(result.metrics or {})
-        config = dict(result.config or {}) or _params(result.path)
+        config = dict(result.config or {}) or _params(result.path) or (proposals or {}).get(_trial_id(result.path), {})
         epochs = config.get("epochs", {})
         complete = bool(metrics.get("complete"))
         status = "failed" if result.error else ("finished" if complete else "stopped early")

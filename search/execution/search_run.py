@@ -56,7 +56,13 @@ from search.execution.results import (
 )
 from search.execution.resume_trust import check_resume_trusted, record_search
 from search.execution.trainable import TrialContext, crossover_trial, rescore
-from search.execution.tune_searcher import GIVE_UP_AFTER, METRIC, CrossoverSearcher, read_answered
+from search.execution.tune_searcher import (
+    GIVE_UP_AFTER,
+    METRIC,
+    CrossoverSearcher,
+    read_answered,
+    read_proposals,
+)
 from search.scoring.validation_cut import cut_validation
 
 STATE_NAME = "search_state.json"
@@ -384,7 +390,7 @@ def run_search(
             finished = read_finished(output)
             ray.get([memo.put.remote(key, result) for key, result in finished.items()])
         results = _run_tune(context, plan, config, mode, output, resume, progress)
-        trials = with_answered(trial_rows(results, run.groups), read_answered(output))
+        trials = with_answered(trial_rows(results, run.groups, read_proposals(output)), read_answered(output))
         # a resumed search's rows include the trials of the run before it: not of this run's seconds
         earlier = int((trials["finished_at"] < int(started_at)).sum()) if resume and not trials.empty else 0
         finished = trials[trials["status"] == "finished"] if not trials.empty else trials

@@ -22,11 +22,22 @@ GIVE_UP_AFTER = 3
 MAX_HELD_PER_ASK = 8
 #: Duplicates answered on the driver from the trial that scored their selection (``answered``).
 ANSWERED_NAME = "answered.jsonl"
+#: Each trial's config as the searcher gave it: a trial whose node died before it started has none
+#: in Tune's results.
+PROPOSALS_NAME = "proposals.jsonl"
 
 
 def read_answered(output: Path) -> list[dict[str, str]]:
     """The duplicates a search answered on the driver: the scoring trial's id and the duplicate's origin."""
-    path = output / ANSWERED_NAME
+    return _read_log(output / ANSWERED_NAME)
+
+
+def read_proposals(output: Path) -> dict[str, dict[str, Any]]:
+    """trial id -> the config the searcher gave it."""
+    return {entry["trial_id"]: entry["config"] for entry in _read_log(output / PROPOSALS_NAME) if "config" in entry}
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
     entries = []
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -93,7 +104,9 @@ class CrossoverSearcher(Searcher):
             done = self.algorithm.finished or self.asked >= self.budget
             return Searcher.FINISHED if done and not self.live and not self.again and not self.held else None
         self.live[trial_id] = proposal
-        return self._config(proposal)
+        config = self._config(proposal)
+        self._append(PROPOSALS_NAME, {"trial_id": trial_id, "config": config}, durable=False)
+        return config
 
     def _next(self) -> Proposal | None:
         """The next proposal to run as a trial; duplicates of live selections are held back."""
@@ -153,12 +166,16 @@ class CrossoverSearcher(Searcher):
             self._release(key, trial_id)
 
     def _log_answered(self, trial_id: str, duplicate: Proposal) -> None:
+        self._append(ANSWERED_NAME, {"trial_id": trial_id, "origin": duplicate.origin}, durable=True)
+
+    def _append(self, name: str, entry: dict[str, Any], durable: bool) -> None:
         if self.output is None:
             return
-        with open(self.output / ANSWERED_NAME, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"trial_id": trial_id, "origin": duplicate.origin}) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        with open(self.output / name, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
 
     def _release(self, key: str, trial_id: str) -> None:
         """Let a waiting duplicate score the selection this trial did not finish."""

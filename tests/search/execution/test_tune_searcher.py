@@ -81,3 +81,24 @@ def test_an_answered_duplicate_is_a_row_of_trials_parquet_under_its_own_origin(t
     answered = frame[frame["origin"] == "single epoch"].iloc[0]
     assert answered["objective"] == 0.5 and answered["from_memo"] and answered["seconds"] == 0.0
     assert answered["trial_id"] != "t1" and answered["status"] == "finished"
+
+
+def test_a_trial_that_never_started_still_has_its_selection_in_its_row(tmp_path) -> None:
+    # A trial whose node died while it started has no config in Tune's results and no params.json:
+    # its row takes the config the searcher gave it, so its selection is never lost.
+    from types import SimpleNamespace
+
+    from search.execution.results import trial_rows
+    from search.execution.tune_searcher import read_proposals
+
+    space = _space()
+    algorithm = Scripted(space, "min", 0)
+    searcher = CrossoverSearcher(algorithm, "min", "test", budget=10, output=tmp_path)
+    given = searcher.suggest("abcd1234")
+    assert read_proposals(tmp_path) == {"abcd1234": given}
+    folder = tmp_path / "crossover_trial_abcd1234_3_2026-12-06_21-00-00"
+    folder.mkdir()
+    lost = SimpleNamespace(metrics={}, config={}, path=str(folder), error=RuntimeError("node died"))
+    (row,) = trial_rows([lost], list(space.groups), read_proposals(tmp_path)).to_dict("records")
+    assert row["selection"] == given["key"] and row["origin"] == "x" and row["status"] == "failed"
+    assert row["choice/enc"] == "[2]"
