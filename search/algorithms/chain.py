@@ -23,7 +23,7 @@ def members_of(name: str, registry: dict[str, type[Algorithm]]) -> list[type[Alg
     names = name.split(SEPARATOR)
     unknown = [n for n in names if n not in registry]
     if unknown or not all(names):
-        raise SearchError(f"unknown algorithm {unknown[0] if unknown else name!r}; choose one of {sorted(registry)}"
+        raise SearchError(f"unknown algorithm {unknown[0] if unknown and unknown[0] else name!r}; choose one of {sorted(registry)}"
                           f" or chain them with {SEPARATOR!r} (e.g. sweeps{SEPARATOR}tpe)")
     classes = [registry[n] for n in names]
     endless = [c.name for c in classes[:-1] if not c.finite]
@@ -31,6 +31,11 @@ def members_of(name: str, registry: dict[str, type[Algorithm]]) -> list[type[Alg
         raise SearchError(
             f"--algo {name}: {endless[0]} never ends by itself, so nothing after it would run; only the last"
             f" member of a chain may be one of {sorted(n for n, c in registry.items() if not c.finite)}"
+        )
+    later = [c.name for c in classes[1:] if c.follows_soup]
+    if later:
+        raise SearchError(
+            f"--algo {name}: {later[0]} starts from the greedy soup, so it can only come first in a chain"
         )
     if any(not c.takes_baselines for c in classes[1:]) or (len(classes) > 1 and not classes[0].takes_baselines):
         raise SearchError(f"--algo {name}: {[c.name for c in classes if not c.takes_baselines][0]} cannot be chained")

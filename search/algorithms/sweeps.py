@@ -51,11 +51,11 @@ class CoordinateSweeps(Algorithm):
         """The next unit's variants in ``todo``; False when every pass is done."""
         if self.passes_done >= self.params.passes:
             return False
-        if self.best is None:  # nothing scored yet: start from the last epoch
+        if self.best is None:  # nothing the space can express scored yet: each unit's last candidate
             if self._starting:
                 return False  # the start failed to score
             self._starting = True
-            self.todo = [self.space.same_epoch(self.space.recorded[-1])]
+            self.todo = [{g: [unit.candidates[-1]] for unit in self.space.units for g in unit.groups}]
             return True
         unit = self.space.units[self.unit]
         for epoch in unit.candidates:
@@ -75,7 +75,8 @@ class CoordinateSweeps(Algorithm):
             if self.open or not self._plan():
                 return None
         self.open += 1
-        return Proposal(self.todo.pop(0), self.name)
+        epochs = self.todo.pop(0)
+        return Proposal(epochs, self.name, self.space.encode(epochs))  # params: a late result still reaches a sampler
 
     def tell(self, proposal: Proposal, value: float | None, state: TrialState) -> None:
         self.open -= 1

@@ -103,14 +103,20 @@ def check_resources(cpus: float, gpus: float, unit: str) -> None:
         )
 
 
+def trials_that_fit(total: float, each: float) -> int:
+    """How many of ``each`` fit in ``total``, counted as Ray counts (units of 1e-4): ten trials of
+    0.1 GPU fit one GPU, where ``1.0 // 0.1`` is 9."""
+    return int(round(total * 10_000)) // int(round(each * 10_000))
+
+
 def worker_slots(cpus: float, gpus: float, limit: int) -> int:
     """Trials of ``cpus`` and ``gpus`` each that the alive nodes run at once, at most ``limit``."""
     slots = 0
     for node in ray.nodes():
         resources = node.get("Resources", {})
         if node.get("Alive"):
-            fit = int(resources.get("CPU", 0) // cpus)
-            slots += min(fit, int(resources.get("GPU", 0) // gpus)) if gpus > 0 else fit
+            on_cpus = trials_that_fit(resources.get("CPU", 0), cpus)
+            slots += min(on_cpus, trials_that_fit(resources.get("GPU", 0), gpus)) if gpus > 0 else on_cpus
     return max(1, min(slots, limit))
 
 

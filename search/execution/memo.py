@@ -79,6 +79,10 @@ class SelectionMemo:
                 self.all_in.set()  # a barrier at the start only: later workers do not wait
         return len(self.workers)
 
+    async def open_gate(self) -> None:
+        """The search cannot fill every slot now (a phase of fewer trials): nobody waits for them."""
+        self.all_in.set()
+
     async def stats(self) -> dict[str, int]:
         return {"scored": len(self.results), "answered": self.answered}
 

@@ -99,12 +99,13 @@ def _check_storage(
         return None
     from search.algorithms.optuna_samplers import OptunaAlgorithm
 
-    kind = type(config.algorithm) if config.algorithm is not None else members_of(config.algo, ALGORITHMS)[-1]
+    algorithm = config.algorithm.members[-1] if isinstance(config.algorithm, Chain) else config.algorithm
+    kind = type(algorithm) if algorithm is not None else members_of(config.algo, ALGORITHMS)[-1]
     if selections is not None or not issubclass(kind, OptunaAlgorithm):
         what = "given selections" if selections is not None else f"--algo {config.algo}"
         raise SearchError(
             f"{url}: {what} runs no Optuna sampler, so there is no study to keep; use --algo tpe, cmaes,"
-            " gp or random, or leave --optuna-storage out",
+            " gp or random (or a chain ending in one, e.g. sweeps+tpe), or leave --optuna-storage out",
             param="optuna_storage",
         )
     if state is not None and "optuna_storage" not in state:
@@ -401,7 +402,8 @@ def run_search(
                 f" finished); the trials' errors: {errors}"
             )
         sign = loss_sign(mode)
-        best_rows = finished.sort_values("objective", key=lambda s: sign * s).drop_duplicates("selection")
+        # stable: of a selection's rows the first (the trial that scored it, not a duplicate it answered)
+        best_rows = finished.sort_values("objective", key=lambda s: sign * s, kind="stable").drop_duplicates("selection")
         top = [
             ScoredSelection(json.loads(r.selection), float(r.objective), origin=str(r.origin))
             for r in best_rows.head(config.top_k).itertuples()

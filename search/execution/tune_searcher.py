@@ -27,9 +27,11 @@ ANSWERED_NAME = "answered.jsonl"
 PROPOSALS_NAME = "proposals.jsonl"
 
 
-def read_answered(output: Path) -> list[dict[str, str]]:
-    """The duplicates a search answered on the driver: the scoring trial's id and the duplicate's origin."""
-    return _read_log(output / ANSWERED_NAME)
+def read_answered(output: Path) -> list[dict[str, Any]]:
+    """The duplicates a search answered on the driver: the scoring trial's id, the duplicate's
+    place among those it answered and its origin; each once (a resume may answer them again)."""
+    entries = {(e.get("trial_id"), e.get("index")): e for e in _read_log(output / ANSWERED_NAME)}
+    return list(entries.values())
 
 
 def read_proposals(output: Path) -> dict[str, dict[str, Any]]:
@@ -49,6 +51,10 @@ def _read_log(path: Path) -> list[dict[str, Any]]:
 
 
 class CrossoverSearcher(Searcher):
+    #: Class defaults for a searcher pickled before these existed (``--resume`` of an older folder).
+    output: Path | None = None
+    gate_open = False
+
     """Asks the algorithm for selections as Tune frees workers; tells it each trial's outcome.
 
     A trial ASHA stopped is told as pruned (its partial score never reaches the sampler); a trial
@@ -101,6 +107,7 @@ class CrossoverSearcher(Searcher):
             return Searcher.FINISHED if not self.live else None
         proposal = self._next()
         if proposal is None:
+            self._open_gate()
             done = self.algorithm.finished or self.asked >= self.budget
             return Searcher.FINISHED if done and not self.live and not self.again and not self.held else None
         self.live[trial_id] = proposal
@@ -158,15 +165,27 @@ class CrossoverSearcher(Searcher):
         self.algorithm.tell(proposal, value, state)
         held = self.held.pop(key, [])
         if complete:
-            for duplicate in held:  # the same selection, scored once
+            for index, duplicate in enumerate(held):  # the same selection, scored once
                 self.algorithm.tell(duplicate, value, "complete")
-                self._log_answered(trial_id, duplicate)
+                self._log_answered(trial_id, index, duplicate)
         else:
             self.again.extend(held)  # not finished: the duplicates run as trials of their own
             self._release(key, trial_id)
 
-    def _log_answered(self, trial_id: str, duplicate: Proposal) -> None:
-        self._append(ANSWERED_NAME, {"trial_id": trial_id, "origin": duplicate.origin}, durable=True)
+    def _log_answered(self, trial_id: str, index: int, duplicate: Proposal) -> None:
+        # (trial, index) is the same when a resumed searcher answers the same held duplicates again
+        entry = {"trial_id": trial_id, "index": index, "origin": duplicate.origin}
+        self._append(ANSWERED_NAME, entry, durable=True)
+
+    def _open_gate(self) -> None:
+        """Nothing more runs until a trial ends: workers still waiting for others to start go on."""
+        if self.gate_open or not ray.is_initialized():
+            return
+        self.gate_open = True
+        try:
+            ray.get_actor(f"memo-{self.search_id}", namespace=NAMESPACE).open_gate.remote()
+        except ValueError:
+            pass
 
     def _append(self, name: str, entry: dict[str, Any], durable: bool) -> None:
         if self.output is None:

@@ -95,3 +95,19 @@ def test_bad_chains_are_refused_with_the_fix() -> None:
     chain = build("module-soup+tpe", {"sweeps": 1, "startup_trials": 3})
     assert isinstance(chain.members[0], ModuleSoup) and chain.members[0].params.sweeps == 1
     assert chain.members[1].params.startup_trials == 3
+
+
+def test_a_member_that_starts_from_the_greedy_soup_comes_first_or_not_at_all() -> None:
+    with pytest.raises(SearchError, match=r"--algo sweeps\+module-soup: module-soup starts from the greedy soup, so it can only come first"):
+        build("sweeps+module-soup", {})
+    with pytest.raises(SearchError, match=r"unknown algorithm 'sweeps\+'"):
+        build("sweeps+", {})
+
+
+def test_sweeps_start_inside_the_space_when_nothing_it_can_express_was_scored() -> None:
+    space = _space()
+    sweeps = CoordinateSweeps(space, "min", 0)
+    first = sweeps.ask()
+    assert first is not None and space.encode(first.epochs) is not None and first.params == space.encode(first.epochs)
+    sweeps.tell(first, objective(first.epochs), "complete")
+    assert sweeps.ask() is not None  # the sweep goes on from there

@@ -27,3 +27,10 @@ def test_a_local_ray_we_start_prints_no_token_banner() -> None:
     assert done.returncode == 0, done.stderr
     assert TOKEN_BANNER not in done.stderr and "RAY_AUTH_MODE=disabled" not in done.stderr, done.stderr
     assert "auth mode: token" in done.stdout  # token authentication is still on, only not announced
+
+
+def test_trials_that_fit_count_as_ray_counts_fractions() -> None:
+    from search.execution.cluster import trials_that_fit
+
+    assert trials_that_fit(1.0, 0.1) == 10 and trials_that_fit(1.0, 0.2) == 5 and trials_that_fit(2.0, 0.1) == 20
+    assert trials_that_fit(16.0, 3.0) == 5 and trials_that_fit(0.0, 1.0) == 0

@@ -73,7 +73,12 @@ def test_an_answered_duplicate_is_a_row_of_trials_parquet_under_its_own_origin(t
     searcher.suggest("t1")
     assert searcher.suggest("t2") is None  # held on the driver, no trial
     searcher.on_trial_complete("t1", {"objective": 0.5, "complete": True})
-    assert read_answered(tmp_path) == [{"trial_id": "t1", "origin": "single epoch"}]
+    assert read_answered(tmp_path) == [{"trial_id": "t1", "index": 0, "origin": "single epoch"}]
+    # A resumed searcher (restored from a state saved before t1 ended) answers it again: one row still.
+    again = CrossoverSearcher(algorithm, "min", "test", budget=10, output=tmp_path)
+    again.live, again.held = {"t1": searcher.ended["t1"]}, {searcher._config(searcher.ended["t1"])["key"]: [Proposal(space.same_epoch(2), "single epoch")]}
+    again.on_trial_complete("t1", {"objective": 0.5, "complete": True})
+    assert len(read_answered(tmp_path)) == 1
     rows = pd.DataFrame([{"trial_id": "t1", "origin": "analysis pick", "objective": 0.5, "from_memo": False,
                           "seconds": 1.5, "finished_at": 10, "status": "finished"}])
     frame = with_answered(rows, read_answered(tmp_path))
