@@ -499,7 +499,7 @@ def _run_tune(
                 tune_config=tune.TuneConfig(
                     search_alg=CrossoverSearcher(
                         plan.algorithm, mode, context.search_id, plan.num_samples, config.max_concurrent,
-                        config.max_failures, output,
+                        config.max_failures, output, context.worker_slots,
                     ),
                     scheduler=scheduler,
                     # the searcher keeps to plan.num_samples; the rest is room for re-asked trials

@@ -54,6 +54,7 @@ class CrossoverSearcher(Searcher):
     #: Class defaults for a searcher pickled before these existed (``--resume`` of an older folder).
     output: Path | None = None
     gate_open = False
+    slots = 1
 
     """Asks the algorithm for selections as Tune frees workers; tells it each trial's outcome.
 
@@ -71,6 +72,7 @@ class CrossoverSearcher(Searcher):
         max_live: int | None = None,
         retries: int = 0,
         output: Path | None = None,
+        slots: int = 1,
     ) -> None:
         super().__init__(metric=METRIC, mode=mode)
         self.algorithm = algorithm
@@ -97,6 +99,9 @@ class CrossoverSearcher(Searcher):
         self.held: dict[str, list[Proposal]] = {}
         #: Where answered duplicates are logged, so each appears in trials.parquet (None: nowhere).
         self.output = output
+        #: Trials the cluster runs at once: fewer live than this and nothing to propose opens the
+        #: memo's start gate, so no new worker waits for workers that will not come.
+        self.slots = slots
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if trial_id in self.live:
@@ -107,7 +112,8 @@ class CrossoverSearcher(Searcher):
             return Searcher.FINISHED if not self.live else None
         proposal = self._next()
         if proposal is None:
-            self._open_gate()
+            if len(self.live) < self.slots:
+                self._open_gate()
             done = self.algorithm.finished or self.asked >= self.budget
             return Searcher.FINISHED if done and not self.live and not self.again and not self.held else None
         self.live[trial_id] = proposal
