@@ -92,6 +92,6 @@ def search(
         write_search_outputs(result, output, run.label, run.epochs)  # the search is safe on disk first
         if evaluate:
             evaluate_pick(result, run, spec, data, info, device=device, progress=progress)
-            write_search_outputs(result, output, run.label, run.epochs)
+            write_search_outputs(result, output, run.label, run.epochs, plots=False)
         log_search(tracker, result, output, run.label)
     return result

@@ -175,8 +175,11 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:+.2f}%"
 
 
-def write_search_outputs(result: SearchResult, output: str | os.PathLike[str], run_path: str, recorded: list[int]) -> dict[str, Path]:
-    """Every output of the search into ``output``; returns their paths."""
+def write_search_outputs(
+    result: SearchResult, output: str | os.PathLike[str], run_path: str, recorded: list[int], plots: bool = True
+) -> dict[str, Path]:
+    """Every output of the search into ``output``; returns their paths. ``plots=False`` keeps the
+    plots already written (they show validation only: the evaluate step does not change them)."""
     from search.execution.search_plots import plot_convergence, plot_per_group
 
     output = Path(output)
@@ -192,8 +195,9 @@ def write_search_outputs(result: SearchResult, output: str | os.PathLike[str], r
         result.trials.to_parquet(tmp, index=False)
     write_json_atomic(paths["selection"], selection_document(result.pick, recorded))
     write_json_atomic(paths["summary"], summary_json(result, run_path))
-    plot_convergence(result, paths["convergence"])
-    plot_per_group(result, paths["per_group"])
+    if plots:
+        plot_convergence(result, paths["convergence"])
+        plot_per_group(result, paths["per_group"])
     if result.evaluation is not None:
         extra = {"run_dir": run_path, "search_selection": selection_document(result.pick, recorded)}
         paths.update({f"evaluation_{k}": v for k, v in write_evaluation(result.evaluation.result, output, extra).items()})
