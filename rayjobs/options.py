@@ -186,7 +186,7 @@ def config_from(args: argparse.Namespace) -> Any:
         problems = []
         for item in error.errors():
             field = str(item["loc"][0]) if item["loc"] else ""
-            if field == "algo_params":  # the message names the algorithm and its settings
+            if field in ("algo", "algo_params"):  # the message names the algorithm (and its settings)
                 problems.append(str(item["msg"]).removeprefix("Value error, "))
                 continue
             problems.append(f"{_FLAGS.get(field, '--' + field.replace('_', '-'))} {item.get('input')!r}: {item['msg']}")

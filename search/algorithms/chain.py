@@ -23,7 +23,7 @@ def members_of(name: str, registry: dict[str, type[Algorithm]]) -> list[type[Alg
     names = name.split(SEPARATOR)
     unknown = [n for n in names if n not in registry]
     if unknown or not all(names):
-        raise SearchError(f"unknown algorithm {unknown[0] if unknown and unknown[0] else name!r}; choose one of {sorted(registry)}"
+        raise SearchError(f"--algo {name!r}: unknown algorithm {unknown[0] if unknown and unknown[0] else name!r}; choose one of {sorted(registry)}"
                           f" or chain them with {SEPARATOR!r} (e.g. sweeps{SEPARATOR}tpe)")
     classes = [registry[n] for n in names]
     endless = [c.name for c in classes[:-1] if not c.finite]

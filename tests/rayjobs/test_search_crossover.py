@@ -22,7 +22,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["--confirm-fraction", "0.95"], "--confirm-fraction 0.95: Input should be less than 0.9"),
         (["--pool-memory", "lots"], "--pool-memory 'lots'"),
         ([], "--trust-run-spec"),
-        (["--algo", "hyperband"], "--algo 'hyperband': Value error, unknown algorithm 'hyperband'"),
+        (["--algo", "hyperband"], "--algo 'hyperband': unknown algorithm 'hyperband'"),
     ],
 )
 def test_bad_values_are_named_by_their_flag(tiny_run: Path, tmp_path: Path, capsys, flags: list[str], message: str) -> None:
