@@ -7,13 +7,12 @@ resumed search loads them into its memo first: such a re-run is answered without
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
+from search.execution.jsonl_log import append_entry, read_entries
 from search.execution.trainable import MEMO_RECORD
 
 LOG_NAME = "finished.jsonl"
@@ -21,17 +20,7 @@ LOG_NAME = "finished.jsonl"
 
 def read_finished(output: Path) -> dict[str, dict[str, Any]]:
     """selection key -> its full-split result, from an earlier run of the same search."""
-    path = output / LOG_NAME
-    found: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return found
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill
-        found[entry["key"]] = entry["result"]
-    return found
+    return {entry["key"]: entry["result"] for entry in read_entries(output / LOG_NAME)}
 
 
 class FinishedLog(tune.Callback):
@@ -44,9 +33,5 @@ class FinishedLog(tune.Callback):
         record = result.get(MEMO_RECORD)
         if not record or result.get("from_memo"):
             return
-        line = json.dumps({"key": result["selection"], "result": record}) + "\n"
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_entry(self.path, {"key": result["selection"], "result": record}, durable=True)
 

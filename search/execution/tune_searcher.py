@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ from ray.tune.search import Searcher
 
 from search.algorithms import Algorithm, Proposal
 from search.algorithms.space import selection_key
+from search.execution.jsonl_log import append_entry, read_entries
 from search.execution.memo import NAMESPACE
 
 METRIC = "objective"
@@ -30,24 +29,13 @@ PROPOSALS_NAME = "proposals.jsonl"
 def read_answered(output: Path) -> list[dict[str, Any]]:
     """The duplicates a search answered on the driver: the scoring trial's id, the duplicate's
     place among those it answered and its origin; each once (a resume may answer them again)."""
-    entries = {(e.get("trial_id"), e.get("index")): e for e in _read_log(output / ANSWERED_NAME)}
+    entries = {(e.get("trial_id"), e.get("index")): e for e in read_entries(output / ANSWERED_NAME)}
     return list(entries.values())
 
 
 def read_proposals(output: Path) -> dict[str, dict[str, Any]]:
     """trial id -> the config the searcher gave it."""
-    return {entry["trial_id"]: entry["config"] for entry in _read_log(output / PROPOSALS_NAME) if "config" in entry}
-
-
-def _read_log(path: Path) -> list[dict[str, Any]]:
-    entries = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-    return entries
+    return {entry["trial_id"]: entry["config"] for entry in read_entries(output / PROPOSALS_NAME) if "config" in entry}
 
 
 class CrossoverSearcher(Searcher):
@@ -185,32 +173,29 @@ class CrossoverSearcher(Searcher):
 
     def _open_gate(self) -> None:
         """Nothing more runs until a trial ends: workers still waiting for others to start go on."""
-        if self.gate_open or not ray.is_initialized():
-            return
-        self.gate_open = True
-        try:
-            ray.get_actor(f"memo-{self.search_id}", namespace=NAMESPACE).open_gate.remote()
-        except ValueError:
-            pass
+        memo = None if self.gate_open else self._memo()
+        if memo is not None:
+            self.gate_open = True
+            memo.open_gate.remote()
 
     def _append(self, name: str, entry: dict[str, Any], durable: bool) -> None:
-        if self.output is None:
-            return
-        with open(self.output / name, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
+        if self.output is not None:
+            append_entry(self.output / name, entry, durable)
 
     def _release(self, key: str, trial_id: str) -> None:
         """Let a waiting duplicate score the selection this trial did not finish."""
-        if not ray.is_initialized():  # no search running (the searcher driven on its own)
-            return
-        try:
-            memo = ray.get_actor(f"memo-{self.search_id}", namespace=NAMESPACE)
+        memo = self._memo()
+        if memo is not None:
             memo.release.remote(key, trial_id)
+
+    def _memo(self) -> Any:
+        """The search's memo, or None when no search runs (the searcher driven on its own)."""
+        if not ray.is_initialized():
+            return None
+        try:
+            return ray.get_actor(f"memo-{self.search_id}", namespace=NAMESPACE)
         except ValueError:
-            pass
+            return None
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as handle:
