@@ -246,8 +246,8 @@ def auto(
     evaluations_per_checkpoint: float = DEFAULT_EVALUATIONS_PER_CHECKPOINT,
     mlflow: str | os.PathLike[str] | None = None,
 ) -> AutoResult:
-    """Pick and build the combination of each run, one Ray task per run, into
-    ``output/<run name>/``; ``auto_summary.md`` and ``.parquet`` summarise every run.
+    """Pick and build the combination of each run, one Ray task per run (one run on CPU with no
+    ``address`` or ``RAY_ADDRESS`` runs in this process), into ``output/<run name>/``; ``auto_summary.md`` and ``.parquet`` summarise every run.
 
     With ``calibration`` (calibration.json from ``calibrate``; its thresholds are used unless
     ``thresholds`` is given), each run's selection is refined on its validation split within
@@ -355,6 +355,9 @@ def _run_tasks(
     todo: list[tuple[str, str, Path, dict[str, str] | None]], outcomes: dict[str, AutoRun], options: dict[str, Any],
     address: str | None, cpus_per_run: float, gpus_per_run: float, progress: bool,
 ) -> None:
+    if len(todo) == 1 and gpus_per_run == 0 and address is None and not os.environ.get("RAY_ADDRESS"):
+        _run_here(todo[0], outcomes, options, cpus_per_run, progress)
+        return
     import ray  # only once a run is to be done
 
     from search.execution.cluster import check_resources, start_ray
@@ -374,12 +377,36 @@ def _run_tasks(
             record = ray.get(done[0])
         except ray.exceptions.RayError as error:  # the worker died (out of memory, node lost)
             record = {"status": "failed", "error": str(error).strip().splitlines()[-1][:500]}
-        status = record.pop("status")
-        outcome = AutoRun(run, name, status, folder, record, record.pop("error", None))
-        outcomes[name] = outcome
-        if progress:
-            what = f"failed: {outcome.error}" if status == "failed" else f"done in {record.get('seconds', 0):.1f} s"
-            print(f"[{len(outcomes)}/{len(outcomes) + len(pending)}] {name}: {what}", flush=True)
+        _record(outcomes, run, name, folder, record, len(pending), progress)
+
+
+def _run_here(
+    job: tuple[str, str, Path, dict[str, str] | None], outcomes: dict[str, AutoRun], options: dict[str, Any],
+    cpus_per_run: float, progress: bool,
+) -> None:
+    """One run on CPU with no cluster named: in this process, with the threads a task would have.
+    A task would start Ray and a process that imports torch, and one run has nothing to run beside."""
+    import torch
+
+    run, name, folder, identity = job
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(cpus_per_run)))
+    try:
+        record = _task(run, str(folder), device="cpu", identity=identity, **options)
+    finally:
+        torch.set_num_threads(threads)
+    _record(outcomes, run, name, folder, record, 0, progress)
+
+
+def _record(
+    outcomes: dict[str, AutoRun], run: str, name: str, folder: Path, record: dict[str, Any], left: int, progress: bool
+) -> None:
+    status = record.pop("status")
+    outcome = AutoRun(run, name, status, folder, record, record.pop("error", None))
+    outcomes[name] = outcome
+    if progress:
+        what = f"failed: {outcome.error}" if status == "failed" else f"done in {record.get('seconds', 0):.1f} s"
+        print(f"[{len(outcomes)}/{len(outcomes) + left}] {name}: {what}", flush=True)
 
 
 __all__ = ["AutoError", "AutoResult", "AutoRun", "auto"]

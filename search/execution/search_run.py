@@ -55,7 +55,7 @@ from search.execution.results import (
     with_answered,
 )
 from search.execution.resume_trust import check_resume_trusted, record_search
-from search.execution.trainable import TrialContext, crossover_trial, rescore
+from search.execution.trainable import TrialContext, crossover_trial, rescore, rescore_here
 from search.execution.tune_searcher import (
     GIVE_UP_AFTER,
     METRIC,
@@ -461,11 +461,11 @@ def _rescore_all(context: TrialContext, config: SearchConfig, candidates: list[S
     """Score the top candidates and the baselines on the whole search part and the confirm part,
     so all of them are compared on the same numbers (not on shard-weighted trial scores)."""
     unique = {selection_key(c.epochs): c.epochs for c in candidates}
-    scores = ray.get(
-        rescore.options(num_cpus=config.cpus_per_trial, num_gpus=config.gpus_per_trial).remote(
-            context, list(unique.values())
-        )
-    )
+    if config.gpus_per_trial:
+        task = rescore.options(num_cpus=config.cpus_per_trial, num_gpus=config.gpus_per_trial)
+        scores = ray.get(task.remote(context, list(unique.values())))
+    else:  # on CPU the driver scores them as fast as a worker would, without a process to start
+        scores = rescore_here(context, list(unique.values()))
     by_key = dict(zip(unique, scores))
     for candidate in candidates:
         candidate.search_score, candidate.confirm_score = by_key[selection_key(candidate.epochs)]

@@ -178,8 +178,7 @@ def crossover_trial(config: dict[str, Any], context: TrialContext) -> None:
         tune.report({**row, **base, "trial_seconds": time.perf_counter() - started, MEMO_RECORD: record})
 
 
-@ray.remote
-def rescore(context: TrialContext, selections: list[EpochSet]) -> list[tuple[float, float | None]]:
+def rescore_selections(context: TrialContext, selections: list[EpochSet]) -> list[tuple[float, float | None]]:
     """Whole search split and confirm split scores of ``selections`` (the top candidates)."""
     worker = worker_for(context)
     out = []
@@ -191,3 +190,18 @@ def rescore(context: TrialContext, selections: list[EpochSet]) -> list[tuple[flo
             confirm = worker.scorer.score(worker.splits.confirm, "confirm")[context.objective]
         out.append((search, confirm))
     return out
+
+
+#: ``rescore_selections`` as a Ray task, for trials that need a GPU the driver may not have.
+rescore = ray.remote(rescore_selections)
+
+
+def rescore_here(context: TrialContext, selections: list[EpochSet]) -> list[tuple[float, float | None]]:
+    """``rescore_selections`` in this process (the driver), which keeps its torch threads and lets
+    go of the model afterwards: a task would start a process and import torch for seconds."""
+    threads = torch.get_num_threads()
+    try:
+        return rescore_selections(context, selections)
+    finally:
+        _WORKERS.pop(_run_key(context), None)
+        torch.set_num_threads(threads)
