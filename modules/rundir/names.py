@@ -9,13 +9,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
-import torch
+from typing import TYPE_CHECKING
 
 from modules.errors import RunDirError
 from modules.rundir.manifest import FORMAT_VERSION, MANIFEST_NAME
 from modules.rundir.safetensors_stream import dtype_name, nbytes_of
+
+if TYPE_CHECKING:  # imported where used: reading a run (the search's checkpoint pool) needs neither
+    import pandas as pd
+    import torch
 
 __all__ = ["FORMAT_VERSION", "MANIFEST_NAME"]
 
@@ -63,6 +65,8 @@ class EpochEntry:
 
 
 def _empty_metrics() -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame(
         {
             "epoch": pd.Series(dtype="int64"),
@@ -78,6 +82,8 @@ def read_metrics(path: Path | str, read: Callable[[], bytes] | None = None) -> p
 
     With ``read`` the file's bytes come from there (a run on object storage), None when it is missing.
     """
+    import pandas as pd
+
     data = read() if read is not None else None
     if (read is None and not Path(path).exists()) or (read is not None and data is None):
         return _empty_metrics()

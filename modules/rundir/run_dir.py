@@ -27,15 +27,10 @@ import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
-import torch
-from safetensors import safe_open
-from safetensors.torch import load as load_bytes
-from safetensors.torch import load_file
+from typing import TYPE_CHECKING, Any
 
 from modules.atomic import TEMP_RE, pid_alive
-from modules.errors import RunDirError
+from modules.errors import CheckpointImportError, RunDirError
 from modules.rundir.manifest import load_manifest
 from modules.rundir.names import (
     EPOCHS_DIR,
@@ -52,9 +47,13 @@ from modules.rundir.names import (
     read_metrics,
     sha256_file,
 )
-from modules.rundir.safetensors_stream import SafetensorsReader
+from modules.rundir.safetensors_stream import SafetensorsReader, arrays_from_bytes
 from modules.rundir.store import RunLocation, RunStore, run_store
 from modules.rundir.writer import RunWriter, read_run_metrics, sync_tree
+
+if TYPE_CHECKING:  # imported where used: the search's checkpoint pool reads runs without either
+    import pandas as pd
+    import torch
 
 __all__ = [
     "EPOCHS_DIR", "FORMAT_VERSION", "MANIFEST_NAME", "METRICS_NAME", "METRIC_COLUMNS", "SPEC_NAME",
@@ -293,6 +292,9 @@ class RunDir:
     def read_group(self, epoch: int, group: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
         """One group's tensors at one epoch (memory-mapped locally, one object read remotely; nothing
         else is read), its file checked against the manifest's sha256 the first time this process reads it."""
+        from safetensors.torch import load as load_bytes
+        from safetensors.torch import load_file
+
         rel = self.group_file(epoch, group)
         where = self.store.where(rel)
         if self.is_local:
@@ -309,6 +311,17 @@ class RunDir:
         except Exception as error:  # safetensors raises its own error types for corrupt headers
             raise RunDirError(f"{where} is not a readable safetensors file ({error}); re-import the run") from None
 
+    def read_group_arrays(self, epoch: int, group: str) -> dict[str, Any]:
+        """``read_group`` as numpy arrays, without torch (bfloat16 as ``(int16 array, "bfloat16")``):
+        the file read once, hashed and parsed from the same bytes."""
+        rel = self.group_file(epoch, group)
+        data = self.store.read_bytes(rel)
+        self._check_once(epoch, group, rel, data)
+        try:
+            return arrays_from_bytes(data, self.store.where(rel))
+        except CheckpointImportError as error:
+            raise RunDirError(f"{error}; re-import the run") from None
+
     def open_group(self, epoch: int, group: str) -> SafetensorsReader:
         """One group's file at one epoch for reading tensor by tensor (``get(key)``; close it after)."""
         rel = self.group_file(epoch, group)
@@ -323,6 +336,8 @@ class RunDir:
         if not self.is_local:
             with self.open_group(epoch, group) as reader:
                 return reader.get(key)
+        from safetensors import safe_open
+
         path = self.group_path(epoch, group)
         with safe_open(path, framework="pt") as handle:
             return handle.get_tensor(key)

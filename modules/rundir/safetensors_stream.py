@@ -17,12 +17,12 @@ import os
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy
-import torch
-from safetensors.torch import save as _library_save
-from safetensors.torch import save_file as _library_save_file
+
+if TYPE_CHECKING:
+    import torch
 
 from modules.atomic import fsync_path
 from modules.errors import CheckpointImportError
@@ -47,6 +47,11 @@ DTYPE_CODES = {
     "float8_e5m2": "F8_E5M2",
 }
 CODE_DTYPES = {code: name for name, code in DTYPE_CODES.items()}
+#: dtype name -> bytes per element (torch is not imported to read a file: the pool's process has none).
+ITEMSIZE = {
+    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int16": 2, "int8": 1,
+    "uint64": 8, "uint32": 4, "uint16": 2, "uint8": 1, "bool": 1, "float8_e4m3fn": 1, "float8_e5m2": 1,
+}
 #: safetensors' Dtype enum order; its writer lays tensors out by this rank (descending), then name.
 _DTYPE_RANK = {
     code: rank
@@ -73,7 +78,7 @@ def nbytes_of(shape: tuple[int, ...], dtype: str) -> int:
     numel = 1
     for size in shape:
         numel *= size
-    return numel * getattr(torch, dtype).itemsize
+    return numel * ITEMSIZE[dtype]
 
 
 def library_order(layout: Layout) -> list[str]:
@@ -121,6 +126,26 @@ def _parse_header(read_at: Callable[[int, int], Any], name: object) -> tuple[dic
     return header, metadata, 8 + length
 
 
+def arrays_from_bytes(data: bytes | memoryview, name: object) -> dict[str, Any]:
+    """The tensors of a safetensors file's bytes as numpy arrays, without torch; bfloat16, which
+    numpy lacks, as ``(int16 array, "bfloat16")`` (what the search's checkpoint pool holds)."""
+    view = memoryview(data)
+    entries, _, start = _parse_header(lambda n, offset: view[offset : offset + n], name)
+    out: dict[str, Any] = {}
+    for key, entry in entries.items():
+        dtype = CODE_DTYPES.get(entry["dtype"])
+        if dtype is None or dtype.startswith("float8"):
+            raise CheckpointImportError(f"{name}: tensor {key!r} has dtype {entry['dtype']}, which numpy cannot hold")
+        begin, end = entry["data_offsets"]
+        shape = tuple(entry["shape"])
+        if end - begin != nbytes_of(shape, dtype) or start + end > len(view):
+            raise CheckpointImportError(f"{name}: tensor {key!r} has inconsistent offsets; the file is corrupt")
+        stored = "int16" if dtype == "bfloat16" else dtype
+        array = numpy.frombuffer(view, dtype=stored, count=(end - begin) // ITEMSIZE[dtype], offset=start + begin)
+        out[key] = (array.reshape(shape), "bfloat16") if dtype == "bfloat16" else array.reshape(shape)
+    return out
+
+
 class SafetensorsReader:
     """Random access to the tensors of one safetensors file, each read with one ``pread``.
 
@@ -144,6 +169,8 @@ class SafetensorsReader:
 
     def get(self, key: str) -> torch.Tensor:
         """The tensor stored under ``key`` (a fresh, writable tensor)."""
+        import torch
+
         shape, dtype, start, end = self._locate(key)
         out = torch.empty(shape, dtype=getattr(torch, dtype))
         if end > start and self._handle is not None:
@@ -213,6 +240,8 @@ def write_streaming(
     tensor written at its offset as it arrives, so with at most one metadata key the bytes equal
     ``safetensors.torch.save_file``'s (it orders several keys by a randomised hash map; here sorted).
     """
+    import torch
+
     ordered = {key: layout[key] for key in library_order(layout)}
     header = encode_header(ordered, dict(sorted(metadata.items())))
     offsets, position = {}, len(header)
@@ -288,6 +317,8 @@ def _write_hashed(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Map
     with O_DIRECT, so a large write goes straight to the device instead of filling the page cache
     (the last block is padded and the file truncated back to its size).
     """
+    import torch
+
     layout = _library_layout(tensors)
     header = encode_header(layout, dict(sorted(metadata.items())) if metadata else None)
     sources = [memoryview(header)]
@@ -341,9 +372,12 @@ def _write_hashed(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Map
 
 def encode_tensors(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes | bytearray:
     """The bytes ``save_tensors`` would write for ``tensors``: one object to upload whole."""
+    import torch
+    from safetensors.torch import save as library_save
+
     tensors = _unshared(tensors)
     if not all(dtype_name(t.dtype) in DTYPE_CODES for t in tensors.values()):
-        return _library_save(tensors, metadata=dict(metadata))
+        return library_save(tensors, metadata=dict(metadata))
     layout = _library_layout(tensors)
     header = encode_header(layout, dict(sorted(metadata.items())) if metadata else None)
     out = bytearray(len(header) + sum(t.nbytes for t in tensors.values()))
@@ -372,7 +406,9 @@ def save_tensors(
         if durable:
             fsync_path(path)
         return result
-    _library_save_file(tensors, path, metadata=dict(metadata))  # dtypes outside the table: the library decides
+    from safetensors.torch import save_file as library_save_file
+
+    library_save_file(tensors, path, metadata=dict(metadata))  # dtypes outside the table: the library decides
     if durable:
         fsync_path(path)
     digest = hashlib.sha256()

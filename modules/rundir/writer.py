@@ -14,9 +14,7 @@ import shutil
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import pandas as pd
-import torch
+from typing import TYPE_CHECKING
 
 from modules.atomic import fsync_path, pid_alive, temp_name
 from modules.errors import RunDirError
@@ -42,6 +40,10 @@ from modules.rundir.names import (
 )
 from modules.rundir.safetensors_stream import encode_tensors, save_tensors
 from modules.rundir.store import RunLocation, RunStore, run_store
+
+if TYPE_CHECKING:  # imported where used: reading a run (the search's checkpoint pool) needs neither
+    import pandas as pd
+    import torch
 
 
 class RunWriter:
@@ -255,6 +257,8 @@ class RunWriter:
 
     def add_metrics(self, rows: Iterable[tuple[int, str, str, float]]) -> None:
         """Add ``(epoch, group, metric, value)`` rows; a later value replaces an earlier one."""
+        import pandas as pd
+
         new = pd.DataFrame(list(rows), columns=METRIC_COLUMNS)
         if new.empty:
             return

@@ -19,7 +19,6 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from modules.rundir.run_dir import RunDir
 from search.execution.memo import NAMESPACE
-from search.scoring.scorer import tensors_to_arrays
 
 
 class GroupEpochCache:
@@ -85,7 +84,8 @@ class CheckpointPool:
 
     def __init__(self, run_path: str, capacity_bytes: int) -> None:
         run = RunDir(run_path)
-        self.cache = GroupEpochCache(lambda g, e: tensors_to_arrays(run.read_group(e, g)), ray.put, capacity_bytes)
+        # read as numpy arrays: this process never imports torch (seconds of a start per search)
+        self.cache = GroupEpochCache(lambda g, e: run.read_group_arrays(e, g), ray.put, capacity_bytes)
         self.node_id = ray.get_runtime_context().get_node_id()
 
     def get(self, group: str, epoch: int) -> list[Any]:

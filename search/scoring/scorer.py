@@ -44,18 +44,6 @@ def as_tensor(value: Any) -> torch.Tensor:
         return torch.from_numpy(value)
 
 
-def tensors_to_arrays(tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """Tensors as numpy arrays, which Ray's object store serves zero-copy (bfloat16 as uint16)."""
-    out: dict[str, Any] = {}
-    for key, tensor in tensors.items():
-        tensor = tensor.detach().cpu().contiguous()
-        if tensor.dtype == torch.bfloat16:
-            out[key] = (tensor.view(torch.int16).numpy(), "bfloat16")
-        else:
-            out[key] = tensor.numpy()
-    return out
-
-
 def _wide(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 

@@ -47,6 +47,42 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
 
 
+def test_group_arrays_without_torch_hold_the_same_values_and_a_changed_file_is_refused(tmp_path: Path) -> None:
+    writer = RunWriter.create(tmp_path / "run", "unit", {"g": ["f16", "f64", "i8", "u8", "empty", "scalar", "bf16"]})
+    generator = torch.Generator().manual_seed(3)
+    tensors = {
+        "f16": torch.randn(2, 3, generator=generator).half(), "f64": torch.randn(4, generator=generator).double(),
+        "i8": torch.tensor([-3, 0, 7], dtype=torch.int8), "u8": torch.tensor([[1, 2], [3, 250]], dtype=torch.uint8),
+        "empty": torch.zeros(0, 5), "scalar": torch.tensor(2.5), "bf16": torch.randn(3, 2, generator=generator).bfloat16(),
+    }
+    for epoch in (1, 2):
+        writer.write_epoch(epoch, {"g": tensors})
+    run = RunDir(tmp_path / "run")
+    arrays = run.read_group_arrays(1, "g")
+    assert sorted(arrays) == sorted(tensors)
+    for key, tensor in tensors.items():
+        if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16: its bits as int16, tagged
+            bits, tag = arrays[key]
+            assert tag == "bfloat16" and torch.equal(torch.from_numpy(bits.copy()).view(torch.bfloat16), tensor)
+        else:
+            assert arrays[key].dtype == tensor.numpy().dtype and arrays[key].shape == tuple(tensor.shape)
+            assert (arrays[key] == tensor.numpy()).all(), key
+    path = run.group_path(2, "g")
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(RunDirError, match="sha256 differs from the manifest"):
+        RunDir(tmp_path / "run").read_group_arrays(2, "g")
+
+
+def test_reading_a_run_imports_neither_torch_nor_pandas() -> None:
+    """The search's checkpoint pool (one process per node and search) reads runs: without torch
+    its process starts in a fraction of a second instead of seconds."""
+    code = "import sys, search.execution.pool; print(sorted({'torch', 'pandas'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_round_trip_of_tensors_manifest_and_metrics(tmp_path: Path) -> None:
     writer = _make_run(tmp_path / "run", [4, 0, 2])
     writer.add_metrics([(0, "model", "val_loss", 1.0), (2, "model", "val_loss", 0.5), (2, "head", "f1", 0.25)])
