@@ -214,7 +214,7 @@ def _recorded(out: Path) -> list[int]:
 
 def test_train_demo_reuse_keeps_a_complete_run_and_retrains_one_a_kill_left_incomplete(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = ["--out", str(out), "--width", "8", "--epochs", "40", "--every", "1", "--reuse", "--no-progress"]
+    args = ["--out", str(out), "--width", "8", "--epochs", "20", "--every", "1", "--reuse", "--no-progress"]
     killed = subprocess.Popen([sys.executable, "-m", "rayjobs.train_demo", *args], cwd=Path(__file__).resolve().parents[3])
     deadline = time.monotonic() + 120
     while not _recorded(out):  # killed once an epoch is recorded
@@ -222,10 +222,10 @@ def test_train_demo_reuse_keeps_a_complete_run_and_retrains_one_a_kill_left_inco
         time.sleep(0.05)
     killed.kill()
     killed.wait()
-    assert len(RunDir(out).epochs) < 40
+    assert len(RunDir(out).epochs) < 20
     assert train_demo_cli.main([*args[:3], "16", *args[4:]]) == 2  # another model's run: never deleted
     assert train_demo_cli.main(args) == 0
-    assert RunDir(out).epochs == list(range(1, 41))
+    assert RunDir(out).epochs == list(range(1, 21))
     manifest = (out / "manifest.json").stat().st_mtime_ns
     assert train_demo_cli.main(args) == 0  # complete: kept as it is
     assert (out / "manifest.json").stat().st_mtime_ns == manifest

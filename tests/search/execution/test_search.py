@@ -139,7 +139,8 @@ def test_a_spec_whose_trials_all_fail_stops_early_with_the_reason(
 
     with pytest.raises(SearchError, match="without the objective 'loss'"):
         search(tiny_run_path, tmp_path / "out", parse_spec(data, "spec"), num_samples=40, shards=1,
-               confirm_fraction=0.0, baselines=False, max_failures=0, evaluate=False, progress=False)
+               confirm_fraction=0.0, baselines=False, max_failures=0, evaluate=False, progress=False,
+               max_concurrent=1)  # each failed trial's worker is replaced: one at a time
     trials = pd.read_parquet(tmp_path / "out" / "trials.parquet") if (tmp_path / "out" / "trials.parquet").exists() else None
     assert trials is None  # nothing scored, nothing written as a result
     with pytest.raises(SearchError, match="not submodules"):

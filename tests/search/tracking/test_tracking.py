@@ -28,7 +28,7 @@ def tracked(ray_local: None, tiny_run_path: Path, tmp_path_factory: pytest.TempP
     with mlflow_run(uri, "outer", "pipeline") as outer:
         result = search(
             tiny_run_path, root / "search", _tiny.spec(), algo="tpe", num_samples=8, shards=1, confirm_fraction=0.0,
-            baselines=False, progress=False, mlflow=uri, optuna_storage=storage,
+            baselines=False, progress=False, mlflow=uri, optuna_storage=storage, max_concurrent=1,  # one worker to start
         )
     return {"root": root, "uri": uri, "storage": storage, "result": result, "outer": outer.run_id, "run": tiny_run_path}
 

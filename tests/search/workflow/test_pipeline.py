@@ -48,7 +48,8 @@ def _pipeline(root: Path, *extra: str, runs: Path | None = None) -> int:
     runs = root if runs is None else runs
     return cli.main([
         "pipeline", "--checkpoint-dir", str(runs / "demo-a"), "--auto-runs", str(runs / "demo-b"), "--trust-run-spec",
-        "--output", str(root), "--num-samples", "10", "--no-baselines", "--shards", "1", "--calibration-trials", "6", *extra,
+        "--output", str(root), "--num-samples", "10", "--no-baselines", "--shards", "1", "--calibration-trials", "6",
+        "--max-concurrent", "1", *extra,
     ])
 
 
@@ -105,6 +106,7 @@ def _killed_in_the_search(root: Path, trials: int = 2) -> int:
     command = [
         sys.executable, "-m", "rayjobs.pipeline", "--checkpoint-dir", str(root / "demo-a"), "--auto-runs", str(root / "demo-b"),
         "--trust-run-spec", "--output", str(root), "--num-samples", "10", "--no-baselines", "--shards", "1", "--calibration-trials", "6",
+        "--max-concurrent", "1",
         "--address", ray.get_runtime_context().gcs_address, "--no-progress",
     ]
     search = root / "search" / "demo-a"
