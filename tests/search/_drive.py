@@ -36,7 +36,7 @@ def finished_trials(out: Path) -> int:
 def node_loss(run: str, out: Path) -> dict:
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     worker = cluster.add_node(num_cpus=2)
     ray.init(address=cluster.address, namespace="sweetspot", log_to_driver=False)
     removed: list[float] = []
