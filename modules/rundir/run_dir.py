@@ -18,6 +18,7 @@ A run may also live on object storage or HDFS (``RunDir("s3://bucket/runs/a")``,
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import shutil
 import tempfile
@@ -313,9 +314,15 @@ class RunDir:
 
     def read_group_arrays(self, epoch: int, group: str) -> dict[str, Any]:
         """``read_group`` as numpy arrays, without torch (bfloat16 as ``(int16 array, "bfloat16")``):
-        the file read once, hashed and parsed from the same bytes."""
+        a local file memory-mapped (the arrays are views of it, in the page cache), a remote one read
+        once; hashed and parsed from the same bytes."""
         rel = self.group_file(epoch, group)
-        data = self.store.read_bytes(rel)
+        if self.is_local:
+            with open(self.path / rel, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        else:
+            data = self.store.read_bytes(rel)
         self._check_once(epoch, group, rel, data)
         try:
             return arrays_from_bytes(data, self.store.where(rel))

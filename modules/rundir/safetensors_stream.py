@@ -78,7 +78,11 @@ def nbytes_of(shape: tuple[int, ...], dtype: str) -> int:
     numel = 1
     for size in shape:
         numel *= size
-    return numel * ITEMSIZE[dtype]
+    if dtype in ITEMSIZE:
+        return numel * ITEMSIZE[dtype]
+    import torch  # a dtype outside safetensors' table (a .pt checkpoint's): torch knows its size
+
+    return numel * getattr(torch, dtype).itemsize
 
 
 def library_order(layout: Layout) -> list[str]:
@@ -126,23 +130,31 @@ def _parse_header(read_at: Callable[[int, int], Any], name: object) -> tuple[dic
     return header, metadata, 8 + length
 
 
-def arrays_from_bytes(data: bytes | memoryview, name: object) -> dict[str, Any]:
-    """The tensors of a safetensors file's bytes as numpy arrays, without torch; bfloat16, which
-    numpy lacks, as ``(int16 array, "bfloat16")`` (what the search's checkpoint pool holds)."""
+#: dtypes numpy lacks, held as their bits in an integer array of the same size and tagged with the name.
+_BITS_AS = {"bfloat16": "<i2", "float8_e4m3fn": "u1", "float8_e5m2": "u1"}
+
+
+def arrays_from_bytes(data: bytes | memoryview | mmap.mmap, name: object) -> dict[str, Any]:
+    """The tensors of a safetensors file's bytes as numpy arrays (views of ``data``), without torch;
+    a dtype numpy lacks as ``(bits array, dtype name)``, e.g. ``(int16 array, "bfloat16")`` (what the
+    search's checkpoint pool holds)."""
     view = memoryview(data)
     entries, _, start = _parse_header(lambda n, offset: view[offset : offset + n], name)
     out: dict[str, Any] = {}
     for key, entry in entries.items():
-        dtype = CODE_DTYPES.get(entry["dtype"])
-        if dtype is None or dtype.startswith("float8"):
-            raise CheckpointImportError(f"{name}: tensor {key!r} has dtype {entry['dtype']}, which numpy cannot hold")
-        begin, end = entry["data_offsets"]
-        shape = tuple(entry["shape"])
-        if end - begin != nbytes_of(shape, dtype) or start + end > len(view):
+        try:
+            dtype = CODE_DTYPES.get(entry["dtype"])
+            begin, end = (int(v) for v in entry["data_offsets"])
+            shape = tuple(int(v) for v in entry["shape"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise CheckpointImportError(f"{name}: the header entry of {key!r} is malformed; the file is corrupt") from None
+        if dtype is None:
+            raise CheckpointImportError(f"{name}: tensor {key!r} has unsupported dtype {entry['dtype']}")
+        if min((0, begin, *shape)) < 0 or end - begin != nbytes_of(shape, dtype) or start + end > len(view):
             raise CheckpointImportError(f"{name}: tensor {key!r} has inconsistent offsets; the file is corrupt")
-        stored = "int16" if dtype == "bfloat16" else dtype
-        array = numpy.frombuffer(view, dtype=stored, count=(end - begin) // ITEMSIZE[dtype], offset=start + begin)
-        out[key] = (array.reshape(shape), "bfloat16") if dtype == "bfloat16" else array.reshape(shape)
+        stored = numpy.dtype(_BITS_AS.get(dtype, dtype)).newbyteorder("<")  # safetensors is little-endian
+        array = numpy.frombuffer(view, dtype=stored, count=(end - begin) // stored.itemsize, offset=start + begin)
+        out[key] = (array.reshape(shape), dtype) if dtype in _BITS_AS else array.reshape(shape)
     return out
 
 

@@ -246,8 +246,8 @@ def auto(
     evaluations_per_checkpoint: float = DEFAULT_EVALUATIONS_PER_CHECKPOINT,
     mlflow: str | os.PathLike[str] | None = None,
 ) -> AutoResult:
-    """Pick and build the combination of each run, one Ray task per run (one run on CPU with no
-    ``address`` or ``RAY_ADDRESS`` runs in this process), into ``output/<run name>/``; ``auto_summary.md`` and ``.parquet`` summarise every run.
+    """Pick and build the combination of each run, one Ray task per run (a single run on CPU, with
+    no cluster named or joined, runs in this process), into ``output/<run name>/``; ``auto_summary.md`` and ``.parquet`` summarise every run.
 
     With ``calibration`` (calibration.json from ``calibrate``; its thresholds are used unless
     ``thresholds`` is given), each run's selection is refined on its validation split within
@@ -355,12 +355,13 @@ def _run_tasks(
     todo: list[tuple[str, str, Path, dict[str, str] | None]], outcomes: dict[str, AutoRun], options: dict[str, Any],
     address: str | None, cpus_per_run: float, gpus_per_run: float, progress: bool,
 ) -> None:
-    if len(todo) == 1 and gpus_per_run == 0 and address is None and not os.environ.get("RAY_ADDRESS"):
-        _run_here(todo[0], outcomes, options, cpus_per_run, progress)
-        return
     import ray  # only once a run is to be done
 
-    from search.execution.cluster import check_resources, start_ray
+    from search.execution.cluster import check_resources, only_this_machine, start_ray
+
+    if len(todo) == 1 and gpus_per_run == 0 and cpus_per_run <= (os.cpu_count() or 1) and only_this_machine(address):
+        _run_here(todo[0], outcomes, options, cpus_per_run, progress)
+        return
 
     start_ray(address)
     check_resources(cpus_per_run, gpus_per_run, "per run")

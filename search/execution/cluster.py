@@ -78,6 +78,20 @@ def start_ray(address: str | None) -> None:
             ) from None
 
 
+def only_this_machine(address: str | None) -> bool:
+    """Whether Ray would run the work on this machine anyway: no cluster named (``address``,
+    ``RAY_ADDRESS``), and the Ray this process is connected to, if any, is this one node. Work
+    for one worker then runs in this process, without a process of its own to start."""
+    if address is not None or os.environ.get("RAY_ADDRESS"):
+        return False
+    if not ray.is_initialized():
+        return True
+    if ray.util.client.ray.is_connected():
+        return False
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    return len(alive) == 1 and alive[0]["NodeID"] == ray.get_runtime_context().get_node_id()
+
+
 def start_ray_for_search(address: str | None, config: SearchConfig) -> None:
     """``start_ray``, then check that a node has the CPUs and GPUs a trial asks for."""
     start_ray(address)

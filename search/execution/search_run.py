@@ -40,7 +40,12 @@ from search.algorithms import (
 from search.algorithms.chain import members_of
 from search.algorithms.space import CrossoverSpace, EpochSet, SpaceError, selection_key
 from search.errors import SearchError
-from search.execution.cluster import create_pools, start_ray_for_search, worker_slots
+from search.execution.cluster import (
+    create_pools,
+    only_this_machine,
+    start_ray_for_search,
+    worker_slots,
+)
 from search.execution.config import SearchConfig
 from search.execution.early_stop import SamplerASHA
 from search.execution.finished_log import FinishedLog, read_finished
@@ -410,7 +415,7 @@ def run_search(
         ]
         baselines = baselines_from(finished, sign)
         if plan.cut.confirm is not None or config.shards > 1:
-            _rescore_all(context, config, [*top, *baselines.values()])
+            _rescore_all(context, config, [*top, *baselines.values()], address)
         # else the trials already scored the whole search part: nothing to rescore
         pick = top[0]
         for candidate in top[1:]:
@@ -457,15 +462,17 @@ def _judged(candidate: ScoredSelection) -> float:
     return candidate.confirm_score if candidate.confirm_score is not None else candidate.search_score
 
 
-def _rescore_all(context: TrialContext, config: SearchConfig, candidates: list[ScoredSelection]) -> None:
+def _rescore_all(
+    context: TrialContext, config: SearchConfig, candidates: list[ScoredSelection], address: str | None
+) -> None:
     """Score the top candidates and the baselines on the whole search part and the confirm part,
     so all of them are compared on the same numbers (not on shard-weighted trial scores)."""
     unique = {selection_key(c.epochs): c.epochs for c in candidates}
-    if config.gpus_per_trial:
+    if config.gpus_per_trial == 0 and only_this_machine(address):  # no process to start for a few evaluations
+        scores = rescore_here(context, list(unique.values()))
+    else:
         task = rescore.options(num_cpus=config.cpus_per_trial, num_gpus=config.gpus_per_trial)
         scores = ray.get(task.remote(context, list(unique.values())))
-    else:  # on CPU the driver scores them as fast as a worker would, without a process to start
-        scores = rescore_here(context, list(unique.values()))
     by_key = dict(zip(unique, scores))
     for candidate in candidates:
         candidate.search_score, candidate.confirm_score = by_key[selection_key(candidate.epochs)]

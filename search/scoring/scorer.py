@@ -36,7 +36,7 @@ def as_tensor(value: Any) -> torch.Tensor:
     """A tensor view of an array from the object store (read-only numpy: no copy is made)."""
     if isinstance(value, torch.Tensor):
         return value
-    if isinstance(value, tuple):  # (uint16 array, "bfloat16"): numpy has no bfloat16
+    if isinstance(value, tuple):  # (int16 array, "bfloat16"): a dtype numpy lacks, as its bits
         array, dtype = value
         return torch.from_numpy(np.asarray(array)).view(getattr(torch, dtype))
     with warnings.catch_warnings():

@@ -48,22 +48,24 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def test_group_arrays_without_torch_hold_the_same_values_and_a_changed_file_is_refused(tmp_path: Path) -> None:
-    writer = RunWriter.create(tmp_path / "run", "unit", {"g": ["f16", "f64", "i8", "u8", "empty", "scalar", "bf16"]})
     generator = torch.Generator().manual_seed(3)
     tensors = {
         "f16": torch.randn(2, 3, generator=generator).half(), "f64": torch.randn(4, generator=generator).double(),
         "i8": torch.tensor([-3, 0, 7], dtype=torch.int8), "u8": torch.tensor([[1, 2], [3, 250]], dtype=torch.uint8),
         "empty": torch.zeros(0, 5), "scalar": torch.tensor(2.5), "bf16": torch.randn(3, 2, generator=generator).bfloat16(),
+        "f8": torch.tensor([0.5, -2.0, 3.0]).to(torch.float8_e4m3fn), "flag": torch.tensor([True, False]),
     }
+    writer = RunWriter.create(tmp_path / "run", "unit", {"g": list(tensors)})
     for epoch in (1, 2):
         writer.write_epoch(epoch, {"g": tensors})
     run = RunDir(tmp_path / "run")
     arrays = run.read_group_arrays(1, "g")
     assert sorted(arrays) == sorted(tensors)
     for key, tensor in tensors.items():
-        if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16: its bits as int16, tagged
+        if tensor.dtype in (torch.bfloat16, torch.float8_e4m3fn):  # numpy lacks them: their bits, tagged
             bits, tag = arrays[key]
-            assert tag == "bfloat16" and torch.equal(torch.from_numpy(bits.copy()).view(torch.bfloat16), tensor)
+            assert tag == str(tensor.dtype).removeprefix("torch.") and bits.itemsize == tensor.element_size()
+            assert bits.tobytes() == tensor.view(torch.uint8).numpy().tobytes(), key
         else:
             assert arrays[key].dtype == tensor.numpy().dtype and arrays[key].shape == tuple(tensor.shape)
             assert (arrays[key] == tensor.numpy()).all(), key
@@ -73,6 +75,22 @@ def test_group_arrays_without_torch_hold_the_same_values_and_a_changed_file_is_r
     path.write_bytes(bytes(data))
     with pytest.raises(RunDirError, match="sha256 differs from the manifest"):
         RunDir(tmp_path / "run").read_group_arrays(2, "g")
+
+
+@pytest.mark.parametrize(
+    "entry", [{"dtype": "F32", "shape": [-1], "data_offsets": [4, 0]}, {"dtype": "F32", "shape": [1], "data_offsets": [-4, 0]},
+              {"shape": [1], "data_offsets": [0, 4]}, {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}, "w"],
+)
+def test_arrays_from_a_malformed_header_are_refused_naming_the_file(entry: object) -> None:
+    import struct
+
+    from modules.errors import CheckpointImportError
+    from modules.rundir.safetensors_stream import arrays_from_bytes
+
+    header = json.dumps({"w": entry}).encode()
+    data = struct.pack("<Q", len(header)) + header + bytes(8)
+    with pytest.raises(CheckpointImportError, match="group.safetensors: .*the file is corrupt"):
+        arrays_from_bytes(data, "group.safetensors")
 
 
 def test_reading_a_run_imports_neither_torch_nor_pandas() -> None:
