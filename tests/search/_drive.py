@@ -1,8 +1,8 @@
 """Searches run as their own process, for fault tests: ``python -m tests.search._drive MODE RUN OUT``.
 
 MODE ``node-loss``: a cluster (``ray.cluster_utils.Cluster``) of a one-CPU head and a two-CPU
-worker node; once five trials have finished the worker node is removed. MODE ``slow``: a local Ray
-and slow trials (the test kills it); ``slow_search(..., resume=True)`` resumes that search. Each
+worker node; once five trials have finished the worker node is removed. MODE ``slow`` (``RUN OUT
+[ADDRESS]``): slow trials on the Ray at ADDRESS, else a local Ray (the test kills the driver); ``slow_search(..., resume=True)`` resumes that search. Each
 mode prints one JSON line with what the test checks.
 """
 
@@ -66,13 +66,13 @@ def node_loss(run: str, out: Path) -> dict:
     }
 
 
-def slow_search(run: str, out: Path, resume: bool, progress: bool = False) -> dict[str, Any]:
+def slow_search(run: str, out: Path, resume: bool, progress: bool = False, address: str | None = None) -> dict[str, Any]:
     """The slow search (one trial at a time), or its resume: the same settings either way; its
-    Optuna study kept in ``study.db`` beside ``out``."""
+    Optuna study kept in ``study.db`` beside ``out``; on the Ray at ``address`` (default: this process's)."""
     result = search(
         run, out, _faulty.spec(delay=0.3), algo="random", num_samples=SLOW_SAMPLES, shards=1, confirm_fraction=0.0,
         baselines=False, evaluate=False, progress=progress, max_concurrent=1, resume=resume,
-        optuna_storage=f"sqlite:///{out.parent / 'study.db'}",
+        optuna_storage=f"sqlite:///{out.parent / 'study.db'}", address=address,
     )
     return {
         "trials": len(result.trials), "statuses": result.trials["status"].value_counts().to_dict(),
@@ -85,7 +85,7 @@ if __name__ == "__main__":
     if mode == "node-loss":
         summary = node_loss(run_path, out_path)
     else:
-        summary = slow_search(run_path, out_path, resume=False)
+        summary = slow_search(run_path, out_path, resume=False, address=sys.argv[4] if len(sys.argv) > 4 else None)
     print("RESULT " + json.dumps(summary), flush=True)
     sys.stderr.flush()
     # No ray.shutdown(): after a node loss it can wait many seconds on the removed node. The

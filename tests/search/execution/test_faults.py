@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+import ray
 
 from modules.rundir.run_dir import RunDir
 from search.algorithms.space import CrossoverSpace
@@ -84,8 +85,8 @@ def test_resume_after_the_driver_is_killed_reruns_no_finished_trial(
     ray_local: None, tiny_run_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "tests.search._drive", "slow", str(tiny_run_path), str(out)],
+    driver = subprocess.Popen(  # a driver on the session's Ray, as a user's on a cluster
+        [sys.executable, "-m", "tests.search._drive", "slow", str(tiny_run_path), str(out), ray.get_runtime_context().gcs_address],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     deadline = time.time() + 180
@@ -100,11 +101,11 @@ def test_resume_after_the_driver_is_killed_reruns_no_finished_trial(
         p.stat().st_mtime >= flushed for p in (out / "tune" / "crossover").glob("experiment_state-*.json")
     ):
         time.sleep(0.05)
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver; Ray ends its job's trial workers, pool and memo
     driver.wait()
     before = _result_files(out)
     assert 5 <= len(before) < SLOW_SAMPLES
-    # resumed by a new driver (this process, on its own Ray), as a user reruns the command
+    # resumed by a new driver (this process), as a user reruns the command
     capsys.readouterr()
     summary = slow_search(str(tiny_run_path), out, resume=True, progress=True)
     total = SLOW_SAMPLES + SEEDS
