@@ -496,8 +496,11 @@ def _run_tune(
     experiment = os.path.join(tune_path, "crossover")
     # Tune saves its experiment state every 10 s by default; a trial finished after the last save
     # is run again on resume (answered from the memo then; saving often keeps that rare). Tune's
-    # own output would interleave its tables with our progress line.
-    with _environment(TUNE_GLOBAL_CHECKPOINT_S="2", RAY_AIR_NEW_OUTPUT="0"):
+    # own output would interleave its tables with our progress line. Tune keeps one trial pending
+    # for a searcher of its own, so its workers start one after another (seconds each) and a
+    # worker started for a trial another took is waited for at the end: as many as the slots.
+    pending = str(max(1, context.worker_slots))
+    with _environment(TUNE_GLOBAL_CHECKPOINT_S="2", RAY_AIR_NEW_OUTPUT="0", TUNE_MAX_PENDING_TRIALS_PG=pending):
         if resume and tune.Tuner.can_restore(experiment):
             tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, restart_errored=True)
         else:
