@@ -21,6 +21,16 @@ from search.execution.results import SearchResult
 from search.execution.search_run import check_outputs, run_search
 from search.tracking.mlflow_runs import log_search, mlflow_run
 
+#: What the driver imports only after Ray is up, imported while it starts (seconds of waiting):
+#: the evaluate step (SciPy), the outputs and plots (matplotlib), and MLflow, which Ray Tune imports
+#: to count the callbacks it is given (``ray.air._internal.usage.tag_callbacks``). The evaluate step first.
+AFTER_RAY_START = (
+    "search.execution.final_evaluation",
+    "search.execution.search_report",
+    "search.execution.search_plots",
+    "ray.air.integrations.mlflow",
+)
+
 
 def search(
     run: RunDir | str | os.PathLike[str],
@@ -58,9 +68,6 @@ def search(
     searcher state, a folder this user's records do not show them writing is refused unless
     ``trust_resume`` (for a folder you know, e.g. a job's volume seen from a fresh home folder).
     """
-    from search.execution.final_evaluation import evaluate_pick
-    from search.execution.search_report import write_search_outputs
-
     if config is not None and settings:
         raise SearchError(f"pass either config= or settings ({sorted(settings)}), not both")
     if config is None or algorithm is not None:
@@ -82,15 +89,20 @@ def search(
     check_outputs(run, spec, output, config, resume, trust_resume)  # before Ray's start-up seconds
     info, analysis_note = (None, "a given list of selections: no analysis") if selections is not None else analysis_for(run, analysis, spec)
     with mlflow_run(mlflow, f"search {run.label}", "search") as tracker:
-        start_ray_for_search(address, config)  # an unreachable cluster or missing GPUs show before data is loaded
+        # an unreachable cluster or missing GPUs show before data is loaded
+        start_ray_for_search(address, config, meanwhile=AFTER_RAY_START if evaluate else AFTER_RAY_START[1:])
         data = spec.load_data()
         result = run_search(
             run, spec, output, config, info, data, address, resume, progress, selections, optuna_storage,
             trust_resume
         )
         result.notes.append(analysis_note)
+        from search.execution.search_report import write_search_outputs
+
         write_search_outputs(result, output, run.label, run.epochs)  # the search is safe on disk first
         if evaluate:
+            from search.execution.final_evaluation import evaluate_pick
+
             evaluate_pick(result, run, spec, data, info, device=device, progress=progress)
             write_search_outputs(result, output, run.label, run.epochs, plots=False)
         log_search(tracker, result, output, run.label)

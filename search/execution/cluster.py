@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import socket
-from collections.abc import Iterator
+import sys
+import threading
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import ray
@@ -92,10 +95,37 @@ def only_this_machine(address: str | None) -> bool:
     return len(alive) == 1 and alive[0]["NodeID"] == ray.get_runtime_context().get_node_id()
 
 
-def start_ray_for_search(address: str | None, config: SearchConfig) -> None:
-    """``start_ray``, then check that a node has the CPUs and GPUs a trial asks for."""
-    start_ray(address)
+def start_ray_for_search(address: str | None, config: SearchConfig, meanwhile: Iterable[str] = ()) -> None:
+    """``start_ray``, then check that a node has the CPUs and GPUs a trial asks for. The modules
+    named in ``meanwhile`` are imported while Ray starts (``importing_meanwhile``)."""
+    with importing_meanwhile(meanwhile):
+        start_ray(address)
     check_resources(config.cpus_per_trial, config.gpus_per_trial, "per trial")
+
+
+@contextlib.contextmanager
+def importing_meanwhile(names: Iterable[str]) -> Iterator[None]:
+    """Import ``names`` on a thread while the block runs, and wait for them at its end.
+
+    A local Ray's start is seconds of this process waiting for Ray's own processes to come up, with
+    a core to spare: the modules the driver needs only afterwards load in that time. A module that
+    fails to import here is left for the code that needs it to import, and fail, in its own place."""
+    names = [n for n in names if n not in sys.modules]
+    if not names:
+        yield
+        return
+
+    def load() -> None:
+        for name in names:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+
+    thread = threading.Thread(target=load, name="sweetspot-imports", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
 
 
 def check_resources(cpus: float, gpus: float, unit: str) -> None:

@@ -92,6 +92,10 @@ class CheckpointPool:
         """``[ObjectRef]`` of the group-epoch's arrays (a list, so Ray hands back the reference)."""
         return [self.cache.get(group, epoch)]
 
+    def get_many(self, keys: list[tuple[str, int]]) -> list[Any]:
+        """``[ObjectRef]`` of each (group, epoch), in order: a trial's changed groups in one call."""
+        return [self.cache.get(group, epoch) for group, epoch in keys]
+
     def stats(self) -> dict[str, Any]:
         c = self.cache
         with c._lock:

@@ -20,6 +20,7 @@ from typing import Any
 import ray
 import torch
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 
 from modules.atomic import write_json_atomic
 from modules.combine.batchnorm import has_batchnorm
@@ -499,8 +500,14 @@ def _run_tune(
     # own output would interleave its tables with our progress line. Tune keeps one trial pending
     # for a searcher of its own, so its workers start one after another (seconds each) and a
     # worker started for a trial another took is waited for at the end: as many as the slots.
+    # Of Tune's own loggers only the JSON one (each trial's params.json and result.json): a trial is
+    # one or a few results, the CSV copy and a TensorBoard event file per trial are files and driver
+    # seconds (about 8 ms a trial, while the workers wait for their next trial) nobody reads.
     pending = str(max(1, context.worker_slots))
-    with _environment(TUNE_GLOBAL_CHECKPOINT_S="2", RAY_AIR_NEW_OUTPUT="0", TUNE_MAX_PENDING_TRIALS_PG=pending):
+    with _environment(
+        TUNE_GLOBAL_CHECKPOINT_S="2", RAY_AIR_NEW_OUTPUT="0", TUNE_MAX_PENDING_TRIALS_PG=pending,
+        TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1",
+    ):
         if resume and tune.Tuner.can_restore(experiment):
             tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, restart_errored=True)
         else:
@@ -518,7 +525,7 @@ def _run_tune(
                 ),
                 run_config=tune.RunConfig(
                     name="crossover", storage_path=tune_path, verbose=0,
-                    callbacks=[progress_line, FinishedLog(output)],
+                    callbacks=[progress_line, FinishedLog(output), JsonLoggerCallback()],
                     failure_config=tune.FailureConfig(max_failures=config.max_failures),
                 ),
             )

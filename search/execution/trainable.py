@@ -69,6 +69,9 @@ class _Worker:
             (ref,) = ray.get(pool.get.remote(group, epoch))
             return ray.get(ref)
 
+        def fetch_many(keys: list[tuple[str, int]]) -> list[Any]:
+            return ray.get(ray.get(pool.get_many.remote(keys)))
+
         spec = context.spec
         batches = spec.batch_iterator() if spec.batches else None
         train = self.splits.train
@@ -83,6 +86,7 @@ class _Worker:
             context.update_bn,
             context.prefix_modules,
             context.prefix_cache_bytes,
+            fetch_many=fetch_many,
         )
 
 

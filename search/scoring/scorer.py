@@ -30,6 +30,8 @@ from modules.spec.selection import EpochSet
 BN_CACHE_BYTES = 256 << 20
 Arrays = Mapping[str, Any]  # numpy arrays (from the object store) or tensors
 Fetch = Callable[[str, int], Arrays]
+#: Several (group, epoch) at once, in order: one round trip to a store instead of one per group.
+FetchMany = Callable[[list[tuple[str, int]]], list[Arrays]]
 
 
 def as_tensor(value: Any) -> torch.Tensor:
@@ -139,10 +141,14 @@ class SelectionScorer:
         prefix_modules: Sequence[str] = (),
         prefix_cache_bytes: int = 1 << 30,
         bn_cache_bytes: int = BN_CACHE_BYTES,
+        fetch_many: FetchMany | None = None,
     ) -> None:
+        """``fetch`` gives one group-epoch's arrays; ``fetch_many``, when given, those of every group a
+        load changes in one call (for a store whose arrays cost no copy to hold, such as Ray's)."""
         self.model = model.eval()
         self.key_groups = dict(key_groups)
         self.fetch = fetch
+        self.fetch_many = fetch_many
         self.evaluate = evaluate
         self.objective = objective
         self.train_batches = train_batches
@@ -185,9 +191,14 @@ class SelectionScorer:
         start = time.perf_counter()
         wanted = {g: tuple(sorted(int(e) for e in epochs[g])) for g in self._group_keys}
         changed = [g for g in self._group_keys if self._loaded.get(g) != wanted[g] or g in self._touched_groups]
+        needed = [(g, e) for g in changed for e in wanted[g]]
+        fetch = self.fetch
+        if self.fetch_many is not None and needed:
+            fetched = dict(zip(needed, self.fetch_many(needed)))
+            fetch = lambda group, epoch: fetched[(group, epoch)]  # noqa: E731
         with torch.no_grad():
             for group in changed:
-                self._copy_group(group, wanted[group])
+                self._copy_group(group, [fetch(group, e) for e in wanted[group]])
                 self._loaded[group] = wanted[group]
                 self._touched_groups.discard(group)
         self.stats.groups_copied += len(changed)
@@ -214,8 +225,7 @@ class SelectionScorer:
         self.stats.bn_recomputes += 1
         self._bn_cache.put(key, {n: (self._bn_layers[n].running_mean.clone(), self._bn_layers[n].running_var.clone()) for n in layers})
 
-    def _copy_group(self, group: str, epochs: tuple[int, ...]) -> None:
-        sources = [self.fetch(group, epoch) for epoch in epochs]
+    def _copy_group(self, group: str, sources: list[Arrays]) -> None:
         for key in self._group_keys[group]:
             target = self._state[key]
             if len(sources) == 1 or not target.dtype.is_floating_point:

@@ -7,7 +7,7 @@ from search.scoring.scorer import SelectionScorer
 from tests.modules import _tiny
 
 
-def tiny_scorer(run: RunDir, update_bn: bool = True, prefix: tuple[str, ...] = ()) -> SelectionScorer:
+def tiny_scorer(run: RunDir, update_bn: bool = True, prefix: tuple[str, ...] = (), fetch_many=None) -> SelectionScorer:
     data = _tiny.load_data()
     key_groups = {k: g for g in run.groups for k in run.group_keys(g)}
     return SelectionScorer(
@@ -19,4 +19,5 @@ def tiny_scorer(run: RunDir, update_bn: bool = True, prefix: tuple[str, ...] = (
         lambda: _tiny.batches(data["train"]),
         update_bn,
         prefix,
+        fetch_many=fetch_many,
     )

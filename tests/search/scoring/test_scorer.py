@@ -55,6 +55,24 @@ def test_only_groups_whose_choice_changed_are_copied(tiny_run: RunDir) -> None:
     assert scorer.stats.groups_copied == 5
 
 
+def test_a_load_fetches_every_changed_group_epoch_in_one_call_when_the_store_can(tiny_run: RunDir, tmp_path: Path) -> None:
+    calls: list[list[tuple[str, int]]] = []
+
+    def fetch_many(keys: list[tuple[str, int]]) -> list:
+        calls.append(list(keys))
+        return [tiny_run.read_group(epoch, group) for group, epoch in keys]
+
+    scorer = tiny_scorer(tiny_run, fetch_many=fetch_many)
+    scorer.fetch = None  # every read goes through fetch_many
+    val = _tiny.load_data()["val"]
+    for epochs in SELECTIONS:
+        scorer.load(epochs)
+        assert scorer.score(val, "val")["loss"] == _handed_over_score(tiny_run, epochs, tmp_path)
+    assert calls[0] == [("encoder", 3), ("middle", 3), ("head", 3)]
+    assert calls[1] == [("encoder", 2), ("encoder", 3), ("encoder", 4), ("middle", 5), ("head", 1)]
+    assert len(calls) == len(SELECTIONS)  # one call per load
+
+
 def test_recomputed_batchnorm_is_reloaded_when_no_longer_stale(tiny_run: RunDir) -> None:
     scorer = tiny_scorer(tiny_run)
     val = _tiny.load_data()["val"]
