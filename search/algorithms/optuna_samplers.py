@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 
 import optuna
 from pydantic import BaseModel, ConfigDict, Field
-from ray.tune.search.optuna import OptunaSearch
 
 from search.algorithms.base import Algorithm, NoParams, Proposal, Scored, TrialState
 
@@ -48,6 +47,10 @@ class OptunaAlgorithm(Algorithm):
         """The Optuna sampler, from ``self.params`` and ``self.seed``."""
 
     def setup(self) -> None:
+        # Imported here: Ray Tune takes most of a second to import, and choosing or checking an
+        # algorithm (`SearchConfig`, before a search starts Ray) needs none of it.
+        from ray.tune.search.optuna import OptunaSearch
+
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -17,14 +17,18 @@ from search.algorithms import Algorithm
 from search.errors import SearchError
 from search.execution.cluster import start_ray_for_search
 from search.execution.config import SearchConfig
-from search.execution.results import SearchResult
-from search.execution.search_run import check_outputs, run_search
+from search.execution.search_state import check_outputs
 from search.tracking.mlflow_runs import log_search, mlflow_run
 
+if TYPE_CHECKING:
+    from search.execution.results import SearchResult
+
 #: What the driver imports only after Ray is up, imported while it starts (seconds of waiting):
-#: the evaluate step (SciPy), the outputs and plots (matplotlib), and MLflow, which Ray Tune imports
-#: to count the callbacks it is given (``ray.air._internal.usage.tag_callbacks``). The evaluate step first.
+#: the search itself (torch, Ray Tune), the evaluate step (SciPy), the outputs and plots
+#: (matplotlib), and MLflow, which Ray Tune imports to count the callbacks it is given
+#: (``ray.air._internal.usage.tag_callbacks``).
 AFTER_RAY_START = (
+    "search.execution.search_run",
     "search.execution.final_evaluation",
     "search.execution.search_report",
     "search.execution.search_plots",
@@ -90,7 +94,9 @@ def search(
     info, analysis_note = (None, "a given list of selections: no analysis") if selections is not None else analysis_for(run, analysis, spec)
     with mlflow_run(mlflow, f"search {run.label}", "search") as tracker:
         # an unreachable cluster or missing GPUs show before data is loaded
-        start_ray_for_search(address, config, meanwhile=AFTER_RAY_START if evaluate else AFTER_RAY_START[1:])
+        start_ray_for_search(address, config, meanwhile=[m for m in AFTER_RAY_START if evaluate or "final" not in m])
+        from search.execution.search_run import run_search
+
         data = spec.load_data()
         result = run_search(
             run, spec, output, config, info, data, address, resume, progress, selections, optuna_storage,

@@ -7,7 +7,6 @@ picks among the top candidates; the test split is used once, by the evaluate ste
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -25,7 +24,7 @@ from ray.tune.logger import JsonLoggerCallback
 from modules.atomic import write_json_atomic
 from modules.combine.batchnorm import has_batchnorm
 from modules.rundir.run_dir import RunDir
-from modules.spec.schema import Spec, dump_spec, is_better, loss_sign
+from modules.spec.schema import Spec, is_better, loss_sign
 from modules.spec.selection import SelectionError, parse_selection
 from search.algorithms import (
     ALGORITHMS,
@@ -60,7 +59,8 @@ from search.execution.results import (
     trial_rows,
     with_answered,
 )
-from search.execution.resume_trust import check_resume_trusted, record_search
+from search.execution.resume_trust import record_search
+from search.execution.search_state import STATE_NAME, TUNE_DIR, check_outputs, search_state
 from search.execution.trainable import TrialContext, crossover_trial, rescore, rescore_here
 from search.execution.tune_searcher import (
     GIVE_UP_AFTER,
@@ -70,29 +70,6 @@ from search.execution.tune_searcher import (
     read_proposals,
 )
 from search.scoring.validation_cut import cut_validation
-
-STATE_NAME = "search_state.json"
-TUNE_DIR = "tune"
-
-
-def check_outputs(
-    run: RunDir, spec: Spec, output: Path, config: SearchConfig, resume: bool, trust_resume: bool = False
-) -> dict[str, Any] | None:
-    """Refuse an output the search cannot write (inside the run, a search there without
-    ``--resume``, nothing to resume): cheap, before data is loaded or Ray starts. The saved state."""
-    output = Path(output).resolve()
-    check_inputs(run, output, config)
-    state = _read_state(output)
-    if resume:
-        if state is not None and not trust_resume:  # before anything else of the folder is believed
-            check_resume_trusted(output, str(state.get("search_id")))
-        _check_resume(state, _state(run, spec, config, state["search_id"] if state else ""), output)
-    elif state is not None and (output / TUNE_DIR).exists():
-        raise SearchError(
-            f"{output} already holds a search; pass --resume to continue it or choose another --output",
-            param="output",
-        )
-    return state
 
 
 def _check_storage(
@@ -125,22 +102,6 @@ def _check_storage(
             param="optuna_storage",
         )
     return None
-
-
-def check_inputs(run: RunDir, output: Path, config: SearchConfig) -> None:
-    resolved = output.resolve()
-    run_root = run.path.resolve() if run.is_local else None
-    if run_root is not None and (resolved == run_root or run_root in resolved.parents):
-        raise SearchError(
-            f"{output} is inside the run directory {run.path}; the run is input only, write elsewhere", param="output"
-        )
-    if not run.is_local and run.store.address is None:
-        raise SearchError(
-            f"run {run.label} was given as a (FileSystem, root) pair, which trials on other processes cannot"
-            " reopen; pass the run as a URI (s3://bucket/run?endpoint_override=...) or a local folder"
-        )
-    if len(run.epochs) < 2:
-        raise SearchError(f"run {run.label} has {len(run.epochs)} recorded epoch(s); a search needs at least two")
 
 
 def _analysis_candidates(analysis: Any, run: RunDir) -> dict[str, list[int]]:
@@ -216,11 +177,6 @@ def _check_selections(selections: list[EpochSet], run: RunDir) -> None:
                 f"selections[{index}] must map every group of the run {run.groups} to recorded epochs"
                 f" {run.epochs}; got {dict(chosen)}"
             )
-
-
-def _read_state(output: Path) -> dict[str, Any] | None:
-    path = output / STATE_NAME
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 @dataclass
@@ -303,41 +259,6 @@ def _skeleton(spec: Spec) -> torch.nn.Module:
         return spec.build_model()
 
 
-#: Where the classes live that Tune's saved state (pickled) names; bumped when they move.
-CODE_LAYOUT = 2
-
-
-def _state(run: RunDir, spec: Spec, config: SearchConfig, search_id: str) -> dict[str, Any]:
-    """What a resumed search must share with the one it continues."""
-    settings = config.model_dump(mode="json")
-    return {
-        "code_layout": CODE_LAYOUT,
-        "search_id": search_id,
-        "run": run.location,
-        "spec": hashlib.sha256(dump_spec(spec).encode()).hexdigest(),
-        "settings": {k: v for k, v in settings.items() if k not in ("num_samples", "max_concurrent", "max_failures")},
-    }
-
-
-def _check_resume(state: dict[str, Any] | None, now: dict[str, Any], output: Path) -> None:
-    if state is None:
-        raise SearchError(f"--resume: {output} holds no search to resume ({STATE_NAME} is missing); run without --resume")
-    if state.get("code_layout", 1) != CODE_LAYOUT:
-        raise SearchError(
-            f"--resume: the search in {output} was written by an earlier sweetspot, before its search modules"
-            " moved into search/execution/ and search/algorithms/; Tune's saved state there names the old"
-            " classes and cannot be loaded. Start the search again in another --output (its trials.parquet"
-            " and report stay readable)"
-        )
-    differs = [k for k in ("run", "spec") if state.get(k) != now[k]]
-    differs += [k for k, v in now["settings"].items() if state.get("settings", {}).get(k) != v]
-    if differs:
-        raise SearchError(
-            f"--resume: the search in {output} was started with other {', '.join(differs)}; resume it with"
-            " the same run, spec and settings, or start a new search in another --output"
-        )
-
-
 def run_search(
     run: RunDir,
     spec: Spec,
@@ -382,7 +303,7 @@ def run_search(
     stored = {"optuna_storage": str(optuna_storage), "optuna_study": study["study_name"]} if study else {}
     if resume and state is not None and "optuna_storage" in state and not stored:
         stored = {k: state[k] for k in ("optuna_storage", "optuna_study") if k in state}
-    write_json_atomic(output / STATE_NAME, {**_state(run, spec, config, search_id), **stored})
+    write_json_atomic(output / STATE_NAME, {**search_state(run, spec, config, search_id), **stored})
     record_search(output, search_id)  # this user wrote it: a later --resume need not ask
     memo = memo_actor(search_id)
     pools = create_pools(search_id, run.address, config.pool_memory)

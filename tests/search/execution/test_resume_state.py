@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from search.errors import SearchError
-from search.execution.search_run import CODE_LAYOUT, _check_resume
+from search.execution.search_state import CODE_LAYOUT, check_resume
 
 NOW = {"code_layout": CODE_LAYOUT, "search_id": "x", "run": "runs/a", "spec": "s", "settings": {"seed": 0}}
 
@@ -16,7 +16,7 @@ NOW = {"code_layout": CODE_LAYOUT, "search_id": "x", "run": "runs/a", "spec": "s
 def test_a_folder_from_before_the_move_is_refused_with_what_to_do(tmp_path: Path) -> None:
     before = {k: v for k, v in NOW.items() if k != "code_layout"}
     with pytest.raises(SearchError, match=r"written by an earlier sweetspot.*another --output"):
-        _check_resume(before, NOW, tmp_path)
-    _check_resume(dict(NOW), NOW, tmp_path)  # the same layout resumes
+        check_resume(before, NOW, tmp_path)
+    check_resume(dict(NOW), NOW, tmp_path)  # the same layout resumes
     with pytest.raises(SearchError, match="started with other run"):
-        _check_resume({**NOW, "run": "runs/b"}, NOW, tmp_path)
+        check_resume({**NOW, "run": "runs/b"}, NOW, tmp_path)

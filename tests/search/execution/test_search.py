@@ -118,7 +118,7 @@ def test_bad_settings_are_refused_before_any_trial(ray_local: None, tiny_run_pat
 def test_an_unreachable_cluster_and_a_one_epoch_run_are_refused_quickly(tmp_path: Path) -> None:
     from modules.rundir.run_dir import RunWriter
     from search.execution.cluster import check_reachable
-    from search.execution.search_run import check_inputs
+    from search.execution.search_state import check_inputs
 
     with pytest.raises(SearchError, match="no Ray cluster answers"):
         check_reachable("127.0.0.1:1")
