@@ -2,31 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import subprocess
-import sys
-from pathlib import Path
 
-#: What Ray 2.60 prints on every ray.init that starts a local cluster (token auth on by default).
-TOKEN_BANNER = "Token authentication is enabled for this Ray cluster"
-ROOT = Path(__file__).resolve().parents[3]
-START = """
-import os, ray
-from search.execution.cluster import start_ray
-start_ray(None)
-print("auth mode:", os.environ.get("RAY_AUTH_MODE"))
-ray.shutdown()
-"""
+import pytest
+from ray._private.authentication import authentication_token_setup as ray_token_setup
+
+from search.execution.cluster import RAY_AUTH_LOGGER, quiet_token_banner
 
 
-def test_a_local_ray_we_start_prints_no_token_banner() -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
-    done = subprocess.run(
-        [sys.executable, "-c", START], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert TOKEN_BANNER not in done.stderr and "RAY_AUTH_MODE=disabled" not in done.stderr, done.stderr
-    assert "auth mode: token" in done.stdout  # token authentication is still on, only not announced
+def test_the_banner_ray_logs_for_a_local_cluster_is_dropped_and_nothing_else(caplog: pytest.LogCaptureFixture) -> None:
+    """Ray's own function logs the banner (its wording is Ray's: a Ray that words it otherwise fails
+    here). Inside the block it is dropped, other notices of that logger pass, and token
+    authentication itself is left as Ray set it."""
+    auth_mode = os.environ.get("RAY_AUTH_MODE")
+    assert ray_token_setup.logger.name == RAY_AUTH_LOGGER
+    with caplog.at_level(logging.WARNING, logger=RAY_AUTH_LOGGER):
+        with quiet_token_banner():
+            ray_token_setup._warn_token_auth_enabled()
+            logging.getLogger(RAY_AUTH_LOGGER).warning("a token file could not be read")
+        assert [r.getMessage() for r in caplog.records] == ["a token file could not be read"]
+        ray_token_setup._warn_token_auth_enabled()  # after the block: Ray's logger is as it was
+    assert "Token authentication is enabled" in caplog.records[-1].getMessage()
+    assert os.environ.get("RAY_AUTH_MODE") == auth_mode
 
 
 def test_trials_that_fit_count_as_ray_counts_fractions() -> None:
