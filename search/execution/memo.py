@@ -25,6 +25,9 @@ class SelectionMemo:
         self.wait_seconds = wait_seconds
         self.workers: set[str] = set()
         self.all_in = asyncio.Event()
+        #: How often the driver said there may be work (``wake``); a standby trial waits for the next.
+        self.wakes = 0
+        self.woken = asyncio.Event()
 
     async def claim(self, key: str, owner: str) -> tuple[str, dict[str, Any] | None]:
         """("hit", result), or ("mine", None) to score it, after waiting out another trial's claim.
@@ -82,6 +85,23 @@ class SelectionMemo:
     async def open_gate(self) -> None:
         """The search cannot fill every slot now (a phase of fewer trials): nobody waits for them."""
         self.all_in.set()
+
+    async def wake(self, wakes: int) -> None:
+        """The driver's ``wakes``-th call: the algorithm may have work, standby trials end."""
+        if wakes > self.wakes:
+            self.wakes = wakes
+            self.woken.set()
+            self.woken = asyncio.Event()
+
+    async def standby(self, since: int, timeout: float) -> None:
+        """Return once the driver wakes after its ``since``-th call (at once if it has), or after
+        ``timeout`` seconds."""
+        if self.wakes > since:
+            return
+        try:
+            await asyncio.wait_for(self.woken.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
 
     async def stats(self) -> dict[str, int]:
         return {"scored": len(self.results), "answered": self.answered}

@@ -10,6 +10,7 @@ from typing import Any
 from ray import tune
 
 from modules.spec.schema import is_better
+from search.execution.tune_searcher import is_standby
 
 
 class ProgressLine(tune.Callback):
@@ -51,13 +52,17 @@ class ProgressLine(tune.Callback):
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         if not self._counted:  # the trials a resumed search had finished
             self._counted = True
-            self.done = self.before = sum(1 for t in trials if t.status in ("TERMINATED", "ERROR"))
+            self.done = self.before = sum(
+                1 for t in trials if t.status in ("TERMINATED", "ERROR") and not is_standby(t.config)
+            )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._count(trial.last_result or {})
+        if not is_standby(trial.config):
+            self._count(trial.last_result or {})
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._count({})
+        if not is_standby(trial.config):
+            self._count({})
 
     def _count(self, result: dict[str, Any]) -> None:
         self._counted = True

@@ -13,7 +13,7 @@ import pandas as pd
 
 from search.algorithms import GREEDY, SINGLE, Scored, greedy_soup_of
 from search.algorithms.space import EpochSet
-from search.execution.tune_searcher import METRIC
+from search.execution.tune_searcher import METRIC, is_standby
 
 #: Significant digits the search prints an objective with (its plots draw no difference below them).
 DIGITS = 5
@@ -92,6 +92,8 @@ def trial_rows(results: Any, groups: list[str], proposals: dict[str, dict[str, A
     for result in results:
         metrics = dict(result.metrics or {})
         config = dict(result.config or {}) or _params(result.path) or (proposals or {}).get(_trial_id(result.path), {})
+        if is_standby(config):
+            continue
         epochs = config.get("epochs", {})
         complete = bool(metrics.get("complete"))
         status = "failed" if result.error else ("finished" if complete else "stopped early")

@@ -440,8 +440,9 @@ def _run_tune(
                         config.max_failures, output, context.worker_slots,
                     ),
                     scheduler=scheduler,
-                    # the searcher keeps to plan.num_samples; the rest is room for re-asked trials
-                    num_samples=plan.num_samples * (1 + config.max_failures),
+                    # the searcher keeps to plan.num_samples and ends the search (it also runs
+                    # standby trials and re-asks failed ones, which Tune would count)
+                    num_samples=-1,
                     reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(

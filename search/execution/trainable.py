@@ -21,6 +21,7 @@ from modules.spec.schema import Spec
 from search.algorithms.space import EpochSet
 from search.execution.memo import NAMESPACE
 from search.execution.pool import pool_on_this_node
+from search.execution.tune_searcher import STANDBY_SECONDS, is_standby
 from search.scoring.scorer import SelectionScorer
 from search.scoring.validation_cut import SearchSplits, weighted_mean
 
@@ -141,8 +142,13 @@ def _memo(context: TrialContext) -> Any:
 def crossover_trial(config: dict[str, Any], context: TrialContext) -> None:
     """Score ``config["epochs"]`` on the search shards, reporting after each; memo first."""
     started = time.perf_counter()
-    key = config["key"]
     memo = _memo(context)
+    if is_standby(config):  # start this worker if new, then hold it until the driver has work
+        worker_for(context, gather=True)
+        ray.get(memo.standby.remote(config["since"], STANDBY_SECONDS))
+        tune.report({"standby": True, "complete": False, "shard": 0, "objective": float("nan")})
+        return
+    key = config["key"]
     status, result = ray.get(memo.claim.remote(key, tune.get_context().get_trial_id() or ""))
     base = {"selection": key, "origin": config["origin"], "host": socket.gethostname()}
     if status == "hit":

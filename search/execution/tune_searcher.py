@@ -24,6 +24,13 @@ ANSWERED_NAME = "answered.jsonl"
 #: Each trial's config as the searcher gave it: a trial whose node died before it started has none
 #: in Tune's results.
 PROPOSALS_NAME = "proposals.jsonl"
+#: The longest a standby trial holds its worker before Tune asks the searcher again.
+STANDBY_SECONDS = 30.0
+
+
+def is_standby(config: dict[str, Any] | None) -> bool:
+    """Whether a trial's config is a standby (``CrossoverSearcher``): no selection, no row."""
+    return bool(config and config.get("standby"))
 
 
 def read_answered(output: Path) -> list[dict[str, Any]]:
@@ -43,12 +50,21 @@ class CrossoverSearcher(Searcher):
     output: Path | None = None
     gate_open = False
     slots = 1
+    wakes = 0
 
     """Asks the algorithm for selections as Tune frees workers; tells it each trial's outcome.
 
     A trial ASHA stopped is told as pruned (its partial score never reaches the sampler); a trial
     re-run after ``Tuner.restore`` still reaches it (as a late result). A proposal of a selection a
     live trial is scoring waits here, on the driver, and is told that trial's result.
+
+    A worker slot the algorithm has nothing for (a phase waits for its last trials, the greedy
+    soup adds one candidate at a time) gets a standby trial, which holds its worker until a trial
+    ends (``SelectionMemo.standby``). Tune keeps an idle worker only while a trial is waiting for
+    one, and with every slot busy it keeps none: without standbys, each wait of the algorithm
+    stopped the idle workers, and since Tune hands the next trial to the worker that frees first
+    and stops the one it was starting for it, trials shorter than a worker's start then ran on one
+    worker for the rest of the search.
     """
 
     def __init__(
@@ -90,10 +106,15 @@ class CrossoverSearcher(Searcher):
         #: Trials the cluster runs at once: fewer live than this and nothing to propose opens the
         #: memo's start gate, so no new worker waits for workers that will not come.
         self.slots = slots
+        #: Live standby trials (trial id -> the wake count they wait past); ``wakes``: wakes sent.
+        self.standing = {}
+        self.wakes = 0
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if trial_id in self.live:
             return self._config(self.live[trial_id])
+        if trial_id in self.standing:
+            return self._standby_config(self.standing[trial_id])
         if self.max_live is not None and len(self.live) >= self.max_live:
             return None
         if self.completed == 0 and self.failed_before_any >= GIVE_UP_AFTER:
@@ -103,7 +124,12 @@ class CrossoverSearcher(Searcher):
             if len(self.live) < self.slots:
                 self._open_gate()
             done = self.algorithm.finished or self.asked >= self.budget
-            return Searcher.FINISHED if done and not self.live and not self.again and not self.held else None
+            if done and not self.live and not self.again and not self.held:
+                return Searcher.FINISHED
+            if not done and len(self.live) + len(self.standing) < self.slots and self._memo() is not None:
+                self.standing[trial_id] = self.wakes
+                return self._standby_config(self.wakes)
+            return None
         self.live[trial_id] = proposal
         config = self._config(proposal)
         self._append(PROPOSALS_NAME, {"trial_id": trial_id, "config": config}, durable=False)
@@ -129,6 +155,10 @@ class CrossoverSearcher(Searcher):
         return None
 
     @staticmethod
+    def _standby_config(since: int) -> dict[str, Any]:
+        return {"standby": True, "since": since, "origin": "standby", "epochs": {}, "params": {}, "key": ""}
+
+    @staticmethod
     def _config(proposal: Proposal) -> dict[str, Any]:
         return {
             "epochs": {g: list(v) for g, v in proposal.epochs.items()},
@@ -138,6 +168,10 @@ class CrossoverSearcher(Searcher):
         }
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        if self.standing.pop(trial_id, None) is not None:
+            return
+        if self.standing:  # the algorithm may have work now: the standby trials end
+            self._wake()
         complete = bool(result and result.get("complete")) and not error
         value = float(result[METRIC]) if complete and result is not None else None
         proposal = self.live.pop(trial_id, None)
@@ -178,6 +212,12 @@ class CrossoverSearcher(Searcher):
             self.gate_open = True
             memo.open_gate.remote()
 
+    def _wake(self) -> None:
+        memo = self._memo()
+        if memo is not None:
+            self.wakes += 1
+            memo.wake.remote(self.wakes)
+
     def _append(self, name: str, entry: dict[str, Any], durable: bool) -> None:
         if self.output is not None:
             append_entry(self.output / name, entry, durable)
@@ -204,3 +244,4 @@ class CrossoverSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as handle:
             self.__dict__.update(pickle.load(handle))
+        self.__dict__.setdefault("standing", {})  # a searcher pickled before standby trials

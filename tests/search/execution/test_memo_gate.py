@@ -8,6 +8,7 @@ import uuid
 
 import ray
 
+from search.algorithms import Algorithm, Proposal
 from search.execution.memo import memo_actor
 
 
@@ -57,3 +58,62 @@ def test_a_search_that_cannot_fill_the_slots_opens_the_gate_and_one_that_can_doe
         ready, _ = ray.wait([waiting], timeout=3.0)
         assert bool(ready) == opens, (proposals, ready)
         memo.open_gate.remote()  # let the other one go
+
+
+class OneAtATime(Algorithm):
+    """Proposes the next selection only once told the last one's score (as the greedy soup adds
+    candidates), ``left`` selections in all."""
+
+    name = "one-at-a-time"
+    left = 2
+
+    def setup(self) -> None:
+        self.waiting = False
+        self.told: list[str] = []
+
+    def ask(self) -> Proposal | None:
+        if self.waiting or not self.left:
+            return None
+        self.waiting, self.left = True, self.left - 1
+        return Proposal(self.space.same_epoch(1 + self.left % 3), "x")
+
+    def tell(self, proposal: Proposal, value: float | None, state: str) -> None:
+        self.waiting = False
+        self.told.append(state)
+
+    @property
+    def finished(self) -> bool:
+        return not self.left and not self.waiting
+
+
+def test_a_slot_the_algorithm_has_nothing_for_holds_its_worker_until_a_trial_ends(ray_local: None) -> None:
+    """Tune stops an idle worker unless a trial waits for one; a standby trial keeps it, and ends
+    when the algorithm may have work again (a wake, not a timeout), without reaching the algorithm."""
+    from search.execution.tune_searcher import STANDBY_SECONDS, CrossoverSearcher, is_standby
+    from tests.search.algorithms.test_conformance import _space
+
+    search_id = f"standby-{uuid.uuid4().hex[:8]}"
+    memo = memo_actor(search_id)
+    algorithm = OneAtATime(_space(), "min", 0)
+    searcher = CrossoverSearcher(algorithm, "min", search_id, budget=10, slots=2)
+    first = searcher.suggest("t1")
+    standby = searcher.suggest("t2")
+    assert not is_standby(first) and is_standby(standby)
+    assert searcher.suggest("t3") is None  # both slots taken
+    held = memo.standby.remote(standby["since"], STANDBY_SECONDS)
+    ready, _ = ray.wait([held], timeout=1.0)
+    assert not ready  # holds its worker while nothing is to be done
+
+    searcher.on_trial_complete("t1", {"complete": True, "objective": 0.5})
+    ray.get(held, timeout=STANDBY_SECONDS / 3)  # woken by the trial's end, long before its timeout
+    searcher.on_trial_complete("t2", {"standby": True, "complete": False, "objective": float("nan")})
+    assert algorithm.told == ["complete"]  # the standby's end told the algorithm nothing
+
+    second = searcher.suggest("t4")
+    assert not is_standby(second)
+    assert is_standby(searcher.suggest("t5"))
+    searcher.on_trial_complete("t4", {"complete": True, "objective": 0.4})
+    searcher.on_trial_complete("t5", {"standby": True, "complete": False})
+    assert searcher.suggest("t6") == CrossoverSearcher.FINISHED  # no standby once the algorithm is done
+    # a standby asked for after a wake it missed does not wait at all
+    ray.get(memo.standby.remote(0, STANDBY_SECONDS), timeout=STANDBY_SECONDS / 3)

@@ -97,6 +97,26 @@ def test_tpe_on_fractional_gpus_keeps_couplings_and_retries_a_dead_worker(
     assert soup.origin in ("greedy soup", "single epoch") and "greedy soup" not in {t.origin for t in result.top}
 
 
+def test_every_worker_keeps_scoring_after_the_greedy_soups_one_at_a_time_phase(
+    ray_local: None, tiny_run_path: Path, tmp_path: Path
+) -> None:
+    """The soup scores one candidate at a time, leaving the other worker nothing to do; Tune stops
+    an idle worker, and a trial shorter than a worker's start never lets a new one in: the sampler's
+    trials then all ran in one process. Tune's own per-trial records name each trial's process."""
+    output = tmp_path / "out"
+    search(
+        tiny_run_path, output, _faulty.spec(delay=0.05), algo="tpe", num_samples=8, shards=1,
+        confirm_fraction=0.0, progress=False, evaluate=False,
+    )
+    pids: dict[str, set[int]] = {}
+    for path in (output / "tune" / "crossover").glob("*/result.json"):
+        last = json.loads(path.read_text().splitlines()[-1])
+        pids.setdefault(last.get("origin") or "standby", set()).add(last["pid"])
+    assert {"single epoch", "greedy soup candidate", "tpe"} <= set(pids)
+    assert len(set().union(*pids.values())) == 2  # the two slots' workers, none started again
+    assert len(pids["tpe"]) == 2, pids
+
+
 def test_bad_settings_are_refused_before_any_trial(ray_local: None, tiny_run_path: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown algorithm"):
         SearchConfig(algo="hyperband")
