@@ -24,12 +24,11 @@ if TYPE_CHECKING:
     from search.execution.results import SearchResult
 
 #: What the driver imports only after Ray is up, imported while it starts (seconds of waiting):
-#: the search itself (torch, Ray Tune), the evaluate step (SciPy), the outputs and plots
-#: (matplotlib), and MLflow, which Ray Tune imports to count the callbacks it is given
-#: (``ray.air._internal.usage.tag_callbacks``).
+#: the search itself (torch, Ray Tune), the outputs and plots (matplotlib), and MLflow, which Ray
+#: Tune imports to count the callbacks it is given (``ray.air._internal.usage.tag_callbacks``);
+#: with the evaluate step, it too (SciPy).
 AFTER_RAY_START = (
     "search.execution.search_run",
-    "search.execution.final_evaluation",
     "search.execution.search_report",
     "search.execution.search_plots",
     "ray.air.integrations.mlflow",
@@ -94,7 +93,8 @@ def search(
     info, analysis_note = (None, "a given list of selections: no analysis") if selections is not None else analysis_for(run, analysis, spec)
     with mlflow_run(mlflow, f"search {run.label}", "search") as tracker:
         # an unreachable cluster or missing GPUs show before data is loaded
-        start_ray_for_search(address, config, meanwhile=[m for m in AFTER_RAY_START if evaluate or "final" not in m])
+        evaluate_step = ("search.execution.final_evaluation",) if evaluate else ()
+        start_ray_for_search(address, config, meanwhile=AFTER_RAY_START + evaluate_step)
         from search.execution.search_run import run_search
 
         data = spec.load_data()

@@ -62,9 +62,22 @@ def quiet_token_banner() -> Iterator[None]:
         logger.removeFilter(banner)
 
 
-def start_ray(address: str | None) -> None:
+#: Modules a local ``ray.init`` imports itself (Ray 2.60): imported on this thread before the
+#: background imports start, so the two threads never import the same modules at once (an import
+#: cycle between threads is a deadlock error in one of them).
+RAY_START_MODULES = (
+    "ray.dashboard.optional_deps",
+    "ray.autoscaler.v2.utils",
+    "ray._common.usage.usage_lib",
+    "ray._private.thirdparty.pynvml",
+    "ray._private.runtime_env.uv_runtime_env_hook",
+)
+
+
+def start_ray(address: str | None, meanwhile: Iterable[str] = ()) -> None:
     """Join ``address`` (``auto`` or ``ray://...``; inside a Ray job, the job's cluster), or start a
-    local Ray (never a stray local cluster by accident)."""
+    local Ray (never a stray local cluster by accident). The modules named in ``meanwhile`` are
+    imported while Ray starts (``importing_meanwhile``)."""
     if not ray.is_initialized():
         if address is None and not os.environ.get("RAY_ADDRESS"):
             address = "local"  # never join a stray local cluster by accident
@@ -72,7 +85,10 @@ def start_ray(address: str | None) -> None:
             check_reachable(address)
         try:
             local = {"include_dashboard": False} if address == "local" else {}  # saves seconds of start
-            with quiet_token_banner() if address == "local" else contextlib.nullcontext():
+            with (
+                quiet_token_banner() if address == "local" else contextlib.nullcontext(),
+                importing_meanwhile(meanwhile, first=RAY_START_MODULES),
+            ):
                 ray.init(address=address, namespace=POOL_NAMESPACE, log_to_driver=False, configure_logging=False, **local)
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise SearchError(
@@ -96,16 +112,16 @@ def only_this_machine(address: str | None) -> bool:
 
 
 def start_ray_for_search(address: str | None, config: SearchConfig, meanwhile: Iterable[str] = ()) -> None:
-    """``start_ray``, then check that a node has the CPUs and GPUs a trial asks for. The modules
-    named in ``meanwhile`` are imported while Ray starts (``importing_meanwhile``)."""
-    with importing_meanwhile(meanwhile):
-        start_ray(address)
+    """``start_ray`` (importing ``meanwhile`` as it starts), then check that a node has the CPUs and
+    GPUs a trial asks for."""
+    start_ray(address, meanwhile)
     check_resources(config.cpus_per_trial, config.gpus_per_trial, "per trial")
 
 
 @contextlib.contextmanager
-def importing_meanwhile(names: Iterable[str]) -> Iterator[None]:
-    """Import ``names`` on a thread while the block runs, and wait for them at its end.
+def importing_meanwhile(names: Iterable[str], first: Iterable[str] = ()) -> Iterator[None]:
+    """Import ``names`` on a thread while the block runs, and wait for them at its end; ``first``,
+    the modules the block itself imports, on this thread before that.
 
     A local Ray's start is seconds of this process waiting for Ray's own processes to come up, with
     a core to spare: the modules the driver needs only afterwards load in that time. A module that
@@ -114,11 +130,16 @@ def importing_meanwhile(names: Iterable[str]) -> Iterator[None]:
     if not names:
         yield
         return
+    for name in first:
+        with contextlib.suppress(ImportError):  # Ray's own modules: where this Ray keeps them
+            importlib.import_module(name)
 
     def load() -> None:
         for name in names:
-            with contextlib.suppress(Exception):
+            try:
                 importlib.import_module(name)
+            except Exception as error:  # noqa: BLE001 - the code that needs it imports it again
+                logging.getLogger(__name__).debug("importing %s beside Ray's start failed: %s", name, error)
 
     thread = threading.Thread(target=load, name="sweetspot-imports", daemon=True)
     thread.start()

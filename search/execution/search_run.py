@@ -66,6 +66,7 @@ from search.execution.tune_searcher import (
     GIVE_UP_AFTER,
     METRIC,
     CrossoverSearcher,
+    WakeOnRestart,
     read_answered,
     read_proposals,
 )
@@ -447,11 +448,14 @@ def _run_tune(
                 ),
                 run_config=tune.RunConfig(
                     name="crossover", storage_path=tune_path, verbose=0,
-                    callbacks=[progress_line, FinishedLog(output), JsonLoggerCallback()],
+                    callbacks=[progress_line, FinishedLog(output), WakeOnRestart(context.search_id), JsonLoggerCallback()],
                     failure_config=tune.FailureConfig(max_failures=config.max_failures),
                 ),
             )
-        results = tuner.fit()
+        try:
+            results = tuner.fit()
+        finally:
+            CrossoverSearcher.running.pop(context.search_id, None)
     ProgressLine.close_active()
     return results
 

@@ -60,8 +60,9 @@ def read_state(output: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-#: Where the classes live that Tune's saved state (pickled) names; bumped when they move.
-CODE_LAYOUT = 2
+#: The form of Tune's saved state (pickled classes, the trial budget, standby trials): bumped when a
+#: folder written before cannot be continued. 3: standby trials, and Tune's budget left to the searcher.
+CODE_LAYOUT = 3
 
 
 def search_state(run: RunDir, spec: Spec, config: SearchConfig, search_id: str) -> dict[str, Any]:
@@ -81,10 +82,10 @@ def check_resume(state: dict[str, Any] | None, now: dict[str, Any], output: Path
         raise SearchError(f"--resume: {output} holds no search to resume ({STATE_NAME} is missing); run without --resume")
     if state.get("code_layout", 1) != CODE_LAYOUT:
         raise SearchError(
-            f"--resume: the search in {output} was written by an earlier sweetspot, before its search modules"
-            " moved into search/execution/ and search/algorithms/; Tune's saved state there names the old"
-            " classes and cannot be loaded. Start the search again in another --output (its trials.parquet"
-            " and report stay readable)"
+            f"--resume: the search in {output} was written by an earlier sweetspot (search state layout"
+            f" {state.get('code_layout', 1)}, this one continues layout {CODE_LAYOUT}): Tune's saved state there"
+            " names classes or a trial budget this version does not have. Start the search again in another"
+            " --output (its trials.parquet and report stay readable)"
         )
     differs = [k for k in ("run", "spec") if state.get(k) != now[k]]
     differs += [k for k, v in now["settings"].items() if state.get("settings", {}).get(k) != v]

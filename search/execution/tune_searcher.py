@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import ray
+from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from search.algorithms import Algorithm, Proposal
@@ -24,12 +25,13 @@ ANSWERED_NAME = "answered.jsonl"
 #: Each trial's config as the searcher gave it: a trial whose node died before it started has none
 #: in Tune's results.
 PROPOSALS_NAME = "proposals.jsonl"
-#: The longest a standby trial holds its worker before Tune asks the searcher again.
-STANDBY_SECONDS = 30.0
+#: The longest a standby trial holds its worker before Tune asks the searcher again: a safety net,
+#: since a trial's end, a new proposal and a trial Tune restarts each wake the standbys.
+STANDBY_SECONDS = 120.0
 
 
 def is_standby(config: dict[str, Any] | None) -> bool:
-    """Whether a trial's config is a standby (``CrossoverSearcher``): no selection, no row."""
+    """Whether a trial's config (or its result) is a standby's (``CrossoverSearcher``): no selection, no row."""
     return bool(config and config.get("standby"))
 
 
@@ -46,12 +48,6 @@ def read_proposals(output: Path) -> dict[str, dict[str, Any]]:
 
 
 class CrossoverSearcher(Searcher):
-    #: Class defaults for a searcher pickled before these existed (``--resume`` of an older folder).
-    output: Path | None = None
-    gate_open = False
-    slots = 1
-    wakes = 0
-
     """Asks the algorithm for selections as Tune frees workers; tells it each trial's outcome.
 
     A trial ASHA stopped is told as pruned (its partial score never reaches the sampler); a trial
@@ -66,6 +62,15 @@ class CrossoverSearcher(Searcher):
     and stops the one it was starting for it, trials shorter than a worker's start then ran on one
     worker for the rest of the search.
     """
+
+    #: Class defaults for a searcher pickled before these existed (``--resume`` of an older folder).
+    output: Path | None = None
+    gate_open = False
+    slots = 1
+    wakes = 0
+    #: The searcher of each search running in this process (search id -> searcher), for Tune's
+    #: callbacks, which are pickled with the experiment and so hold only the id.
+    running: ClassVar[dict[str, CrossoverSearcher]] = {}
 
     def __init__(
         self,
@@ -107,8 +112,11 @@ class CrossoverSearcher(Searcher):
         #: memo's start gate, so no new worker waits for workers that will not come.
         self.slots = slots
         #: Live standby trials (trial id -> the wake count they wait past); ``wakes``: wakes sent.
-        self.standing = {}
+        self.standing: dict[str, int] = {}
         self.wakes = 0
+        #: Set when ``_next`` stopped at ``MAX_HELD_PER_ASK`` duplicates: the algorithm has more.
+        self.capped = False
+        CrossoverSearcher.running[search_id] = self
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if trial_id in self.live:
@@ -126,18 +134,25 @@ class CrossoverSearcher(Searcher):
             done = self.algorithm.finished or self.asked >= self.budget
             if done and not self.live and not self.again and not self.held:
                 return Searcher.FINISHED
-            if not done and len(self.live) + len(self.standing) < self.slots and self._memo() is not None:
-                self.standing[trial_id] = self.wakes
-                return self._standby_config(self.wakes)
+            # a standby only beside a live trial, whose end wakes it; not when duplicates capped the ask
+            if self.live and not done and not self.capped and len(self.live) + len(self.standing) < self.slots:
+                if self._memo() is not None:
+                    self.standing[trial_id] = self.wakes
+                    config = self._standby_config(self.wakes)
+                    self._append(PROPOSALS_NAME, {"trial_id": trial_id, "config": config}, durable=False)
+                    return config
             return None
         self.live[trial_id] = proposal
         config = self._config(proposal)
         self._append(PROPOSALS_NAME, {"trial_id": trial_id, "config": config}, durable=False)
+        if self.standing:  # a standby may hold the worker this trial needs
+            self._wake()
         return config
 
     def _next(self) -> Proposal | None:
         """The next proposal to run as a trial; duplicates of live selections are held back."""
         live_keys = {selection_key(p.epochs) for p in self.live.values()}
+        self.capped = False
         for _ in range(MAX_HELD_PER_ASK):
             if self.again:
                 proposal: Proposal | None = self.again.pop(0)
@@ -152,6 +167,7 @@ class CrossoverSearcher(Searcher):
             if key not in live_keys:
                 return proposal
             self.held.setdefault(key, []).append(proposal)
+        self.capped = True
         return None
 
     @staticmethod
@@ -168,7 +184,7 @@ class CrossoverSearcher(Searcher):
         }
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        if self.standing.pop(trial_id, None) is not None:
+        if self.standing.pop(trial_id, None) is not None or is_standby(result):
             return
         if self.standing:  # the algorithm may have work now: the standby trials end
             self._wake()
@@ -212,6 +228,11 @@ class CrossoverSearcher(Searcher):
             self.gate_open = True
             memo.open_gate.remote()
 
+    def trial_restarted(self) -> None:
+        """Tune restarts a trial after a failure (its own retry): a standby may hold the worker it needs."""
+        if self.standing:
+            self._wake()
+
     def _wake(self) -> None:
         memo = self._memo()
         if memo is not None:
@@ -244,4 +265,18 @@ class CrossoverSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as handle:
             self.__dict__.update(pickle.load(handle))
-        self.__dict__.setdefault("standing", {})  # a searcher pickled before standby trials
+        self.__dict__.setdefault("standing", {})
+        self.__dict__.setdefault("capped", False)
+        CrossoverSearcher.running[self.search_id] = self
+
+
+class WakeOnRestart(Callback):
+    """Tune restarts a failed trial without asking the searcher: wake the standbys for it."""
+
+    def __init__(self, search_id: str) -> None:
+        self.search_id = search_id
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        searcher = CrossoverSearcher.running.get(self.search_id)
+        if searcher is not None:
+            searcher.trial_restarted()

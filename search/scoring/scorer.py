@@ -194,8 +194,12 @@ class SelectionScorer:
         needed = [(g, e) for g in changed for e in wanted[g]]
         fetch = self.fetch
         if self.fetch_many is not None and needed:
-            fetched = dict(zip(needed, self.fetch_many(needed)))
-            fetch = lambda group, epoch: fetched[(group, epoch)]  # noqa: E731
+            fetched = dict(zip(needed, self.fetch_many(needed), strict=True))
+
+            def fetch(group: str, epoch: int) -> Arrays:  # each let go once copied in
+                arrays = fetched.pop((group, epoch), None)
+                return arrays if arrays is not None else self.fetch(group, epoch)
+
         with torch.no_grad():
             for group in changed:
                 self._copy_group(group, [fetch(group, e) for e in wanted[group]])

@@ -117,3 +117,31 @@ def test_a_slot_the_algorithm_has_nothing_for_holds_its_worker_until_a_trial_end
     assert searcher.suggest("t6") == CrossoverSearcher.FINISHED  # no standby once the algorithm is done
     # a standby asked for after a wake it missed does not wait at all
     ray.get(memo.standby.remote(0, STANDBY_SECONDS), timeout=STANDBY_SECONDS / 3)
+    ray.kill(memo)
+
+
+def test_a_standby_ends_for_a_new_trial_or_a_restarted_one_and_never_waits_beside_no_trial(ray_local: None) -> None:
+    from search.execution.tune_searcher import STANDBY_SECONDS, CrossoverSearcher, is_standby
+    from tests.search.algorithms.test_conformance import _space
+
+    search_id = f"standby-{uuid.uuid4().hex[:8]}"
+    memo = memo_actor(search_id)
+    algorithm = OneAtATime(_space(), "min", 0)
+    searcher = CrossoverSearcher(algorithm, "min", search_id, budget=10, slots=3)
+    assert not is_standby(searcher.suggest("t1"))
+    standby = searcher.suggest("t2")
+    held = memo.standby.remote(standby["since"], STANDBY_SECONDS)
+    searcher.trial_restarted()  # Tune restarts a failed trial, which needs a worker
+    ray.get(held, timeout=STANDBY_SECONDS / 3)
+    searcher.on_trial_complete("t2", {"standby": True})
+    standby = searcher.suggest("t3")
+    held = memo.standby.remote(standby["since"], STANDBY_SECONDS)
+    algorithm.waiting = False  # the algorithm has a proposal again (as after a late result)
+    assert not is_standby(searcher.suggest("t4"))  # a real trial, which may need the standby's worker
+    ray.get(held, timeout=STANDBY_SECONDS / 3)
+    searcher.on_trial_complete("t3", {"standby": True})
+    for trial in ("t1", "t4"):
+        searcher.on_trial_complete(trial, {"complete": True, "objective": 0.5})
+    algorithm.left, algorithm.waiting = 1, True  # nothing live, nothing proposed: no standby to wait forever
+    assert searcher.suggest("t5") is None
+    ray.kill(memo)

@@ -100,14 +100,20 @@ def test_tpe_on_fractional_gpus_keeps_couplings_and_retries_a_dead_worker(
 def test_every_worker_keeps_scoring_after_the_greedy_soups_one_at_a_time_phase(
     ray_local: None, tiny_run_path: Path, tmp_path: Path
 ) -> None:
-    """The soup scores one candidate at a time, leaving the other worker nothing to do; Tune stops
-    an idle worker, and a trial shorter than a worker's start never lets a new one in: the sampler's
-    trials then all ran in one process. Tune's own per-trial records name each trial's process."""
+    """A phase's last trials and the soup's one-at-a-time candidates leave a worker with nothing to
+    do; Tune stops an idle worker, and a trial shorter than a worker's start never lets a new one
+    in: the sampler's trials then all ran in one process. Tune's own per-trial records name each
+    trial's process."""
     output = tmp_path / "out"
-    search(
+    result = search(
         tiny_run_path, output, _faulty.spec(delay=0.05), algo="tpe", num_samples=8, shards=1,
         confirm_fraction=0.0, progress=False, evaluate=False,
     )
+    # the sampler's trials, the analysis pick and the last epoch, 6 single epochs, the soup's candidates
+    origins = set(result.trials["origin"])
+    assert origins <= {"tpe", "analysis pick", "last epoch", "single epoch", "greedy soup candidate"}, origins
+    assert (result.trials["origin"] == "single epoch").sum() == 6
+    assert len(pd.read_parquet(output / "trials.parquet")) == len(result.trials)
     pids: dict[str, set[int]] = {}
     for path in (output / "tune" / "crossover").glob("*/result.json"):
         last = json.loads(path.read_text().splitlines()[-1])
