@@ -98,13 +98,12 @@ def start_ray(address: str | None, meanwhile: Iterable[str] = ()) -> None:
 
 
 def only_this_machine(address: str | None) -> bool:
-    """Whether Ray would run the work on this machine anyway: no cluster named (``address``,
-    ``RAY_ADDRESS``), and the Ray this process is connected to, if any, is this one node. Work
-    for one worker then runs in this process, without a process of its own to start."""
-    if address is not None or os.environ.get("RAY_ADDRESS"):
-        return False
+    """Whether Ray would run the work on this machine anyway: the Ray this process is connected to
+    is one node, this one (a local Ray, or a one-node cluster a job's driver runs on); before Ray
+    starts, that no cluster is named (``address``, ``RAY_ADDRESS``). Work for one worker then runs
+    in this process, without a process of its own to start."""
     if not ray.is_initialized():
-        return True
+        return address is None and not os.environ.get("RAY_ADDRESS")
     if ray.util.client.ray.is_connected():
         return False
     alive = [n for n in ray.nodes() if n.get("Alive")]

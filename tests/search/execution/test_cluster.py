@@ -32,3 +32,14 @@ def test_trials_that_fit_count_as_ray_counts_fractions() -> None:
 
     assert trials_that_fit(1.0, 0.1) == 10 and trials_that_fit(1.0, 0.2) == 5 and trials_that_fit(2.0, 0.1) == 20
     assert trials_that_fit(16.0, 3.0) == 5 and trials_that_fit(0.0, 1.0) == 0
+
+
+def test_work_for_one_worker_runs_in_this_process_on_a_one_node_ray_even_one_named_by_address(ray_local: None) -> None:
+    """A job's driver joins its cluster by address; on a one-node cluster it runs on that node, so
+    rescoring a few candidates needs no process of its own there either."""
+    import ray
+
+    from search.execution.cluster import only_this_machine
+
+    assert len([n for n in ray.nodes() if n["Alive"]]) == 1
+    assert only_this_machine(None) and only_this_machine(ray.get_runtime_context().gcs_address)
