@@ -28,6 +28,11 @@ class SelectionMemo:
         #: How often the driver said there may be work (``wake``); a standby trial waits for the next.
         self.wakes = 0
         self.woken = asyncio.Event()
+        #: Workers Tune is starting in place of ones that died (``expect_replacement``), and the
+        #: event set once they have all started.
+        self.replacing = 0
+        self.replaced = asyncio.Event()
+        self.replaced.set()
 
     async def claim(self, key: str, owner: str) -> tuple[str, dict[str, Any] | None]:
         """("hit", result), or ("mine", None) to score it, after waiting out another trial's claim.
@@ -49,9 +54,32 @@ class SelectionMemo:
                 self.pending[key] = (owner, held[1])
                 return "mine", None
 
-    async def put(self, key: str, result: dict[str, Any]) -> None:
+    async def put(self, key: str, result: dict[str, Any], wait: float = 0.0) -> None:
+        """Keep ``result``; then, while a replacement worker starts, wait for it (``await_replacement``)."""
         self.results[key] = result
         self._release(key)
+        await self.await_replacement(wait)
+
+    async def expect_replacement(self) -> None:
+        """A trial's worker is gone and Tune starts another for it. Tune would hand that trial to the
+        first worker to finish and stop the new one while it starts, so until it has started
+        (``gather``) the other workers' trials wait at their end (``await_replacement``)."""
+        self.replacing += 1
+        self.replaced.clear()
+
+    async def await_replacement(self, timeout: float) -> None:
+        """Return once the workers being replaced have started, or after ``timeout`` seconds (then
+        nobody waits for them any more: the cluster may have no room for them)."""
+        if self.replaced.is_set() or timeout <= 0:
+            return
+        try:
+            await asyncio.wait_for(self.replaced.wait(), timeout)
+        except asyncio.TimeoutError:
+            self._replaced()
+
+    def _replaced(self) -> None:
+        self.replacing = 0
+        self.replaced.set()
 
     async def release(self, key: str, owner: str) -> None:
         """The claiming trial stopped before a full score (early stop, error): others may claim."""
@@ -73,6 +101,10 @@ class SelectionMemo:
         up, so every worker slot starts and stays busy.
         """
         self.workers.add(worker)
+        if self.replacing:
+            self.replacing -= 1
+            if not self.replacing:
+                self.replaced.set()
         if len(self.workers) >= expected:
             self.all_in.set()
         else:
@@ -85,6 +117,7 @@ class SelectionMemo:
     async def open_gate(self) -> None:
         """The search cannot fill every slot now (a phase of fewer trials): nobody waits for them."""
         self.all_in.set()
+        self._replaced()
 
     async def wake(self, wakes: int) -> None:
         """The driver's ``wakes``-th call: the algorithm may have work, standby trials end."""

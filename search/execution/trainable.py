@@ -55,6 +55,9 @@ MEMO_RECORD = "memo_record"
 class _Worker:
     """One per Tune worker process and search: the model on its device, the data, the scorer."""
 
+    #: Seconds this worker waits for others to start (set once it has started).
+    patience = 5.0
+
     def __init__(self, context: TrialContext) -> None:
         gpu_ids = ray.get_gpu_ids()
         self.device = torch.device("cuda") if gpu_ids and torch.cuda.is_available() else torch.device("cpu")
@@ -124,10 +127,11 @@ def worker_for(context: TrialContext, gather: bool = False) -> _Worker:
         _WORKERS.clear()  # a new search in a reused process frees the previous model
         started = time.perf_counter()
         worker = _WORKERS[key] = _Worker(context)
+        # How long to wait for other workers to start: 5 s plus three times this one's own start
+        # (they start alike), at most a minute.
+        worker.patience = min(60.0, 5.0 + 3 * (time.perf_counter() - started))
         if gather and context.worker_slots > 1:
-            # Up to 5 s plus three times this worker's own start for the others (they start alike).
-            wait = min(60.0, 5.0 + 3 * (time.perf_counter() - started))
-            ray.get(_memo(context).gather.remote(f"{os.getpid()}-{key}", context.worker_slots, wait))
+            ray.get(_memo(context).gather.remote(f"{os.getpid()}-{key}", context.worker_slots, worker.patience))
     return worker
 
 
@@ -144,8 +148,9 @@ def crossover_trial(config: dict[str, Any], context: TrialContext) -> None:
     started = time.perf_counter()
     memo = _memo(context)
     if is_standby(config):  # start this worker if new, then hold it until the driver has work
-        worker_for(context, gather=True)
+        worker = worker_for(context, gather=True)
         ray.get(memo.standby.remote(config["since"], STANDBY_SECONDS))
+        ray.get(memo.await_replacement.remote(worker.patience))
         tune.report({"standby": True, "complete": False, "shard": 0, "objective": float("nan")})
         return
     key = config["key"]
@@ -184,7 +189,7 @@ def crossover_trial(config: dict[str, Any], context: TrialContext) -> None:
         record = None
         if index + 1 == total:
             record = {k: v for k, v in row.items() if k not in _PER_TRIAL}
-            ray.get(memo.put.remote(key, record))
+            ray.get(memo.put.remote(key, record, worker.patience))
         tune.report({**row, **base, "trial_seconds": time.perf_counter() - started, MEMO_RECORD: record})
 
 

@@ -229,7 +229,12 @@ class CrossoverSearcher(Searcher):
             memo.open_gate.remote()
 
     def trial_restarted(self) -> None:
-        """Tune restarts a trial after a failure (its own retry): a standby may hold the worker it needs."""
+        """Tune restarts a trial after a failure (its own retry) on a new worker: the other workers'
+        trials wait for it to start (``SelectionMemo.expect_replacement``), and so do the standbys,
+        which end now, in case the cluster has no room for it and the trial needs their worker."""
+        memo = self._memo()
+        if memo is not None and self.slots > 1:
+            memo.expect_replacement.remote()
         if self.standing:
             self._wake()
 

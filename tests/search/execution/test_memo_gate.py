@@ -145,3 +145,22 @@ def test_a_standby_ends_for_a_new_trial_or_a_restarted_one_and_never_waits_besid
     algorithm.left, algorithm.waiting = 1, True  # nothing live, nothing proposed: no standby to wait forever
     assert searcher.suggest("t5") is None
     ray.kill(memo)
+
+
+def test_while_a_dead_worker_is_replaced_the_others_finish_their_trial_only_once_it_has_started(ray_local: None) -> None:
+    """Tune would hand the dead worker's trial to the first worker to finish and stop the new one
+    while it starts; the others' trials wait at their end until it has (or until their patience ends)."""
+    memo = _memo()
+    ray.get(memo.open_gate.remote())  # the search's start is over (an async actor keeps no call order)
+    ray.get(memo.expect_replacement.remote())
+    finishing = memo.put.remote("a", {"objective": 1.0}, 120.0)
+    ready, _ = ray.wait([finishing], timeout=1.0)
+    assert not ready  # the survivor's trial holds its worker ...
+    assert ray.get(memo.claim.remote("a", "t2"), timeout=30) == ("hit", {"objective": 1.0})  # ... its result is kept
+    ray.get(memo.gather.remote("w3", 2, 120.0), timeout=30)  # the replacement has started
+    ray.get(finishing, timeout=30)
+    ray.get(memo.put.remote("b", {"objective": 2.0}, 120.0), timeout=30)  # nobody is being replaced: no wait
+    ray.get(memo.expect_replacement.remote())  # a replacement that never comes (no room left for it) ...
+    ray.get(memo.await_replacement.remote(0.5), timeout=30)  # ... is waited for only as long as asked
+    ray.get(memo.await_replacement.remote(120.0), timeout=30)  # and then not at all
+    ray.kill(memo)
