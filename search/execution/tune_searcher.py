@@ -68,6 +68,7 @@ class CrossoverSearcher(Searcher):
     gate_open = False
     slots = 1
     wakes = 0
+    nodes: int | None = None
     #: The searcher of each search running in this process (search id -> searcher), for Tune's
     #: callbacks, which are pickled with the experiment and so hold only the id.
     running: ClassVar[dict[str, CrossoverSearcher]] = {}
@@ -116,6 +117,8 @@ class CrossoverSearcher(Searcher):
         self.wakes = 0
         #: Set when ``_next`` stopped at ``MAX_HELD_PER_ASK`` duplicates: the algorithm has more.
         self.capped = False
+        #: Alive Ray nodes when last looked (None without Ray): fewer at a restart means a lost node.
+        self.nodes: int | None = _alive_nodes() if ray.is_initialized() else None
         CrossoverSearcher.running[search_id] = self
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
@@ -231,9 +234,13 @@ class CrossoverSearcher(Searcher):
     def trial_restarted(self) -> None:
         """Tune restarts a trial after a failure (its own retry) on a new worker: the other workers'
         trials wait for it to start (``SelectionMemo.expect_replacement``), and so do the standbys,
-        which end now, in case the cluster has no room for it and the trial needs their worker."""
+        which end now, in case the cluster has no room for it and the trial needs their worker.
+        After a node loss nobody waits: the worker's room went with the node."""
         memo = self._memo()
-        if memo is not None and self.slots > 1:
+        nodes = _alive_nodes()
+        lost_a_node = self.nodes is not None and nodes < self.nodes
+        self.nodes = nodes
+        if memo is not None and self.slots > 1 and not lost_a_node:
             memo.expect_replacement.remote()
         if self.standing:
             self._wake()
@@ -273,6 +280,10 @@ class CrossoverSearcher(Searcher):
         self.__dict__.setdefault("standing", {})
         self.__dict__.setdefault("capped", False)
         CrossoverSearcher.running[self.search_id] = self
+
+
+def _alive_nodes() -> int:
+    return sum(1 for node in ray.nodes() if node.get("Alive")) if ray.is_initialized() else 0
 
 
 class WakeOnRestart(Callback):

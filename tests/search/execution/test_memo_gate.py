@@ -164,3 +164,20 @@ def test_while_a_dead_worker_is_replaced_the_others_finish_their_trial_only_once
     ray.get(memo.await_replacement.remote(0.5), timeout=30)  # ... is waited for only as long as asked
     ray.get(memo.await_replacement.remote(120.0), timeout=30)  # and then not at all
     ray.kill(memo)
+
+
+def test_after_a_node_loss_nobody_waits_for_a_replacement(ray_local: None) -> None:
+    """A trial restarted after its node died has no room to come back to: no worker waits for it."""
+    from search.execution.tune_searcher import CrossoverSearcher
+    from tests.search.algorithms.test_conformance import _space
+
+    search_id = f"standby-{uuid.uuid4().hex[:8]}"
+    memo = memo_actor(search_id)
+    searcher = CrossoverSearcher(OneAtATime(_space(), "min", 0), "min", search_id, budget=10, slots=2)
+    assert searcher.nodes == 1
+    searcher.nodes = 2  # as if the search had started on two nodes
+    searcher.trial_restarted()
+    assert searcher.nodes == 1
+    ray.get(memo.stats.remote())  # (the searcher's calls to the memo are on their way)
+    ray.get(memo.await_replacement.remote(120.0), timeout=30)  # not expecting one: no wait
+    ray.kill(memo)
