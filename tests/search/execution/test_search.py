@@ -97,35 +97,15 @@ def test_tpe_on_fractional_gpus_keeps_couplings_and_retries_a_dead_worker(
     # the kept soup is the baseline "greedy soup"; a soup trial is only ever a candidate
     soup = result.baselines["greedy soup"]
     assert soup.origin in ("greedy soup", "single epoch") and "greedy soup" not in {t.origin for t in result.top}
-    # Tune hands the dead worker's trial to the first worker to finish and stops the one it starts
-    # in its place: without the wait for the replacement, every later trial ran in one process.
-    pids = {json.loads(p.read_text().splitlines()[-1])["pid"] for p in (tmp_path / "out" / "tune" / "crossover").glob("*/result.json")}
-    assert len(pids) == 2, pids  # the survivor and the replacement (the dead worker wrote no result)
-
-
-def test_every_worker_keeps_scoring_after_the_greedy_soups_one_at_a_time_phase(
-    ray_local: None, tiny_run_path: Path, tmp_path: Path
-) -> None:
-    """A phase's last trials and the soup's one-at-a-time candidates leave a worker with nothing to
-    do; Tune stops an idle worker, and a trial shorter than a worker's start never lets a new one
-    in: the sampler's trials then all ran in one process. Tune's own per-trial records name each
-    trial's process."""
-    output = tmp_path / "out"
-    result = search(
-        tiny_run_path, output, _faulty.spec(delay=0.05), algo="tpe", num_samples=8, shards=1,
-        confirm_fraction=0.0, progress=False, evaluate=False,
-    )
-    # the sampler's trials, the analysis pick and the last epoch, 6 single epochs, the soup's candidates
-    origins = set(result.trials["origin"])
-    assert origins <= {"tpe", "analysis pick", "last epoch", "single epoch", "greedy soup candidate"}, origins
-    assert (result.trials["origin"] == "single epoch").sum() == 6
-    assert len(pd.read_parquet(output / "trials.parquet")) == len(result.trials)
+    # Tune hands a trial to the first worker to finish and stops the one it was starting for it, and
+    # stops an idle worker unless a trial waits for one. So without the wait for the dead worker's
+    # replacement every later trial ran in one process, and without standby trials the sampler's
+    # trials did, after the single epochs' phase left a worker nothing to do for a moment.
     pids: dict[str, set[int]] = {}
-    for path in (output / "tune" / "crossover").glob("*/result.json"):
+    for path in (tmp_path / "out" / "tune" / "crossover").glob("*/result.json"):
         last = json.loads(path.read_text().splitlines()[-1])
         pids.setdefault(last.get("origin") or "standby", set()).add(last["pid"])
-    assert {"single epoch", "greedy soup candidate", "tpe"} <= set(pids)
-    assert len(set().union(*pids.values())) == 2  # the two slots' workers, none started again
+    assert len(set().union(*pids.values())) == 2, pids  # the survivor and the replacement
     assert len(pids["tpe"]) == 2, pids
 
 
