@@ -1,7 +1,7 @@
 """Searches run as their own process, for fault tests: ``python -m tests.search._drive MODE RUN OUT``.
 
 MODE ``node-loss``: a cluster (``ray.cluster_utils.Cluster``) of a one-CPU head and a two-CPU
-worker node; once five trials have finished the worker node is removed. MODE ``slow`` (``RUN OUT
+worker node; once five trials have finished, one of them on the worker node, it is removed. MODE ``slow`` (``RUN OUT
 [ADDRESS]``): slow trials on the Ray at ADDRESS, else a local Ray (the test kills the driver); ``slow_search(..., resume=True)`` resumes that search. Each
 mode prints one JSON line with what the test checks.
 """
@@ -33,6 +33,14 @@ def finished_trials(out: Path) -> int:
     return sum(1 for p in (out / "tune" / "crossover").glob("*/result.json") if '"complete": true' in p.read_text())
 
 
+def finished_on(out: Path, node_id: str) -> int:
+    """Trials finished so far on the node ``node_id`` (each trial reports its node)."""
+    return sum(
+        1 for p in (out / "tune" / "crossover").glob("*/result.json")
+        if '"complete": true' in (text := p.read_text()) and f'"node": "{node_id}"' in text
+    )
+
+
 def node_loss(run: str, out: Path) -> dict:
     from ray.cluster_utils import Cluster
 
@@ -42,7 +50,8 @@ def node_loss(run: str, out: Path) -> dict:
     removed: list[float] = []
 
     def remove_when_five_finished() -> None:
-        while finished_trials(out) < 5:
+        # ... and one of them on the node to lose (on a busy machine its workers start late)
+        while finished_trials(out) < 5 or not finished_on(out, worker.node_id):
             time.sleep(0.1)
         cluster.remove_node(worker)
         removed.append(time.time())
