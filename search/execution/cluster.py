@@ -97,6 +97,11 @@ def start_ray(address: str | None, meanwhile: Iterable[str] = ()) -> None:
             ) from None
 
 
+def alive_nodes() -> list[dict[str, Any]]:
+    """The cluster's nodes that are alive now (``ray.nodes()`` keeps the dead ones too)."""
+    return [node for node in ray.nodes() if node.get("Alive")]
+
+
 def only_this_machine(address: str | None) -> bool:
     """Whether Ray would run the work on this machine anyway: the Ray this process is connected to
     is one node, this one (a local Ray, or a one-node cluster a job's driver runs on); before Ray
@@ -106,7 +111,7 @@ def only_this_machine(address: str | None) -> bool:
         return address is None and not os.environ.get("RAY_ADDRESS")
     if ray.util.client.ray.is_connected():
         return False
-    alive = [n for n in ray.nodes() if n.get("Alive")]
+    alive = alive_nodes()
     return len(alive) == 1 and alive[0]["NodeID"] == ray.get_runtime_context().get_node_id()
 
 
@@ -150,7 +155,7 @@ def importing_meanwhile(names: Iterable[str], first: Iterable[str] = ()) -> Iter
 
 def check_resources(cpus: float, gpus: float, unit: str) -> None:
     """Refuse CPUs or GPUs per task that no node of the cluster has (Ray would wait forever)."""
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    nodes = [n.get("Resources", {}) for n in alive_nodes()]
     most_cpus = max((r.get("CPU", 0) for r in nodes), default=0)
     most_gpus = max((r.get("GPU", 0) for r in nodes), default=0)
     if gpus > 0 and most_gpus == 0:
@@ -176,11 +181,10 @@ def trials_that_fit(total: float, each: float) -> int:
 def worker_slots(cpus: float, gpus: float, limit: int) -> int:
     """Trials of ``cpus`` and ``gpus`` each that the alive nodes run at once, at most ``limit``."""
     slots = 0
-    for node in ray.nodes():
+    for node in alive_nodes():
         resources = node.get("Resources", {})
-        if node.get("Alive"):
-            on_cpus = trials_that_fit(resources.get("CPU", 0), cpus)
-            slots += min(on_cpus, trials_that_fit(resources.get("GPU", 0), gpus)) if gpus > 0 else on_cpus
+        on_cpus = trials_that_fit(resources.get("CPU", 0), cpus)
+        slots += min(on_cpus, trials_that_fit(resources.get("GPU", 0), gpus)) if gpus > 0 else on_cpus
     return max(1, min(slots, limit))
 
 
@@ -194,6 +198,6 @@ def create_pools(search_id: str, run_path: str, capacity: int) -> list[Any]:
             name=pool_name(search_id, node["NodeID"]), namespace=POOL_NAMESPACE, get_if_exists=True,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
         ).remote(run_path, capacity)
-        for node in ray.nodes()
-        if node.get("Alive") and node.get("Resources", {}).get("CPU", 0) > 0
+        for node in alive_nodes()
+        if node.get("Resources", {}).get("CPU", 0) > 0
     ]

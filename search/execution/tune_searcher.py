@@ -12,6 +12,7 @@ from ray.tune.search import Searcher
 
 from search.algorithms import Algorithm, Proposal
 from search.algorithms.space import selection_key
+from search.execution.cluster import alive_nodes
 from search.execution.jsonl_log import append_entry, read_entries
 from search.execution.memo import NAMESPACE
 
@@ -118,7 +119,7 @@ class CrossoverSearcher(Searcher):
         #: Set when ``_next`` stopped at ``MAX_HELD_PER_ASK`` duplicates: the algorithm has more.
         self.capped = False
         #: Alive Ray nodes when last looked (None without Ray): fewer at a restart means a lost node.
-        self.nodes: int | None = _alive_nodes() if ray.is_initialized() else None
+        self.nodes: int | None = len(alive_nodes()) if ray.is_initialized() else None
         CrossoverSearcher.running[search_id] = self
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
@@ -237,7 +238,7 @@ class CrossoverSearcher(Searcher):
         which end now, in case the cluster has no room for it and the trial needs their worker.
         After a node loss nobody waits: the worker's room went with the node."""
         memo = self._memo()
-        nodes = _alive_nodes()
+        nodes = len(alive_nodes()) if ray.is_initialized() else 0
         lost_a_node = self.nodes is not None and nodes < self.nodes
         self.nodes = nodes
         if memo is not None and self.slots > 1 and not lost_a_node:
@@ -262,17 +263,19 @@ class CrossoverSearcher(Searcher):
             memo.release.remote(key, trial_id)
 
     def _memo(self) -> Any:
-        """The search's memo, or None when no search runs (the searcher driven on its own)."""
-        if not ray.is_initialized():
-            return None
-        try:
-            return ray.get_actor(f"memo-{self.search_id}", namespace=NAMESPACE)
-        except ValueError:
-            return None
+        """The search's memo, or None when no search runs (the searcher driven on its own); looked
+        up once (a round trip to Ray's control store), and not saved with the searcher."""
+        handle = self.__dict__.get("_memo_handle")
+        if handle is None and ray.is_initialized():
+            try:
+                handle = self._memo_handle = ray.get_actor(f"memo-{self.search_id}", namespace=NAMESPACE)
+            except ValueError:
+                return None
+        return handle
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as handle:
-            pickle.dump(self.__dict__.copy(), handle)
+            pickle.dump({k: v for k, v in self.__dict__.items() if k != "_memo_handle"}, handle)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as handle:
@@ -280,10 +283,6 @@ class CrossoverSearcher(Searcher):
         self.__dict__.setdefault("standing", {})
         self.__dict__.setdefault("capped", False)
         CrossoverSearcher.running[self.search_id] = self
-
-
-def _alive_nodes() -> int:
-    return sum(1 for node in ray.nodes() if node.get("Alive")) if ray.is_initialized() else 0
 
 
 class WakeOnRestart(Callback):
