@@ -6,7 +6,8 @@
    each side in a fresh subprocess: ours (``search(..., selections=...)``: resident model, pool,
    only changed groups copied, backbone prefix cache) against a default Tune function trainable
    that ``torch.load(weights_only=True)``s the ``checkpoint_epoch_<N>.pt`` files it needs, builds
-   the model and evaluates it on the whole validation split. Both score the whole validation split
+   the model and evaluates it on the whole validation split. Our process ends as the ``sweetspot``
+   commands end theirs (``rayjobs._entry.exit_process``), the naive script as a user's script does. Both score the whole validation split
    (ours with ``confirm_fraction=0, shards=1``). Demo size (trained run, width 64) and >= 100M
    parameters (width 1280, a run of random-perturbation checkpoints written with RunWriter).
 2. The evaluation's share of a trial's time in our large run (one evaluation >= 0.5 s).
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
@@ -176,14 +178,24 @@ def worker_naive(folder: Path, selections: list, out: Path) -> dict:
     return {"trials": len(frame), "best": float(frame["loss"].min()), "errors": len(results.errors)}
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds this machine has spent busy since boot, all cores (Linux; NaN elsewhere)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError):
+        return math.nan
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+
+
 def run_worker(*args: str) -> tuple[dict, float]:
-    """One worker in a fresh interpreter (Ray starts fresh); its answer and its whole wall time."""
-    start = time.perf_counter()
+    """One worker in a fresh interpreter (Ray starts fresh); its answer, with the machine's busy CPU
+    seconds while it ran (Ray's processes included), and its whole wall time."""
+    start, cpu = time.perf_counter(), busy_cpu_seconds()
     done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"worker {args[:2]} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1]), seconds
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "machine_cpu": busy_cpu_seconds() - cpu}, seconds
 
 
 # -- the figures -----------------------------------------------------------------------------------
@@ -224,6 +236,13 @@ def eval_share(name: str, measured: dict) -> None:
         f" workers: {ours['eval_seconds'] / (2 * ours['search_seconds']):.2f} (the rest of the process: imports,"
         f" Ray's start, plots, exit)", flush=True,
     )
+    cores = os.cpu_count() or 1
+    print(
+        f"  [{name}] the machine's busy CPU seconds during our process: {ours['machine_cpu']:.1f} on {cores} cores"
+        f" (wall at least {ours['machine_cpu'] / cores:.1f} s), of which evaluations {ours['eval_seconds']:.1f};"
+        f" the rest {ours['machine_cpu'] - ours['eval_seconds']:.1f} (Ray's processes, imports, the workers' start,"
+        f" Tune, the exit)", flush=True,
+    )
 
 
 def main() -> int:
@@ -237,7 +256,11 @@ def main() -> int:
     if args.worker:
         kind, folder, sel_file, out = args.worker
         work = {"ours": worker_ours, "naive": worker_naive}[kind]
-        print(json.dumps(work(Path(folder), json.loads(Path(sel_file).read_text()), Path(out))))
+        print(json.dumps(work(Path(folder), json.loads(Path(sel_file).read_text()), Path(out))), flush=True)
+        if kind == "ours":  # ends as `sweetspot search` does; the naive script ends as a user's would
+            from rayjobs._entry import exit_process
+
+            exit_process(0)
         return 0
     if args.make:
         kind, folder, extra = args.make

@@ -6,11 +6,10 @@ Also the seed's own form: ``python -m rayjobs.analyze_sweetspots --checkpoint-di
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 import sweetspot
-from rayjobs._entry import run_entry
+from rayjobs._entry import exit_process, run_entry
 from rayjobs.options import add_progress_flag
 
 DESCRIPTION = (
@@ -52,4 +51,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 import sweetspot
-from rayjobs._entry import run_entry
+from rayjobs._entry import exit_process, run_entry
 
 DESCRIPTION = (
     "For each run: select (with a calibration: refine on the run's validation split within a counted budget;"
@@ -86,4 +86,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

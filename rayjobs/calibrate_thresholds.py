@@ -7,11 +7,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 import sweetspot
-from rayjobs._entry import run_entry
+from rayjobs._entry import exit_process, run_entry
 
 DESCRIPTION = (
     "Fit the analysis's five thresholds with an Optuna study so that it selects what `sweetspot search`"
@@ -62,4 +61,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

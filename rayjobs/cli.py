@@ -7,7 +7,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from rayjobs._entry import call_reporting_errors
+from rayjobs._entry import call_reporting_errors, exit_process
 from sweetspot import SweetspotError, __version__
 
 #: subcommand -> module in ``rayjobs`` defining ``DESCRIPTION``, ``add_arguments`` and ``run``.
@@ -72,5 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return call_reporting_errors(args._run, args)
 
 
+def run_command() -> None:
+    """The ``sweetspot`` script: ``main`` in a process of its own, ended by ``exit_process``."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command()

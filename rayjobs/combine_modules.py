@@ -13,13 +13,12 @@ Groups not named take the analysis's pick (``--analysis DIR``); without one, the
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import sweetspot
-from rayjobs._entry import run_entry
+from rayjobs._entry import exit_process, run_entry
 from rayjobs.options import (
     add_progress_flag,
     add_trust_flag,
@@ -117,4 +116,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

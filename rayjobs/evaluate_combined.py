@@ -7,13 +7,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import sweetspot
-from rayjobs._entry import run_entry
+from rayjobs._entry import exit_process, run_entry
 from rayjobs.options import add_progress_flag, add_trust_flag, parse_group_option
 
 DESCRIPTION = "Evaluate a combined model against single-epoch, averaged and soup baselines"
@@ -96,4 +95,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

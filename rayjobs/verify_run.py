@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 import sweetspot
-from rayjobs._entry import run_entry
+from rayjobs._entry import exit_process, run_entry
 
 DESCRIPTION = (
     "Check every file of a run directory against the sha256 in its manifest and list leftovers of"
@@ -37,4 +36,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

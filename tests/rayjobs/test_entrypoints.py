@@ -49,3 +49,25 @@ def test_python_dash_m_runs_the_pipeline_entrypoint(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "rayjobs.pipeline", *_args("pipeline", missing, tmp_path)],
                           cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and "no_such_run" in done.stderr, done.stderr
+
+
+def test_a_commands_process_ends_with_its_code_after_its_exit_handlers_and_threads(tmp_path: Path) -> None:
+    """``exit_process`` (how every entrypoint's process ends) keeps what a normal exit does: exit
+    handlers (MLflow, temporary folders) run, a running thread is waited for, the code is the command's."""
+    record = tmp_path / "record"
+    code = f"""
+import atexit, gc, threading, time
+from pathlib import Path
+from rayjobs._entry import exit_process
+
+record = Path({str(record)!r})
+def late() -> None:
+    time.sleep(0.3)
+    record.write_text("thread done\\n")
+threading.Thread(target=late).start()
+atexit.register(lambda: record.write_text(record.read_text() + f"handler ran, frozen {{gc.get_freeze_count() > 0}}\\n"))
+exit_process(3)
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert record.read_text().splitlines() == ["thread done", "handler ran, frozen True"]

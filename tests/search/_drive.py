@@ -1,6 +1,6 @@
 """Searches run as their own process, for fault tests: ``python -m tests.search._drive MODE RUN OUT``.
 
-MODE ``node-loss``: a cluster (``ray.cluster_utils.Cluster``) of a one-CPU head and a two-CPU
+MODE ``node-loss``: a cluster (``ray.cluster_utils.Cluster``) of a one-CPU head and a one-CPU
 worker node; once five trials have finished, one of them on the worker node, it is removed. MODE ``slow`` (``RUN OUT
 [ADDRESS]``): slow trials on the Ray at ADDRESS, else a local Ray (the test kills the driver); ``slow_search(..., resume=True)`` resumes that search. Each
 mode prints one JSON line with what the test checks.
@@ -45,7 +45,7 @@ def node_loss(run: str, out: Path) -> dict:
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    worker = cluster.add_node(num_cpus=2)
+    worker = cluster.add_node(num_cpus=1)
     ray.init(address=cluster.address, namespace="sweetspot", log_to_driver=False)
     removed: list[float] = []
 
