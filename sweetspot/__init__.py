@@ -15,7 +15,7 @@ them. The search's names load on first use, so ``import sweetspot`` does not imp
 
 from analysis.analyze import analyze
 from analysis.errors import AnalysisError, AnalysisWarning
-from analysis.evaluation.evaluate import EvaluationResult
+from analysis.evaluation.evaluate import EvaluationResult, evaluating_once
 from analysis.evaluation.evaluate_run import Evaluation, evaluate
 from analysis.pipeline import RunAnalysis
 from analysis.thresholds import Thresholds, load_thresholds
@@ -125,6 +125,7 @@ __all__ = [
     "calibrate",
     "combine",
     "evaluate",
+    "evaluating_once",
     "import_run",
     "load_selection",
     "load_spec",

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +34,10 @@ from modules.combine.plan import plan_from_run
 from modules.combine.soups import EpochSet, GreedySoup, greedy_soup, same_epochs
 from modules.combine.sources import iter_plan
 from modules.errors import EvaluationError
+from modules.rundir.digest import digest, run_key
 from modules.rundir.run_dir import RunDir
 from modules.scalars import as_scalar
-from modules.spec.schema import is_better, loss_sign
+from modules.spec.schema import dump_spec, is_better, loss_sign
 from modules.spec.selection import Selection, choice_for_epochs
 
 SPLITS = ("train", "val", "test")
@@ -77,12 +82,54 @@ class EvaluationResult:
     greedy_selection: dict[str, Any] | None = None
 
 
+@dataclass
+class EvaluationMemo:
+    """What an evaluator has scored, by weights: every candidate's metrics on each split, and the
+    validation scores alone of the greedy soup's steps."""
+
+    evaluated: dict[str, Evaluated] = field(default_factory=dict)
+    val: dict[str, tuple[dict[str, float], np.ndarray | None]] = field(default_factory=dict)
+    #: What the per-example values the bootstrap compares are (lower is better).
+    per_example_name: str = LOSSES_KEY
+
+
+_SHARED_MEMOS: ContextVar[dict[tuple[str, str, str], EvaluationMemo] | None] = ContextVar("sweetspot_evaluation_memos", default=None)
+
+
+@contextlib.contextmanager
+def evaluating_once() -> Iterator[None]:
+    """Within the block, evaluators of the same run, spec and device share their memo: a candidate
+    is scored once however many steps ask for it (a pipeline's search scores its pick against the
+    baselines, its guard and its evaluate step the greedy soup: each checkpoint and soup of a big
+    model is minutes). The run, the spec's code and its data must not change within the block. A
+    block inside another shares the outer one's."""
+    if _SHARED_MEMOS.get() is not None:
+        yield
+        return
+    token = _SHARED_MEMOS.set({})
+    try:
+        yield
+    finally:
+        _SHARED_MEMOS.reset(token)
+
+
+def _memo_for(spec: Any, run: RunDir, device: str | torch.device) -> EvaluationMemo:
+    shared = _SHARED_MEMOS.get()
+    if shared is None:
+        return EvaluationMemo()
+    return shared.setdefault((run_key(run), digest(dump_spec(spec)), str(device)), EvaluationMemo())
+
+
 def _as_array(values: Any) -> np.ndarray:
     return np.asarray(torch.as_tensor(values).detach().cpu().double()).reshape(-1)
 
 
 class CandidateEvaluator:
-    """Holds one model instance and the data; loads each candidate into it and evaluates it."""
+    """Holds one model instance and the data; loads each candidate into it and evaluates it.
+
+    ``splits`` are the data to score on, by default ``spec.load_data()``'s; pass ``splits_are_specs``
+    when they are that too (loaded once by the caller), so that inside ``evaluating_once`` the
+    evaluator shares its memo with the others of this run, spec and device."""
 
     def __init__(
         self,
@@ -91,8 +138,10 @@ class CandidateEvaluator:
         splits: dict[str, Any] | None = None,
         device: str | torch.device = "cpu",
         model_desc: str | None = None,
+        splits_are_specs: bool = False,
     ) -> None:
         self.spec, self.run = spec, run
+        self.memo = _memo_for(spec, run, device) if splits is None or splits_are_specs else EvaluationMemo()
         #: How errors name the model weights must fit, e.g. "the model of spec 'demo' (sweetspot.yaml: ...)".
         self.model_desc = model_desc or describe_spec_model(spec)
         self.splits = splits if splits is not None else spec.load_data()
@@ -109,11 +158,11 @@ class CandidateEvaluator:
                 self.notes.append("the model has BatchNorm but the spec has no batches callable: averages are scored without the BatchNorm recompute")
             else:
                 self.batches = spec.batch_iterator()
-        #: What the per-example values the bootstrap compares are (lower is better).
-        self.per_example_name = LOSSES_KEY
-        self._cache: dict[str, Evaluated] = {}
-        #: Validation scores already computed (greedy soup, best single), reused by ``evaluate``.
-        self._val_cache: dict[str, tuple[dict[str, float], np.ndarray | None]] = {}
+
+    @property
+    def per_example_name(self) -> str:
+        """What the per-example values the bootstrap compares are (lower is better)."""
+        return self.memo.per_example_name
 
     def load(self, candidate: Candidate) -> None:
         """Put the candidate's weights (and recomputed BatchNorm statistics) into the model."""
@@ -152,22 +201,26 @@ class CandidateEvaluator:
             values = _as_array(raw[per_metric])
             if self.mode == "max":
                 values = -values
-            self.per_example_name = f"-{per_metric}" if self.mode == "max" else per_metric
+            self.memo.per_example_name = f"-{per_metric}" if self.mode == "max" else per_metric
             return metrics, values
         losses = raw.get(LOSSES_KEY)
         return metrics, None if losses is None else _as_array(losses)
 
     def _key(self, candidate: Candidate) -> str:
-        return json.dumps([candidate.epochs, str(candidate.model_path), candidate.recompute_bn], sort_keys=True)
+        written = None
+        if candidate.model_path is not None:  # a file rewritten at the same path holds other weights
+            stat = os.stat(candidate.model_path)
+            written = [stat.st_size, stat.st_mtime_ns]
+        return json.dumps([candidate.epochs, str(candidate.model_path), written, candidate.recompute_bn], sort_keys=True)
 
     def evaluate(self, candidate: Candidate) -> Evaluated:
         """Metrics on train, val and test (cached by weights, so duplicates cost nothing)."""
         key = self._key(candidate)
-        if key not in self._cache:
+        if key not in self.memo.evaluated:
             self.load(candidate)
             metrics, test_losses = {}, None
             for split in SPLITS:
-                cached_val = self._val_cache.get(key) if split == "val" else None
+                cached_val = self.memo.val.get(key) if split == "val" else None
                 metrics[split], losses = cached_val if cached_val is not None else self.score(split)
                 if split == "test":
                     test_losses = losses
@@ -176,18 +229,18 @@ class CandidateEvaluator:
                     f"evaluate callable {self.spec.evaluate!r} returned neither 'per_example_{self.metric}'"
                     f" nor {LOSSES_KEY!r}; the paired bootstrap needs one value per test example"
                 )
-            self._cache[key] = Evaluated(candidate, metrics, test_losses)
-        cached = self._cache[key]
+            self.memo.evaluated[key] = Evaluated(candidate, metrics, test_losses)
+        cached = self.memo.evaluated[key]
         return Evaluated(candidate, cached.metrics, cached.test_losses)
 
     def val_objective(self, epochs: EpochSet, recompute_bn: bool) -> float:
         """Validation objective of an epoch set (cached)."""
         candidate = Candidate("validation check", "validation", epochs, recompute_bn=recompute_bn and self.has_bn)
         key = self._key(candidate)
-        if key not in self._val_cache:
+        if key not in self.memo.val:
             self.load(candidate)
-            self._val_cache[key] = self.score("val")
-        return self._val_cache[key][0][self.metric]
+            self.memo.val[key] = self.score("val")
+        return self.memo.val[key][0][self.metric]
 
     def better(self, a: float, b: float) -> bool:
         return is_better(a, b, self.mode)

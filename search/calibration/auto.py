@@ -217,8 +217,11 @@ def evaluation_figures(result: Any) -> dict[str, Any]:
 
 def _task(*args: Any, **kwargs: Any) -> dict[str, Any]:
     """The Ray task: a run's failure comes back as a record (its message), never as an exception."""
+    from analysis.evaluation.evaluate import evaluating_once
+
     try:
-        return {"status": "done", **auto_one(*args, **kwargs)}
+        with evaluating_once():  # the guard's greedy soup is the evaluation's too
+            return {"status": "done", **auto_one(*args, **kwargs)}
     except Exception as error:  # noqa: BLE001 - any failure of one run is that run's, reported
         folder = Path(args[1])
         folder.mkdir(parents=True, exist_ok=True)

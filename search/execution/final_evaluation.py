@@ -26,7 +26,7 @@ def evaluate_pick(
 ) -> Evaluation:
     """Evaluate the search's pick as ``sweetspot evaluate`` would (the same ``Evaluation`` it
     returns, ``.headline()`` included); fill in test scores of the top."""
-    evaluator = CandidateEvaluator(spec, run, splits=dict(splits), device=device)
+    evaluator = CandidateEvaluator(spec, run, splits=dict(splits), device=device, splits_are_specs=True)
     update_bn = bool(result.settings.get("update_bn"))
 
     def candidate(name: str, epochs: Mapping[str, list[int]]) -> Candidate:

@@ -21,6 +21,7 @@ from typing import Any
 
 from analysis.analyze import analyze
 from analysis.evaluation.baselines import read_analysis_dir
+from analysis.evaluation.evaluate import evaluating_once
 from analysis.evaluation.report import write_report
 from analysis.thresholds import Thresholds, load_thresholds
 from modules.atomic import check_output_folder
@@ -273,7 +274,9 @@ def pipeline(
     total = (4 if given is None else 0) + (1 if targets else 0) + 1
     stages = Stages(output / STATE_NAME, total, force, progress)
     steps = _Pipeline(output, stages, config or SearchConfig(), address, device, progress, mlflow, trust_resume)
-    with mlflow_run(mlflow, f"pipeline {opened[0].name}", "pipeline") as tracker:
+    # The searched run's pick and baselines are scored by the search and again by the evaluate step,
+    # a new run's greedy soup by auto's guard and the evaluate step: each once.
+    with mlflow_run(mlflow, f"pipeline {opened[0].name}", "pipeline") as tracker, evaluating_once():
         chosen = steps.chain(opened[0], calibration_trials) if given is None else given
         if targets:
             steps.auto(targets, chosen, spec, trust_run_spec)
