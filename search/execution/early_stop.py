@@ -8,7 +8,7 @@ from typing import Any
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from search.algorithms import ALGORITHMS
-from search.execution.tune_searcher import is_standby
+from search.execution.tune_searcher import FAILED, is_standby
 
 #: Origins ASHA may stop early: the trials of samplers (not baselines, soups or the grid).
 STOPPABLE = frozenset(name for name, algorithm in ALGORITHMS.items() if algorithm.early_stopping)
@@ -18,7 +18,7 @@ class SamplerASHA(ASHAScheduler):
     """ASHA that lets every rung see baseline and soup scores but stops only sampler trials."""
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        if is_standby(trial.config):
+        if is_standby(trial.config) or result.get(FAILED):  # a failed trial's result has no score
             return TrialScheduler.CONTINUE
         decision = super().on_trial_result(tune_controller, trial, result)
         if trial.config.get("origin") not in STOPPABLE:

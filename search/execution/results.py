@@ -13,7 +13,7 @@ import pandas as pd
 
 from search.algorithms import GREEDY, SINGLE, Scored, greedy_soup_of
 from search.algorithms.space import EpochSet
-from search.execution.tune_searcher import METRIC, is_standby
+from search.execution.tune_searcher import FAILED, METRIC, is_standby
 
 #: Significant digits the search prints an objective with (its plots draw no difference below them).
 DIGITS = 5
@@ -96,7 +96,8 @@ def trial_rows(results: Any, groups: list[str], proposals: dict[str, dict[str, A
             continue
         epochs = config.get("epochs", {})
         complete = bool(metrics.get("complete"))
-        status = "failed" if result.error else ("finished" if complete else "stopped early")
+        failure = error_text(result.error) if result.error else metrics.get(FAILED)
+        status = "failed" if failure else ("finished" if complete else "stopped early")
         row: dict[str, Any] = {
             "trial_id": metrics.get("trial_id") or Path(str(result.path)).name,
             "status": status,
@@ -116,7 +117,7 @@ def trial_rows(results: Any, groups: list[str], proposals: dict[str, dict[str, A
             "seconds": metrics.get("trial_seconds"),
             "eval_seconds": metrics.get("eval_seconds"),
             "finished_at": metrics.get("timestamp"),
-            "error": error_text(result.error) if result.error else None,
+            "error": failure or None,
         }
         row.update({k: v for k, v in metrics.items() if k.startswith("val/")})
         rows.append(row)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from modules.spec.schema import Spec
 from search.algorithms.space import EpochSet
 from search.execution.memo import NAMESPACE
 from search.execution.pool import pool_on_this_node
-from search.execution.tune_searcher import STANDBY_SECONDS, is_standby
+from search.execution.tune_searcher import FAILED, STANDBY_SECONDS, is_standby
 from search.scoring.scorer import SelectionScorer
 from search.scoring.validation_cut import SearchSplits, weighted_mean
 
@@ -160,9 +161,37 @@ def crossover_trial(config: dict[str, Any], context: TrialContext) -> None:
         tune.report({**result, **base, "from_memo": True, "groups_copied": 0, "trial_seconds": time.perf_counter() - started})
         return
     worker = worker_for(context, gather=True)
+    try:
+        _score_shards(worker, context, memo, config["epochs"], key, base, started)
+    except Exception as error:
+        if not survives(error, worker.device):
+            raise
+        # A Python error of the model or the evaluate code: this trial failed, the process goes on.
+        # Tune would stop the worker (a new process: imports, the model, the data on the device);
+        # the next trial builds the model and scorer again here instead, from a clean state.
+        _WORKERS.clear()
+        failure = f"{type(error).__name__}: {error}"
+        # The traceback goes into the trial's result.json: with reused workers Tune's context names the
+        # first trial's folder, where an error.txt would land.
+        tune.report({**base, FAILED: failure[:500], "traceback": traceback.format_exc(), "complete": False, "shard": 0,
+                     "objective": float("nan"), "trial_seconds": time.perf_counter() - started})
+
+
+def survives(error: BaseException, device: torch.device) -> bool:
+    """Whether a worker goes on after ``error`` in a trial: a Python error of the user's code does;
+    Ray's errors (a lost pool, a lost node), running out of memory, and on a GPU any RuntimeError
+    (a CUDA error can leave the device unusable) end the worker, and Tune retries the trial."""
+    if isinstance(error, (ray.exceptions.RayError, MemoryError)):
+        return False
+    return device.type == "cpu" or not isinstance(error, RuntimeError)
+
+
+def _score_shards(
+    worker: _Worker, context: TrialContext, memo: Any, epochs: EpochSet, key: str, base: dict[str, Any], started: float
+) -> None:
     scorer = worker.scorer
     before = scorer.stats.snapshot()
-    changed = scorer.load(config["epochs"])
+    changed = scorer.load(epochs)
     splits = worker.splits
     per_shard: list[dict[str, float]] = []
     total = len(splits.shards)

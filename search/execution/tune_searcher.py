@@ -17,6 +17,8 @@ from search.execution.jsonl_log import append_entry, read_entries
 from search.execution.memo import NAMESPACE
 
 METRIC = "objective"
+#: The result field of a trial whose scoring raised in a worker that goes on: the error, one line.
+FAILED = "failed"
 #: The search stops when this many trials failed (each after its retries) and none finished.
 GIVE_UP_AFTER = 3
 #: Duplicates of live selections set aside in one ``suggest`` before it waits for a trial to end.
@@ -192,6 +194,7 @@ class CrossoverSearcher(Searcher):
             return
         if self.standing:  # the algorithm may have work now: the standby trials end
             self._wake()
+        error = error or bool(result and result.get(FAILED))  # failed in a worker that went on
         complete = bool(result and result.get("complete")) and not error
         value = float(result[METRIC]) if complete and result is not None else None
         proposal = self.live.pop(trial_id, None)

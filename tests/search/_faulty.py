@@ -1,4 +1,4 @@
-"""The tiny model with faults on request: a worker that dies once, evaluations that take a while."""
+"""The tiny model with faults on request: a worker that dies once, evaluations that take a while or raise."""
 
 from __future__ import annotations
 
@@ -12,14 +12,23 @@ from modules.spec.schema import Spec, parse_spec
 from tests.modules import _tiny
 
 
-def build_model(seed: int = 0, crash_marker: str | None = None, delay: float = 0.0) -> nn.Module:
+def build_model(
+    seed: int = 0, crash_marker: str | None = None, delay: float = 0.0, calls_log: str | None = None, failures: int = 0
+) -> nn.Module:
     model = _tiny.build_model(seed)
     model.crash_marker = crash_marker
     model.delay = delay
+    model.calls_log, model.failures = calls_log, failures
     return model
 
 
 def evaluate(model: nn.Module, split: Any) -> dict:
+    if getattr(model, "calls_log", None):  # each call's process; the first ``failures`` calls raise
+        with open(model.calls_log, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        with open(model.calls_log) as handle:
+            if len(handle.read().split()) <= model.failures:
+                raise ValueError("planted failure")
     marker = getattr(model, "crash_marker", None)
     if marker and not os.path.exists(marker):
         with open(marker, "w") as handle:

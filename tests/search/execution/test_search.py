@@ -152,11 +152,28 @@ def test_a_spec_whose_trials_all_fail_stops_early_with_the_reason(
     with pytest.raises(SearchError, match="without the objective 'loss'"):
         search(tiny_run_path, tmp_path / "out", parse_spec(data, "spec"), num_samples=40, shards=1,
                confirm_fraction=0.0, baselines=False, max_failures=0, evaluate=False, progress=False,
-               max_concurrent=1)  # each failed trial's worker is replaced: one at a time
+               max_concurrent=1)
     trials = pd.read_parquet(tmp_path / "out" / "trials.parquet") if (tmp_path / "out" / "trials.parquet").exists() else None
     assert trials is None  # nothing scored, nothing written as a result
     with pytest.raises(SearchError, match="not submodules"):
         search(tiny_run_path, tmp_path / "out2", _faulty.spec(), prefix_modules=("backbone",), progress=False)
+
+
+def test_a_trial_whose_evaluation_raises_fails_alone_and_its_worker_scores_the_next(
+    ray_local: None, tiny_run_path: Path, tmp_path: Path
+) -> None:
+    calls = tmp_path / "calls.log"
+    result = search(tiny_run_path, tmp_path / "out", _faulty.spec(calls_log=str(calls), failures=2), num_samples=5,
+                    shards=1, confirm_fraction=0.0, baselines=False, max_failures=0, evaluate=False, progress=False,
+                    max_concurrent=1)
+    trials = result.trials
+    failed = trials[trials["status"] == "failed"]
+    assert list(failed["error"]) == ["ValueError: planted failure"] * 2
+    assert (trials["status"] == "finished").sum() == len(trials) - 2 >= 5  # failed trials do not count
+    assert len(set(calls.read_text().split())) == 1  # one worker process scored them all: none was replaced
+    results = [json.loads(line) for p in (tmp_path / "out").rglob("result.json") for line in p.read_text().splitlines()]
+    tracebacks = [r["traceback"] for r in results if r.get("failed")]
+    assert len(tracebacks) == 2 and all('raise ValueError("planted failure")' in t for t in tracebacks)
 
 
 def test_cpus_per_trial_no_node_has_are_refused(ray_local: None, tiny_run_path: Path, tmp_path: Path) -> None:
