@@ -89,12 +89,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 #: The files that take longest (seconds of one worker, measured on 2 cores), run first: xdist hands
 #: files to workers in collection order, and a minute-long file started last runs alone at the end.
+#: Files that mostly wait (jobs, a lost node, the memo's gates) come where the other worker is busy:
+#: the pipeline beside the job server's, the search's beside the faults'.
 #: (The Makefile turns off xdist's own order, which puts files with the most tests first.)
 LONGEST_FIRST = [
-    "tests/search/workflow/test_pipeline.py",  # 76 s
-    "tests/search/execution/test_search.py",  # 65 s
-    "tests/rayjobs/test_ray_job_submit.py",  # 60 s, and it trains the shared demo run
-    "tests/search/execution/test_faults.py",  # 57 s
+    "tests/search/workflow/test_pipeline.py",  # 74 s
+    "tests/rayjobs/test_ray_job_submit.py",  # 69 s, and it trains the shared demo run
+    "tests/search/execution/test_search.py",  # 43 s
+    "tests/search/execution/test_faults.py",  # 49 s
+    "tests/search/execution/test_memo_gate.py",  # 11 s, mostly waiting: not alone at the end
     "tests/rayjobs/test_combine_evaluate_cli.py",  # 25 s
     "tests/search/calibration/test_calibrate.py",  # 23 s
     "tests/search/tracking/test_tracking.py",  # 18 s
