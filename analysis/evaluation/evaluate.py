@@ -6,7 +6,7 @@ import contextlib
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,29 +88,52 @@ class EvaluationMemo:
     validation scores alone of the greedy soup's steps."""
 
     evaluated: dict[str, Evaluated] = field(default_factory=dict)
-    val: dict[str, tuple[dict[str, float], np.ndarray | None]] = field(default_factory=dict)
+    #: Metrics on the validation split (the intervals are over the test split's per-example values).
+    val: dict[str, dict[str, float]] = field(default_factory=dict)
     #: What the per-example values the bootstrap compares are (lower is better).
     per_example_name: str = LOSSES_KEY
 
 
-_SHARED_MEMOS: ContextVar[dict[tuple[str, str, str], EvaluationMemo] | None] = ContextVar("sweetspot_evaluation_memos", default=None)
+Memos = dict[tuple[str, str, str], EvaluationMemo]
+_SHARED_MEMOS: ContextVar[Memos | None] = ContextVar("sweetspot_evaluation_memos", default=None)
 
 
 @contextlib.contextmanager
-def evaluating_once() -> Iterator[None]:
+def evaluating_once() -> Iterator[Memos]:
     """Within the block, evaluators of the same run, spec and device share their memo: a candidate
     is scored once however many steps ask for it (a pipeline's search scores its pick against the
     baselines, its guard and its evaluate step the greedy soup: each checkpoint and soup of a big
     model is minutes). The run, the spec's code and its data must not change within the block. A
-    block inside another shares the outer one's."""
-    if _SHARED_MEMOS.get() is not None:
-        yield
+    block inside another shares the outer one's. Yields the memos (run, spec and device -> memo)."""
+    outer = _SHARED_MEMOS.get()
+    if outer is not None:
+        yield outer
         return
-    token = _SHARED_MEMOS.set({})
+    memos: Memos = {}
+    token = _SHARED_MEMOS.set(memos)
     try:
-        yield
+        yield memos
     finally:
         _SHARED_MEMOS.reset(token)
+
+
+def validation_scores(memos: Memos) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The validation scores in ``memos``, small enough to send from the process that scored them
+    (a Ray task) to the one that evaluates next (``add_validation_scores``)."""
+    return {key: {"val": dict(memo.val), "per_example_name": memo.per_example_name} for key, memo in memos.items() if memo.val}
+
+
+def add_validation_scores(scores: Mapping[tuple[str, str, str], Mapping[str, Any]]) -> None:
+    """Inside ``evaluating_once``: take validation scores another process computed for the same
+    run, spec and device (outside it, nothing is kept)."""
+    shared = _SHARED_MEMOS.get()
+    if shared is None:
+        return
+    for key, got in scores.items():
+        memo = shared.setdefault(tuple(key), EvaluationMemo())
+        for weights, metrics in got["val"].items():
+            memo.val.setdefault(weights, metrics)
+        memo.per_example_name = got["per_example_name"]
 
 
 def _memo_for(spec: Any, run: RunDir, device: str | torch.device) -> EvaluationMemo:
@@ -220,8 +243,10 @@ class CandidateEvaluator:
             self.load(candidate)
             metrics, test_losses = {}, None
             for split in SPLITS:
-                cached_val = self.memo.val.get(key) if split == "val" else None
-                metrics[split], losses = cached_val if cached_val is not None else self.score(split)
+                if split == "val" and key in self.memo.val:
+                    metrics[split] = self.memo.val[key]
+                    continue
+                metrics[split], losses = self.score(split)
                 if split == "test":
                     test_losses = losses
             if test_losses is None:
@@ -239,8 +264,8 @@ class CandidateEvaluator:
         key = self._key(candidate)
         if key not in self.memo.val:
             self.load(candidate)
-            self.memo.val[key] = self.score("val")
-        return self.memo.val[key][0][self.metric]
+            self.memo.val[key] = self.score("val")[0]
+        return self.memo.val[key][self.metric]
 
     def better(self, a: float, b: float) -> bool:
         return is_better(a, b, self.mode)

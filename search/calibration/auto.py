@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import traceback
 from collections.abc import Sequence
@@ -34,6 +35,8 @@ from search.tracking.mlflow_runs import log_auto, mlflow_run
 
 RESULT_NAME = "auto_result.json"
 ERROR_NAME = "auto_error.txt"
+#: The key of a task's answer holding the validation scores it computed (not written to the record).
+SCORES = "validation_scores"
 MODEL_NAME = "combined.safetensors"
 
 
@@ -217,11 +220,13 @@ def evaluation_figures(result: Any) -> dict[str, Any]:
 
 def _task(*args: Any, **kwargs: Any) -> dict[str, Any]:
     """The Ray task: a run's failure comes back as a record (its message), never as an exception."""
-    from analysis.evaluation.evaluate import evaluating_once
+    from analysis.evaluation.evaluate import evaluating_once, validation_scores
 
     try:
-        with evaluating_once():  # the guard's greedy soup is the evaluation's too
-            return {"status": "done", **auto_one(*args, **kwargs)}
+        with evaluating_once() as memos:  # the guard's greedy soup is the evaluation's too
+            record = auto_one(*args, **kwargs)
+            # ... and a pipeline's evaluate step's, when this task ran in another process
+            return {"status": "done", **record, SCORES: validation_scores(memos)}
     except Exception as error:  # noqa: BLE001 - any failure of one run is that run's, reported
         folder = Path(args[1])
         folder.mkdir(parents=True, exist_ok=True)
@@ -406,6 +411,10 @@ def _record(
     outcomes: dict[str, AutoRun], run: str, name: str, folder: Path, record: dict[str, Any], left: int, progress: bool
 ) -> None:
     status = record.pop("status")
+    scores = record.pop(SCORES, None)
+    evaluation = sys.modules.get("analysis.evaluation.evaluate")  # imported where a caller is evaluating_once
+    if scores and evaluation is not None:
+        evaluation.add_validation_scores(scores)
     outcome = AutoRun(run, name, status, folder, record, record.pop("error", None))
     outcomes[name] = outcome
     if progress:

@@ -5,13 +5,20 @@ callable are counted."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from analysis.evaluation.baselines import Candidate
-from analysis.evaluation.evaluate import CandidateEvaluator, evaluating_once, run_evaluation
+from analysis.evaluation.evaluate import (
+    CandidateEvaluator,
+    add_validation_scores,
+    evaluating_once,
+    run_evaluation,
+    validation_scores,
+)
 from analysis.evaluation.validation_guard import best_on_validation
 from modules.rundir.run_dir import RunDir
 from modules.spec.selection import parse_selection
@@ -59,6 +66,25 @@ def test_inside_evaluating_once_a_step_scores_only_what_no_earlier_step_did(tmp_
         assert all(np.array_equal(a[2], b[2]) for a, b in zip(ours, theirs, strict=True))
     # Outside the block nothing is kept between steps.
     assert _guard_then_evaluate(run, calls)[:2] == (alone_guard, alone_evaluate)
+
+
+def test_validation_scores_sent_from_another_process_spare_the_evaluate_step_the_greedy_soup(
+    tmp_path: Path, calls: list[int]
+) -> None:
+    """What auto's Ray task sends back with its record (pickled), taken by the pipeline's block."""
+    run = RunDir(_tiny.record_run(tmp_path / "run"))
+    _, alone_evaluate, alone = _guard_then_evaluate(run, calls)
+    with evaluating_once() as memos:  # the task's
+        best_on_validation(run, _tiny.spec(), {"early": parse_selection({g: run.epochs[0] for g in run.groups})}, update_bn=True)
+        sent = pickle.loads(pickle.dumps(validation_scores(memos)))
+    add_validation_scores(sent)  # outside a block: kept nowhere
+    calls.clear()
+    with evaluating_once():
+        add_validation_scores(sent)
+        combination = Candidate("late", "combination", {g: [run.epochs[-1]] for g in run.groups})
+        result = run_evaluation(CandidateEvaluator(_tiny.spec(), run), combination, [run.epochs[0]], None, resamples=200, progress=False)
+    assert len(calls) <= alone_evaluate - (2 * len(run.epochs) - 1)
+    assert [(e.candidate.name, e.metrics) for e in result.evaluated] == [(name, metrics) for name, metrics, _ in alone]
 
 
 def test_another_run_or_spec_is_scored_anew(tmp_path: Path, calls: list[int]) -> None:
