@@ -245,7 +245,8 @@ def eval_share(name: str, measured: dict) -> None:
 def whole_process_share(name: str, ours: dict, wall: float) -> None:
     print(
         f"  [{name}] {ours['trials']} selections: eval seconds over the whole process's wall time x 2 workers"
-        f" {ours['eval_seconds'] / (2 * wall):.2f} (target >= 0.7 on searches of 100 selections or more); over"
+        f" {ours['eval_seconds'] / (2 * wall):.2f} (target >= 0.7 on a search of 100 selections or more; the"
+        f" fixed costs weigh less the longer the search); over"
         f" the search call's wall time x 2 workers {ours['eval_seconds'] / (2 * ours['search_seconds']):.2f}"
         f" (whole process {wall:.1f} s, search {ours['search_seconds']:.1f} s; the rest: imports, Ray's start,"
         f" plots, exit)", flush=True,

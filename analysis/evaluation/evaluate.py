@@ -33,6 +33,7 @@ from modules.combine.model_fit import (
 from modules.combine.plan import plan_from_run
 from modules.combine.soups import EpochSet, GreedySoup, greedy_soup, same_epochs
 from modules.combine.sources import iter_plan
+from modules.devices import resolve_device
 from modules.errors import EvaluationError
 from modules.rundir.digest import digest, run_key
 from modules.rundir.run_dir import RunDir
@@ -136,7 +137,7 @@ def add_validation_scores(scores: Mapping[tuple[str, str, str], Mapping[str, Any
         memo.per_example_name = got["per_example_name"]
 
 
-def _memo_for(spec: Any, run: RunDir, device: str | torch.device) -> EvaluationMemo:
+def _memo_for(spec: Any, run: RunDir, device: torch.device) -> EvaluationMemo:
     shared = _SHARED_MEMOS.get()
     if shared is None:
         return EvaluationMemo()
@@ -164,6 +165,7 @@ class CandidateEvaluator:
         splits_are_specs: bool = False,
     ) -> None:
         self.spec, self.run = spec, run
+        device = resolve_device(device) if isinstance(device, str) else torch.device(device)  # "auto" too
         self.memo = _memo_for(spec, run, device) if splits is None or splits_are_specs else EvaluationMemo()
         #: How errors name the model weights must fit, e.g. "the model of spec 'demo' (sweetspot.yaml: ...)".
         self.model_desc = model_desc or describe_spec_model(spec)
@@ -230,11 +232,12 @@ class CandidateEvaluator:
         return metrics, None if losses is None else _as_array(losses)
 
     def _key(self, candidate: Candidate) -> str:
-        written = None
+        path = written = None
         if candidate.model_path is not None:  # a file rewritten at the same path holds other weights
-            stat = os.stat(candidate.model_path)
-            written = [stat.st_size, stat.st_mtime_ns]
-        return json.dumps([candidate.epochs, str(candidate.model_path), written, candidate.recompute_bn], sort_keys=True)
+            path = os.path.realpath(candidate.model_path)
+            stat = os.stat(path)
+            written = [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]  # a copy keeps mtime, not ctime
+        return json.dumps([candidate.epochs, path, written, candidate.recompute_bn], sort_keys=True)
 
     def evaluate(self, candidate: Candidate) -> Evaluated:
         """Metrics on train, val and test (cached by weights, so duplicates cost nothing)."""

@@ -163,18 +163,29 @@ def crossover_trial(config: dict[str, Any], context: TrialContext) -> None:
     worker = worker_for(context, gather=True)
     try:
         _score_shards(worker, context, memo, config["epochs"], key, base, started)
+        return
     except Exception as error:
         if not survives(error, worker.device):
             raise
-        # A Python error of the model or the evaluate code: this trial failed, the process goes on.
-        # Tune would stop the worker (a new process: imports, the model, the data on the device);
-        # the next trial builds the model and scorer again here instead, from a clean state.
-        _WORKERS.clear()
-        failure = f"{type(error).__name__}: {error}"
-        # The traceback goes into the trial's result.json: with reused workers Tune's context names the
-        # first trial's folder, where an error.txt would land.
-        tune.report({**base, FAILED: failure[:500], "traceback": traceback.format_exc(), "complete": False, "shard": 0,
-                     "objective": float("nan"), "trial_seconds": time.perf_counter() - started})
+        failure = " ".join(f"{type(error).__name__}: {error}".split())[:500]  # one line, as Tune's error_text
+        trace = traceback.format_exc()
+    # A Python error of the evaluate code or the model: this trial failed, the process goes on. Tune
+    # would stop the worker (a new process: imports, the model, the data on the device). The
+    # traceback goes into the trial's result.json: with reused workers Tune's context names the
+    # first trial's folder, where an error.txt would land.
+    tune.report({**base, FAILED: failure, "traceback": trace, "complete": False, "shard": 0, "objective": float("nan"),
+                 "trial_seconds": time.perf_counter() - started})
+    patience = worker.patience
+    del worker  # the old model goes before the new one is built
+    _rebuild(context, patience)
+
+
+def _rebuild(context: TrialContext, patience: float) -> None:
+    """A new model and scorer for this process's worker (the failed trial may have left the old one
+    half loaded); without the start gate, which is for workers starting."""
+    _WORKERS.clear()
+    worker = _WORKERS[_run_key(context)] = _Worker(context)
+    worker.patience = patience
 
 
 def survives(error: BaseException, device: torch.device) -> bool:

@@ -116,3 +116,25 @@ def test_a_second_evaluate_of_the_same_run_scores_only_its_combination(tmp_path:
         shared = sweetspot.evaluate(run, second, spec=_tiny.spec(), update_bn=True, resamples=200, device="cpu")
     assert len(calls) - before == 3  # the new combination on train, val and test; no baseline again
     assert [e.metrics for e in shared.result.evaluated] == [e.metrics for e in alone.result.evaluated]
+
+
+def test_a_model_file_rewritten_in_place_is_scored_anew_even_with_its_old_size_and_time(tmp_path: Path, calls: list[int]) -> None:
+    import os
+    import shutil
+
+    from modules.combine.combine import combine
+
+    run = RunDir(_tiny.record_run(tmp_path / "run"))
+    first, other = tmp_path / "first.safetensors", tmp_path / "other.safetensors"
+    combine(run, parse_selection({g: run.epochs[0] for g in run.groups}), first, spec=_tiny.spec())
+    combine(run, parse_selection({g: run.epochs[-1] for g in run.groups}), other, spec=_tiny.spec())
+    before = os.stat(first)
+    os.utime(other, ns=(before.st_atime_ns, before.st_mtime_ns))
+    calls.clear()
+    with evaluating_once():
+        evaluator = CandidateEvaluator(_tiny.spec(), run)
+        old = evaluator.evaluate(Candidate("file", "combination", None, model_path=first)).metrics
+        shutil.copy2(other, first)  # other weights, same path, size and modification time
+        assert (os.stat(first).st_size, os.stat(first).st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+        new = evaluator.evaluate(Candidate("file", "combination", None, model_path=first)).metrics
+    assert len(calls) == 6 and new != old

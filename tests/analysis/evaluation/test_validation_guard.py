@@ -33,3 +33,11 @@ def test_the_guard_keeps_the_best_on_validation_of_the_picks_and_the_greedy_soup
         assert choice.val[name] == _val_of_combined(run, selection, tmp_path), name
     assert choice.val[choice.name] == min(choice.val.values())
     assert choice.selection is choice.candidates[choice.name]
+
+
+def test_the_guard_takes_device_auto_as_auto_passes_it_on_gpu_nodes(tmp_path: Path) -> None:
+    run = RunDir(_tiny.record_run(tmp_path / "run"))
+    picks = {"early": parse_selection({g: run.epochs[0] for g in run.groups})}
+    assert best_on_validation(run, _tiny.spec(), picks, update_bn=True, device="auto").val == best_on_validation(
+        run, _tiny.spec(), picks, update_bn=True, device="cpu"
+    ).val  # "auto" is this machine's device (no GPU here): the same scores
