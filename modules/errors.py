@@ -44,6 +44,15 @@ class EvaluationError(SweetspotError, ValueError):
     """An evaluation cannot be carried out as asked (inconsistent losses, missing baselines input)."""
 
 
+class UserCodeError(EvaluationError):
+    """The spec's own code (its evaluate callable) raised while sweetspot ran it; ``user_traceback``
+    is where (a command line prints it above the ``error:`` line)."""
+
+    def __init__(self, message: str, user_traceback: str) -> None:
+        super().__init__(message)
+        self.user_traceback = user_traceback
+
+
 class SweetspotWarning(UserWarning):
     """Something the user should check; the step went on (a command line prints it as ``warning: ...``)."""
 

@@ -69,6 +69,8 @@ def call_reporting_errors(run: Callable[[argparse.Namespace], int | None], args:
             return int(run(args) or 0)
     except SweetspotError as error:
         message = error.named(flag_for(error.param)) if error.param else str(error)
+        if getattr(error, "user_traceback", None):  # the user's own code failed: where, for them to fix
+            print(error.user_traceback.rstrip(), file=sys.stderr)
         print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -33,6 +33,7 @@ from modules.errors import (
     SweetspotError,
     SweetspotWarning,
     UnsafeCheckpointError,
+    UserCodeError,
 )
 from modules.importing.import_run import import_run
 from modules.importing.importer import ImportReport
@@ -119,6 +120,7 @@ __all__ = [
     "SweetspotWarning",
     "Thresholds",
     "UnsafeCheckpointError",
+    "UserCodeError",
     "__version__",
     "analyze",
     "auto",

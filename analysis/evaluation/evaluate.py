@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import os
+import traceback
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -34,12 +35,12 @@ from modules.combine.plan import plan_from_run
 from modules.combine.soups import EpochSet, GreedySoup, greedy_soup, same_epochs
 from modules.combine.sources import iter_plan
 from modules.devices import resolve_device
-from modules.errors import EvaluationError
+from modules.errors import EvaluationError, UserCodeError
 from modules.rundir.digest import digest, run_key
 from modules.rundir.run_dir import RunDir
 from modules.scalars import as_scalar
 from modules.spec.schema import dump_spec, is_better, loss_sign
-from modules.spec.selection import Selection, choice_for_epochs
+from modules.spec.selection import Selection, choice_for_epochs, selection_key
 
 SPLITS = ("train", "val", "test")
 LOSSES_KEY = "per_example_losses"
@@ -177,6 +178,7 @@ class CandidateEvaluator:
         self.mode = spec.objective.mode
         self.notes: list[str] = []
         self.has_bn = has_batchnorm(self.model)
+        self.loaded = "no weights loaded yet"
         self.batches = None
         if self.has_bn:
             if spec.batches is None:
@@ -192,6 +194,11 @@ class CandidateEvaluator:
     def load(self, candidate: Candidate) -> None:
         """Put the candidate's weights (and recomputed BatchNorm statistics) into the model."""
         recompute = candidate.recompute_bn and self.batches is not None
+        #: The weights in the model, as an error names them.
+        self.loaded = (
+            f"the model file {candidate.model_path}" if candidate.model_path is not None
+            else f"the epochs {selection_key(candidate.epochs or {})} of run {self.run.label}"
+        )
         if candidate.model_path is not None:
             load_file_into_model(candidate.model_path, self.model, self.model_desc, FIT_FIX)
             if recompute:  # sources unknown: every BatchNorm layer
@@ -209,7 +216,15 @@ class CandidateEvaluator:
 
     def score(self, split: str) -> tuple[dict[str, float], np.ndarray | None]:
         """Scalar metrics of the loaded model on ``split``, and its per-example losses."""
-        raw = self.evaluate_fn(self.model, self.splits[split])
+        try:
+            raw = self.evaluate_fn(self.model, self.splits[split])
+        except Exception as error:
+            what = " ".join(f"{type(error).__name__}: {error}".split())[:500]
+            raise UserCodeError(
+                f"evaluate callable {self.spec.evaluate!r} raised {what} on the {split} split with {self.loaded};"
+                " fix it (its traceback is above the error line of a command, in __cause__ in Python)",
+                traceback.format_exc(),
+            ) from error
         if not isinstance(raw, dict) or self.metric not in raw:
             found = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
             raise EvaluationError(

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from analysis.evaluation.baselines import analysis_for
 from modules.atomic import check_output_folder
+from modules.errors import UserCodeError
 from modules.rundir.run_dir import RunDir
 from modules.rundir.run_spec import as_run, check_spec_fits_run, spec_for_run
 from modules.spec.schema import Spec
@@ -109,7 +110,13 @@ def search(
         if evaluate:
             from search.execution.final_evaluation import evaluate_pick
 
-            evaluate_pick(result, run, spec, data, info, device=device, progress=progress)
+            try:
+                evaluate_pick(result, run, spec, data, info, device=device, progress=progress)
+            except UserCodeError as error:  # e.g. the evaluate code fails on some checkpoints
+                raise UserCodeError(
+                    f"the search finished and wrote its results to {output} (search_report.md), but its final"
+                    f" evaluation failed: {error}", error.user_traceback,
+                ) from error
             write_search_outputs(result, output, run.label, run.epochs, plots=False)
         log_search(tracker, result, output, run.label)
     return result

@@ -129,7 +129,7 @@ def report_markdown(result: SearchResult, run_path: str) -> str:
     ]
     failed = trials[trials["status"] == "failed"] if not trials.empty else trials
     for row in failed.itertuples():
-        lines.append(f"- trial {row.trial_id} failed: {row.error}")
+        lines.append(f"- trial {row.trial_id} ({row.selection}) failed: {row.error}")
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in result.notes]
     lines += ["", "![convergence](visualizations/convergence.png)", "", "![per group](visualizations/per_group.png)", ""]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -249,3 +250,26 @@ def test_combine_warns_when_a_selection_breaks_a_coupling(demo_run: Path, tmp_pa
     assert "warning: coupling A allows 0 epochs between its groups, but the selection puts backbone at 10, heads at 40" in err
     assert cli.main([*base, "--group", "heads=10", "--output", str(tmp_path / "together.safetensors")]) == 0
     assert "coupling" not in capsys.readouterr().err
+
+
+def test_evaluate_code_that_raises_shows_its_traceback_and_what_it_was_scoring(tmp_path: Path, capsys) -> None:
+    import os
+
+    import yaml
+
+    from tests.modules import _tiny
+    from tests.search import _faulty
+
+    run = _tiny.record_run(tmp_path / "run")
+    spec = tmp_path / "faulty.yaml"
+    spec.write_text(yaml.safe_dump(_faulty.spec(fail_in_process=os.getpid()).model_dump(mode="json", exclude_none=True)))
+    code = cli.main(["evaluate", "--checkpoint-dir", str(run), "--spec", str(spec), "--group", "encoder=2",
+                     "--group", "middle=2", "--group", "head=3", "--output", str(tmp_path / "eval"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    traceback, error = err.rstrip().rsplit("\n", 1)
+    assert traceback.startswith("Traceback (most recent call last):") and 'raise ValueError("planted failure in this process")' in traceback
+    assert re.match(
+        r"error: evaluate callable 'tests.search._faulty:evaluate' raised ValueError: planted failure in this process on the"
+        r' val split with the epochs \{"encoder":\[\d+\],"head":\[\d+\],"middle":\[\d+\]\} of run .*; fix it', error
+    )

@@ -13,16 +13,20 @@ from tests.modules import _tiny
 
 
 def build_model(
-    seed: int = 0, crash_marker: str | None = None, delay: float = 0.0, calls_log: str | None = None, failures: int = 0
+    seed: int = 0, crash_marker: str | None = None, delay: float = 0.0, calls_log: str | None = None, failures: int = 0,
+    fail_in_process: int | None = None,
 ) -> nn.Module:
     model = _tiny.build_model(seed)
     model.crash_marker = crash_marker
     model.delay = delay
     model.calls_log, model.failures = calls_log, failures
+    model.fail_in_process = fail_in_process
     return model
 
 
 def evaluate(model: nn.Module, split: Any) -> dict:
+    if getattr(model, "fail_in_process", None) == os.getpid():  # e.g. the driver's final evaluation only
+        raise ValueError("planted failure in this process")
     if getattr(model, "calls_log", None):  # each call's process; the first ``failures`` calls raise
         with open(model.calls_log, "a") as handle:
             handle.write(f"{os.getpid()}\n")

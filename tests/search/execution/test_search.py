@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ from optuna.trial import TrialState
 from modules.combine.model_fit import load_into_model
 from modules.combine.plan import plan_from_run
 from modules.combine.sources import iter_plan
+from modules.errors import UserCodeError
 from modules.rundir.run_dir import RunDir
 from modules.spec.selection import load_selection
 from search.execution.api import search
@@ -179,6 +181,21 @@ def test_a_trial_whose_evaluation_raises_fails_alone_and_its_worker_scores_the_n
     for row in trials[trials["status"] == "finished"].itertuples():
         load_into_model(model, iter_plan(plan_from_run(run, json.loads(row.selection))), "run")
         assert row.objective == pytest.approx(_tiny.evaluate(model, data["val"])["loss"], rel=1e-6)
+
+
+def test_a_final_evaluation_that_raises_says_the_search_finished_where_and_what_failed(
+    ray_local: None, tiny_run_path: Path, tmp_path: Path
+) -> None:
+    pattern = (
+        r"the search finished and wrote its results to .*out \(search_report.md\), but its final evaluation failed:"
+        r" evaluate callable 'tests.search._faulty:evaluate' raised ValueError: planted failure in this process on the"
+        r" val split with the epochs \{.*\} of run"
+    )
+    with pytest.raises(UserCodeError, match=pattern) as caught:
+        search(tiny_run_path, tmp_path / "out", _faulty.spec(fail_in_process=os.getpid()), num_samples=3, shards=1,
+               confirm_fraction=0.0, baselines=False, progress=False, max_concurrent=1)
+    assert 'raise ValueError("planted failure in this process")' in caught.value.user_traceback
+    assert (tmp_path / "out" / "search_report.md").is_file() and (tmp_path / "out" / "trials.parquet").is_file()
 
 
 def test_cpus_per_trial_no_node_has_are_refused(ray_local: None, tiny_run_path: Path, tmp_path: Path) -> None:
