@@ -44,6 +44,11 @@ class EvaluationError(SweetspotError, ValueError):
     """An evaluation cannot be carried out as asked (inconsistent losses, missing baselines input)."""
 
 
+def one_line(error: BaseException, limit: int = 500) -> str:
+    """``Type: message`` of ``error`` on one line (a record's or a report's field), at most ``limit`` characters."""
+    return " ".join(f"{type(error).__name__}: {error}".split())[:limit]
+
+
 class UserCodeError(EvaluationError):
     """The spec's own code (its evaluate callable) raised while sweetspot ran it; ``user_traceback``
     is where (a command line prints it above the ``error:`` line)."""

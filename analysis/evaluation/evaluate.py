@@ -35,7 +35,7 @@ from modules.combine.plan import plan_from_run
 from modules.combine.soups import EpochSet, GreedySoup, greedy_soup, same_epochs
 from modules.combine.sources import iter_plan
 from modules.devices import resolve_device
-from modules.errors import EvaluationError, UserCodeError
+from modules.errors import EvaluationError, UserCodeError, one_line
 from modules.rundir.digest import digest, run_key
 from modules.rundir.run_dir import RunDir
 from modules.scalars import as_scalar
@@ -219,9 +219,8 @@ class CandidateEvaluator:
         try:
             raw = self.evaluate_fn(self.model, self.splits[split])
         except Exception as error:
-            what = " ".join(f"{type(error).__name__}: {error}".split())[:500]
             raise UserCodeError(
-                f"evaluate callable {self.spec.evaluate!r} raised {what} on the {split} split with {self.loaded};"
+                f"evaluate callable {self.spec.evaluate!r} raised {one_line(error)} on the {split} split with {self.loaded};"
                 " fix it (its traceback is above the error line of a command, in __cause__ in Python)",
                 traceback.format_exc(),
             ) from error

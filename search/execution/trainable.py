@@ -17,6 +17,7 @@ import ray
 import torch
 from ray import tune
 
+from modules.errors import one_line
 from modules.rundir.run_dir import RunDir
 from modules.spec.schema import Spec
 from search.algorithms.space import EpochSet
@@ -167,7 +168,7 @@ def crossover_trial(config: dict[str, Any], context: TrialContext) -> None:
     except Exception as error:
         if not survives(error, worker.device):
             raise
-        failure = " ".join(f"{type(error).__name__}: {error}".split())[:500]  # one line, as Tune's error_text
+        failure = one_line(error)  # as Tune's error_text gives a trial's error
         trace = traceback.format_exc()
     # A Python error of the evaluate code or the model: this trial failed, the process goes on. Tune
     # would stop the worker (a new process: imports, the model, the data on the device). The
